@@ -1,0 +1,372 @@
+"""The App: task registry, enqueueing, job look-ups. Workers run what it registers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from . import client
+from .client import NewJob, Operation, arun, run
+from .config import resolve_database_url, resolve_schema
+from .connections import async_connection, sync_connection
+from .errors import ConfigurationError, InvalidJob
+from .job import Job, JobOptions, encode_data, validate_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+EXECUTORS = ("async", "thread", "process")
+
+
+@dataclass(frozen=True)
+class Task(Generic[F]):
+    """A handler registered under a job type. Call it to run the handler directly (tests);
+    ``enqueue`` it to have a worker run it."""
+
+    app: "App"
+    name: str
+    fn: F
+    options: JobOptions
+    executor: str
+    concurrency: int | None = None
+    """Most jobs of this type one worker process runs at once; None: only the worker's limit."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def using(self, **options: Any) -> "TaskCall":
+        """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
+        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``.
+
+        >>> send_email.using(delay=timedelta(minutes=5), priority=10).enqueue(user_id=42)
+        """
+        return TaskCall(self, JobOptions.build(**options))
+
+    def enqueue(self, conn: Any = None, **data: Any) -> int | None:
+        """Enqueue one job with ``data`` as the handler's keyword arguments; return its id.
+
+        With ``conn=`` (psycopg, SQLAlchemy or Django), the job joins that connection's open
+        transaction: it exists if and only if the transaction commits.
+        """
+        return TaskCall(self, JobOptions()).enqueue(conn, **data)
+
+    async def aenqueue(self, conn: Any = None, **data: Any) -> int | None:
+        """Async twin of :meth:`enqueue`."""
+        return await TaskCall(self, JobOptions()).aenqueue(conn, **data)
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+        """Enqueue one job per mapping of arguments, in one statement; return the ids in order."""
+        return TaskCall(self, JobOptions()).enqueue_many(items, conn)
+
+    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+        return await TaskCall(self, JobOptions()).aenqueue_many(items, conn)
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """A task with per-call options bound, from :meth:`Task.using`."""
+
+    task: Task[Any]
+    options: JobOptions
+
+    def using(self, **options: Any) -> "TaskCall":
+        return TaskCall(self.task, self.options.merged(JobOptions.build(**options)))
+
+    def _jobs(self, items: Iterable[Mapping[str, Any]]) -> list[NewJob]:
+        app = self.task.app
+        return [app._new_job(self.task.name, data, self.options) for data in items]
+
+    def enqueue(self, conn: Any = None, **data: Any) -> int | None:
+        return self.task.app._insert(self._jobs([data]), conn)[0]
+
+    async def aenqueue(self, conn: Any = None, **data: Any) -> int | None:
+        return (await self.task.app._ainsert(self._jobs([data]), conn))[0]
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+        return self.task.app._insert(self._jobs(items), conn)
+
+    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+        return await self.task.app._ainsert(self._jobs(items), conn)
+
+
+class App:
+    """A pgqueue application: where jobs live and which handlers run them.
+
+    >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded
+    >>> @app.task("send-welcome-email", queue="emails", max_attempts=5, timeout=30)
+    ... def send_welcome_email(user_id: int) -> None: ...
+    >>> send_welcome_email.enqueue(user_id=42, conn=conn)   # inside the caller's transaction
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        schema: str | None = None,
+        *,
+        max_payload_bytes: int = 1024 * 1024,
+        notify: bool = True,
+        pool_size: int = 10,
+        max_attempts: int = 5,
+        retry_delay: float = 1.0,
+        retry_backoff: bool = True,
+        retry_delay_max: float = 3600.0,
+    ) -> None:
+        self.schema = resolve_schema(schema)
+        self._database_url = database_url
+        self._resolved_url: str | None = None
+        if not isinstance(max_payload_bytes, int) or max_payload_bytes < 2:
+            raise ConfigurationError("max_payload_bytes must be a positive number of bytes")
+        self.max_payload_bytes = max_payload_bytes
+        self.notify = notify
+        self.pool_size = pool_size
+        self.defaults = JobOptions.build(
+            max_attempts=max_attempts,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            retry_delay_max=retry_delay_max,
+        )
+        self.tasks: dict[str, Task[Any]] = {}
+        self._schema_checked = False
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[Any] | None = None
+        self._apool: AsyncConnectionPool[Any] | None = None
+        self._apool_loop: asyncio.AbstractEventLoop | None = None
+
+    # --- registry ------------------------------------------------------------------------
+
+    def task(
+        self,
+        name: str,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        retry_delay: float | None = None,
+        retry_backoff: bool | None = None,
+        retry_delay_max: float | None = None,
+        concurrency: int | None = None,
+        executor: str | None = None,
+    ) -> Callable[[F], Task[F]]:
+        """Register a handler for the job type ``name``.
+
+        ``executor``: ``"async"`` (default for ``async def``) runs on the worker's event loop,
+        ``"thread"`` (default otherwise) in a thread, ``"process"`` in a pool of processes for
+        CPU-bound work (the handler must be a module-level function).
+        """
+        validate_name("task", name)
+        options = JobOptions.build(
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            retry_delay_max=retry_delay_max,
+        )
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+            raise ConfigurationError(f"task {name!r}: concurrency must be a positive integer")
+
+        def register(fn: F) -> Task[F]:
+            if name in self.tasks:
+                raise ConfigurationError(f"a task named {name!r} is already registered")
+            is_async = inspect.iscoroutinefunction(fn)
+            chosen = executor or ("async" if is_async else "thread")
+            if chosen not in EXECUTORS:
+                raise ConfigurationError(f"task {name!r}: executor must be one of {EXECUTORS}")
+            if chosen == "async" and not is_async:
+                raise ConfigurationError(f"task {name!r}: executor='async' needs an async def handler")
+            if chosen != "async" and is_async:
+                raise ConfigurationError(f"task {name!r}: an async def handler runs with executor='async'")
+            if chosen == "process" and "<locals>" in getattr(fn, "__qualname__", "<locals>"):
+                raise ConfigurationError(
+                    f"task {name!r}: a process handler must be a module-level function, importable by name"
+                )
+            task = Task(self, name, fn, options, chosen, concurrency)
+            self.tasks[name] = task
+            return task
+
+        return register
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues of the registered tasks, in registration order."""
+        return list(dict.fromkeys(t.options.queue or DEFAULT_QUEUE for t in self.tasks.values()))
+
+    # --- enqueueing ----------------------------------------------------------------------
+
+    def _new_job(self, type_: str, data: Mapping[str, Any] | None, options: JobOptions) -> NewJob:
+        validate_name("job type", type_)
+        task = self.tasks.get(type_)
+        merged = self.defaults.merged(task.options) if task else self.defaults
+        merged = merged.merged(options)
+        return NewJob(
+            type=type_,
+            queue=merged.queue or DEFAULT_QUEUE,
+            data=encode_data({} if data is None else data, self.max_payload_bytes),
+            priority=merged.priority or 0,
+            max_attempts=merged.max_attempts or 1,
+            run_at=merged.run_at,
+            delay=merged.delay,
+            retry_delay=merged.retry_delay,
+            retry_backoff=merged.retry_backoff,
+            retry_delay_max=merged.retry_delay_max,
+            timeout=merged.timeout,
+            unique_key=merged.unique_key,
+        )
+
+    def _jobs(self, items: Iterable[Any]) -> list[NewJob]:
+        jobs = []
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                raise InvalidJob("enqueue_many takes (type, data) or (type, data, options) tuples")
+            options = JobOptions.build(**item[2]) if len(item) == 3 else JobOptions()
+            jobs.append(self._new_job(item[0], item[1], options))
+        return jobs
+
+    def enqueue(self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any) -> int | None:
+        """Enqueue a job by type name, for producers that do not import the handler's code.
+
+        >>> app.enqueue("send-welcome-email", {"user_id": 1}, conn=conn, delay=60)
+        """
+        return self._insert([self._new_job(type, data, JobOptions.build(**options))], conn)[0]
+
+    async def aenqueue(
+        self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any
+    ) -> int | None:
+        return (await self._ainsert([self._new_job(type, data, JobOptions.build(**options))], conn))[0]
+
+    def enqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[int | None]:
+        """Enqueue ``(type, data)`` or ``(type, data, options)`` items in one statement; ids in order."""
+        return self._insert(self._jobs(items), conn)
+
+    async def aenqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[int | None]:
+        return await self._ainsert(self._jobs(items), conn)
+
+    def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+        return self._execute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+
+    async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+        return await self._aexecute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def get_job(self, job_id: int, conn: Any = None) -> Job:
+        """The job with that id (state, attempts, output, error...); JobNotFound if there is none."""
+        return self._execute(client.get_job(self.schema, job_id), conn)
+
+    async def aget_job(self, job_id: int, conn: Any = None) -> Job:
+        return await self._aexecute(client.get_job(self.schema, job_id), conn)
+
+    def cancel_job(self, job_id: int, conn: Any = None) -> bool:
+        """Cancel a job that has not finished; False if it already had."""
+        return self._execute(client.cancel_job(self.schema, job_id), conn)
+
+    def retry_job(self, job_id: int, conn: Any = None) -> bool:
+        """Run a failed or cancelled job again now; False if it was in another state."""
+        return self._execute(client.retry_job(self.schema, job_id, self.notify), conn)
+
+    def counts(self, conn: Any = None) -> dict[str, dict[str, int]]:
+        """Jobs per queue and state."""
+        return self._execute(client.counts(self.schema), conn)
+
+    # --- workers -------------------------------------------------------------------------
+
+    def run_worker(self, **config: Any) -> None:
+        """Run a worker in this process until it is stopped (or, with ``burst=True``, idle).
+
+        Takes the :class:`pgqueue.WorkerConfig` fields as keywords.
+        """
+        asyncio.run(self.arun_worker(**config))
+
+    async def arun_worker(self, **config: Any) -> None:
+        from .worker import Worker, WorkerConfig
+
+        await Worker(self, WorkerConfig(**config)).run()
+
+    # --- connections ---------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        """The resolved database URL (starting the embedded server if that is the default)."""
+        with self._lock:
+            if self._resolved_url is None:
+                self._resolved_url = resolve_database_url(self._database_url)
+            return self._resolved_url
+
+    def connect_kwargs(self, application_name: str = "pgqueue") -> dict[str, Any]:
+        return {"autocommit": True, "application_name": application_name}
+
+    def _checked(self, operation: Operation[R]) -> Operation[R]:
+        if not self._schema_checked:
+            yield from client.check_schema(self.schema)
+            self._schema_checked = True
+        return (yield from operation)
+
+    def _execute(self, operation: Operation[R], conn: Any) -> R:
+        if conn is not None:
+            return run(sync_connection(conn), self._checked(operation))
+        with self._sync_pool().connection() as pooled:
+            return run(pooled, self._checked(operation))
+
+    async def _aexecute(self, operation: Operation[R], conn: Any) -> R:
+        if conn is not None:
+            return await arun(await async_connection(conn), self._checked(operation))
+        pool = await self._async_pool()
+        async with pool.connection() as pooled:
+            return await arun(pooled, self._checked(operation))
+
+    def _sync_pool(self) -> ConnectionPool[Any]:
+        url = self.database_url
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=True,
+                    name="pgqueue",
+                )
+            return self._pool
+
+    async def _async_pool(self) -> AsyncConnectionPool[Any]:
+        loop = asyncio.get_running_loop()
+        if self._apool is None or self._apool_loop is not loop:
+            url = self.database_url
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=False,
+                name="pgqueue-async",
+            )
+            await pool.open()
+            self._apool, self._apool_loop = pool, loop
+        return self._apool
+
+    def connect(self, application_name: str = "pgqueue") -> psycopg.Connection[Any]:
+        """A new autocommit connection to the app's database (the caller closes it)."""
+        return psycopg.connect(self.database_url, **self.connect_kwargs(application_name))
+
+    def close(self) -> None:
+        """Close the app's connection pools."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._apool is not None:
+            await self._apool.close()
+            self._apool = None
+
+    def __enter__(self) -> "App":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<pgqueue.App schema={self.schema!r} tasks={sorted(self.tasks)}>"
+

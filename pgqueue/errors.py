@@ -1,0 +1,34 @@
+"""Errors pgqueue raises. Every one derives from :class:`PgQueueError`."""
+
+from __future__ import annotations
+
+
+class PgQueueError(Exception):
+    """Base class of every error pgqueue raises on purpose."""
+
+
+class ConfigurationError(PgQueueError, ValueError):
+    """A setting is invalid: a database URL, a schema name, a worker option."""
+
+
+class InvalidJob(PgQueueError, ValueError):
+    """A job was refused before anything was written: bad data, name or option.
+
+    The caller's transaction is untouched and stays usable.
+    """
+
+
+class PayloadTooLarge(InvalidJob):
+    """The job's data, encoded as JSON, is larger than the app's ``max_payload_bytes``."""
+
+
+class SchemaOutOfDate(PgQueueError):
+    """The database schema is missing or at another version than this pgqueue expects."""
+
+
+class JobNotFound(PgQueueError, LookupError):
+    """No job has that id."""
+
+
+class UnknownTask(PgQueueError, LookupError):
+    """No handler is registered under that job type."""

@@ -1,0 +1,42 @@
+"""Every SQL statement pgqueue runs lives in ``queries.sql``; this module loads and binds them."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from psycopg import sql
+
+_BLOCK = re.compile(r"^-- name: (\w+)\n", re.MULTILINE)
+
+
+@functools.cache
+def _raw() -> dict[str, str]:
+    text = (Path(__file__).parent / "queries.sql").read_text(encoding="utf-8")
+    parts = _BLOCK.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2]):
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        queries[name] = "\n".join(lines).strip().rstrip(";")
+    return queries
+
+
+class Queries:
+    """The named statements with ``{schema}`` bound to one schema, as composed SQL objects."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        ident = sql.Identifier(schema)
+        self._statements = {name: sql.SQL(text).format(schema=ident) for name, text in _raw().items()}
+
+    def __getattr__(self, name: str) -> sql.Composed:
+        try:
+            return self._statements[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@functools.cache
+def queries(schema: str) -> Queries:
+    return Queries(schema)

@@ -1,0 +1,200 @@
+-- Every statement pgqueue runs, one named block each.
+-- {schema} is bound once, as a quoted identifier; every value is a bound parameter.
+-- All time maths use the database's now(), never a worker's clock.
+
+-- name: schema_version
+-- The alembic revision the schema is at.
+SELECT version_num FROM {schema}.pgqueue_alembic_version;
+
+-- name: insert_jobs
+-- Insert one row per element of the parallel arrays, in one round trip, and wake the
+-- workers of each queue once (delivered on commit; identical notifications in one
+-- transaction are merged by PostgreSQL). A job whose unique_key matches a job that
+-- still waits or runs is skipped and returns no row.
+WITH inserted AS (
+    INSERT INTO {schema}.job AS j (type, queue, data, priority, max_attempts, run_at,
+                                   retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
+    SELECT v.type, v.queue, v.data::jsonb, v.priority, v.max_attempts,
+           coalesce(v.run_at, now() + make_interval(secs => coalesce(v.delay, 0))),
+           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key
+    FROM unnest(%(type)s::text[], %(queue)s::text[], %(data)s::text[], %(priority)s::int[],
+                %(max_attempts)s::int[], %(run_at)s::timestamptz[], %(delay)s::float8[],
+                %(retry_delay)s::float8[], %(retry_backoff)s::bool[], %(retry_delay_max)s::float8[],
+                %(timeout)s::float8[], %(unique_key)s::text[])
+         AS v(type, queue, data, priority, max_attempts, run_at, delay,
+              retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
+    RETURNING j.id, j.queue, j.unique_key
+), woken AS (
+    SELECT pg_notify(%(channel)s, q.queue)
+    FROM (SELECT DISTINCT queue FROM inserted) AS q
+    WHERE %(notify)s
+)
+SELECT i.id, i.unique_key, (SELECT count(*) FROM woken) AS woken
+FROM inserted AS i
+ORDER BY i.id;
+
+-- name: get_job
+SELECT * FROM {schema}.job WHERE id = %(id)s;
+
+-- name: claim
+-- Claim up to %(limit)s runnable jobs for one worker: per queue, walk the fetch index in
+-- its own order (priority DESC, run_at, id), skipping rows other workers hold, then keep
+-- the best %(limit)s over all queues and at most cap[type] of each capped type. Types
+-- in %(full)s are at their concurrency limit in this worker and are not claimed.
+-- Each claim counts an attempt and gets a fresh lease id: every later write for the
+-- job is guarded by that lease.
+WITH candidates AS (
+    SELECT c.id, c.type, c.priority, c.run_at
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, type, priority, run_at
+        FROM {schema}.job
+        WHERE queue = q.name AND state < 'active' AND run_at <= now()
+          AND type <> ALL(%(full)s::text[])
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), ranked AS (
+    SELECT id, type, priority, run_at,
+           row_number() OVER (PARTITION BY type ORDER BY priority DESC, run_at, id) AS nth
+    FROM candidates
+), picked AS (
+    SELECT r.id
+    FROM ranked AS r
+    LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
+    WHERE cap.slots IS NULL OR r.nth <= cap.slots
+    ORDER BY r.priority DESC, r.run_at, r.id
+    LIMIT %(limit)s
+)
+UPDATE {schema}.job AS j
+SET state = 'active',
+    attempts = j.attempts + 1,
+    lease_id = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = now(),
+    finished_at = NULL,
+    worker_id = %(worker_id)s
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
+          j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace;
+
+-- name: complete
+-- Record successes. Guarded by the lease: a worker that lost its job updates nothing.
+UPDATE {schema}.job AS j
+SET state = 'completed', output = v.output::jsonb, duration = v.duration, error = NULL,
+    finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[], %(output)s::text[], %(duration)s::float8[])
+     AS v(id, lease_id, output, duration)
+WHERE j.id = v.id AND j.lease_id = v.lease_id AND j.state = 'active'
+RETURNING j.id;
+
+-- name: fail
+-- Record failed attempts: back to 'retry' after retry_in seconds while attempts remain,
+-- else 'failed' (retry_in NULL forces 'failed'). Guarded by the lease.
+UPDATE {schema}.job AS j
+SET state = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
+                 THEN 'failed' ELSE 'retry' END::{schema}.job_state,
+    run_at = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
+                  THEN j.run_at ELSE now() + make_interval(secs => v.retry_in) END,
+    finished_at = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
+                       THEN now() END,
+    error = v.error, duration = v.duration,
+    errors = coalesce(j.errors, '[]'::jsonb)
+             || jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'error', v.error, 'at', now())),
+    lease_id = NULL, lease_expires_at = NULL
+FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[], %(error)s::text[], %(retry_in)s::float8[],
+            %(duration)s::float8[])
+     AS v(id, lease_id, error, retry_in, duration)
+WHERE j.id = v.id AND j.lease_id = v.lease_id AND j.state = 'active'
+RETURNING j.id, j.state;
+
+-- name: release
+-- Hand unfinished jobs back to the queue at once (graceful shutdown): the interrupted
+-- attempt is not counted. Guarded by the lease.
+UPDATE {schema}.job AS j
+SET state = CASE WHEN j.attempts <= 1 THEN 'created' ELSE 'retry' END::{schema}.job_state,
+    attempts = greatest(j.attempts - 1, 0),
+    run_at = now(), lease_id = NULL, lease_expires_at = NULL, worker_id = NULL
+FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[]) AS v(id, lease_id)
+WHERE j.id = v.id AND j.lease_id = v.lease_id AND j.state = 'active'
+RETURNING j.id, j.queue;
+
+-- name: heartbeat
+-- Extend the leases of a worker's running jobs; returns the ones it still holds.
+UPDATE {schema}.job AS j
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[]) AS v(id, lease_id)
+WHERE j.id = v.id AND j.lease_id = v.lease_id AND j.state = 'active'
+RETURNING j.id;
+
+-- name: rescue
+-- Jobs whose lease expired belong to a worker that died or stalled. The attempt was
+-- counted at claim, so a job that keeps killing its worker ends 'failed'.
+-- Only one instance sweeps at a time (transaction-scoped advisory lock).
+WITH leader AS (
+    SELECT pg_try_advisory_xact_lock(%(lock_key)s) AS ok
+), rescued AS (
+    UPDATE {schema}.job AS j
+    SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'retry' END::{schema}.job_state,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        run_at = now(),
+        error = 'lease expired: the worker ' || coalesce(j.worker_id, '?') || ' stopped renewing it',
+        errors = coalesce(j.errors, '[]'::jsonb)
+                 || jsonb_build_array(jsonb_build_object(
+                        'attempt', j.attempts, 'at', now(),
+                        'error', 'lease expired: the worker ' || coalesce(j.worker_id, '?') || ' stopped renewing it')),
+        lease_id = NULL, lease_expires_at = NULL
+    FROM leader
+    WHERE leader.ok AND j.state = 'active' AND j.lease_expires_at < now()
+    RETURNING j.id, j.queue, j.state
+)
+SELECT id, queue, state FROM rescued;
+
+-- name: prune
+-- Delete up to %(batch)s finished jobs older than their retention.
+DELETE FROM {schema}.job
+WHERE id IN (
+    SELECT id FROM {schema}.job
+    WHERE (state = 'completed' AND finished_at < now() - make_interval(secs => %(completed_seconds)s))
+       OR (state IN ('failed', 'cancelled') AND finished_at < now() - make_interval(secs => %(failed_seconds)s))
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: cancel
+-- Cancel a job that has not finished. A running job's worker is fenced out.
+UPDATE {schema}.job
+SET state = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND state < 'completed'
+RETURNING id;
+
+-- name: retry
+-- Run a failed or cancelled job again, now, with one more attempt allowed if it used them all.
+UPDATE {schema}.job
+SET state = 'retry', run_at = now(), finished_at = NULL,
+    max_attempts = greatest(max_attempts, attempts + 1)
+WHERE id = %(id)s AND state IN ('failed', 'cancelled')
+RETURNING id, queue;
+
+-- name: notify
+-- Wake the workers of the given queues.
+SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: counts
+-- Jobs per queue and state, for status displays.
+SELECT queue, state::text AS state, count(*) AS jobs
+FROM {schema}.job
+GROUP BY queue, state
+ORDER BY queue, state;
+
+-- name: worker_seen
+-- Register a worker, or record that it is alive.
+INSERT INTO {schema}.worker AS w (id, hostname, pid, queues, concurrency)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
+
+-- name: worker_gone
+DELETE FROM {schema}.worker WHERE id = %(id)s OR last_seen_at < now() - interval '1 hour';
