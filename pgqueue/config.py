@@ -31,7 +31,9 @@ def validate_schema(schema: str) -> str:
 
 def resolve_schema(schema: str | None = None) -> str:
     """The schema to use: argument > ``PGQUEUE_SCHEMA`` > ``pgqueue``."""
-    return validate_schema(schema or os.environ.get("PGQUEUE_SCHEMA") or DEFAULT_SCHEMA)
+    if schema is None:
+        schema = os.environ.get("PGQUEUE_SCHEMA") or DEFAULT_SCHEMA
+    return validate_schema(schema)
 
 
 def resolve_database_url(url: str | None = None) -> str:
@@ -54,7 +56,10 @@ def normalize_url(url: str) -> str:
     if "://" not in url:
         if "=" in url:  # a libpq "key=value" connection string
             return url
-        raise ConfigurationError(f"not a PostgreSQL URL: {redact(url)!r}")
+        # Not echoed: without a scheme there is no telling which part is a password.
+        raise ConfigurationError(
+            "not a PostgreSQL URL: use postgresql://user:password@host/dbname or key=value pairs"
+        )
     scheme, rest = url.split("://", 1)
     base = scheme.split("+", 1)[0].lower()
     if base not in ("postgres", "postgresql"):
