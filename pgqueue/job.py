@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring as _quote
 from typing import Any, Mapping
 
 from .errors import InvalidJob, PayloadTooLarge
@@ -113,9 +113,10 @@ class JobOptions:
         """These options with every field ``other`` sets taking precedence."""
         changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(other)}
         changes = {k: v for k, v in changes.items() if v is not None}
-        if "delay" in changes:
+        # delay and run_at both say when the job runs: the one ``other`` sets replaces the other.
+        if other.delay is not None:
             changes["run_at"] = None
-        if "run_at" in changes:
+        if other.run_at is not None:
             changes["delay"] = None
         return dataclasses.replace(self, **changes)
 
@@ -205,53 +206,78 @@ def validate_name(kind: str, name: Any) -> str:
 def encode_data(data: Any, max_bytes: int) -> str:
     """Encode a job's data as JSON text, refusing what would not come back to the handler unchanged.
 
-    Accepted: dicts with string keys, lists and tuples, strings, ints, finite floats, bools and None.
+    Accepted: mappings with string keys, lists and tuples, strings, ints, finite floats, bools and None.
+    Tuples come back as lists, other mappings as dicts.
     """
     if not isinstance(data, Mapping):
         raise InvalidJob(f"job data must be a mapping of argument names to values, got {type(data).__name__}")
-    _check_json(data, "data", 0, set())
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    parts: list[str] = []
+    _encode(data, "data", 0, set(), parts)
+    text = "".join(parts)
     size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise PayloadTooLarge(f"job data is {size} bytes as JSON, over the limit of {max_bytes} bytes")
     return text
 
 
-def _check_json(value: Any, path: str, depth: int, open_containers: set[int]) -> None:
-    if value is None or isinstance(value, (bool, int)):
-        return
-    if isinstance(value, str):
+def _encode(value: Any, path: str, depth: int, open_containers: set[int], out: list[str]) -> None:
+    """Check ``value`` and append its compact JSON text to ``out``, in one walk."""
+    if value is None:
+        out.append("null")
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, int):
+        try:
+            out.append(int.__repr__(value))
+        except ValueError:  # beyond sys.get_int_max_str_digits(): it could not be read back either
+            raise InvalidJob(f"{path} is an integer too long to convert to text") from None
+    elif isinstance(value, str):
         _check_text(f"string at {path}", value)
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidJob(f"{path} is {value}, which JSON cannot carry")
-        return
-    if depth >= MAX_NESTING:
-        raise InvalidJob(f"job data is nested more than {MAX_NESTING} levels deep at {path}")
-    if isinstance(value, Mapping):
+        out.append(_quote(value))
+    elif isinstance(value, float):
+        out.append(_float_text(value, path))
+    elif isinstance(value, (Mapping, list, tuple)):
+        if depth >= MAX_NESTING:
+            raise InvalidJob(f"job data is nested more than {MAX_NESTING} levels deep at {path}")
         if id(value) in open_containers:
             raise InvalidJob(f"job data contains a circular reference at {path}")
         open_containers.add(id(value))
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidJob(f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys are strings")
-            _check_text(f"key at {path}", key)
-            _check_json(item, f"{path}[{key!r}]", depth + 1, open_containers)
+        if isinstance(value, Mapping):
+            out.append("{")
+            for index, (key, item) in enumerate(value.items()):
+                if not isinstance(key, str):
+                    raise InvalidJob(
+                        f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
+                    )
+                _check_text(f"key at {path}", key)
+                out.append("," if index else "")
+                out.append(_quote(key))
+                out.append(":")
+                _encode(item, f"{path}[{key!r}]", depth + 1, open_containers, out)
+            out.append("}")
+        else:
+            out.append("[")
+            for index, item in enumerate(value):
+                out.append("," if index else "")
+                _encode(item, f"{path}[{index}]", depth + 1, open_containers, out)
+            out.append("]")
         open_containers.discard(id(value))
-        return
-    if isinstance(value, (list, tuple)):
-        if id(value) in open_containers:
-            raise InvalidJob(f"job data contains a circular reference at {path}")
-        open_containers.add(id(value))
-        for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]", depth + 1, open_containers)
-        open_containers.discard(id(value))
-        return
-    raise InvalidJob(
-        f"{path} is a {type(value).__name__}, which is not JSON; convert it first "
-        "(e.g. datetimes to ISO strings, sets to lists, bytes to base64 text)"
-    )
+    else:
+        raise InvalidJob(
+            f"{path} is a {type(value).__name__}, which is not JSON; convert it first "
+            "(e.g. datetimes to ISO strings, sets to lists, bytes to base64 text)"
+        )
+
+
+def _float_text(value: float, path: str) -> str:
+    if not math.isfinite(value):
+        raise InvalidJob(f"{path} is {value}, which JSON cannot carry")
+    text = float.__repr__(value)
+    if "e" in text and abs(value) >= 1:
+        # jsonb stores numbers as numeric and prints 1e+16 back as the integer 10000000000000000:
+        # write the float's exact decimal value with a fraction digit so that it reads back a float.
+        text = f"{value:.1f}"
+    return text
 
 
 def retry_delay_seconds(attempt: int, delay: float, backoff: bool, delay_max: float | None) -> float:
