@@ -153,6 +153,7 @@ def counts(schema: str) -> Operation[dict[str, dict[str, int]]]:
 
 
 _ESCAPED_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def encode_output(value: Any) -> str | None:
@@ -167,5 +168,5 @@ def encode_output(value: Any) -> str | None:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
         text = json.dumps({"repr": repr(value)[:10_000]}, ensure_ascii=False)
-    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = _SURROGATE.sub("\ufffd", text)
     return _ESCAPED_NUL.sub(lambda m: m.group(1) + "\\ufffd", text)
