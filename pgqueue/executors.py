@@ -1,0 +1,234 @@
+"""Where handlers run: on the event loop, in threads, or in child processes.
+
+Each executor's ``run`` returns ``Outcome`` and never raises for anything the handler does:
+exceptions of every kind (``SystemExit`` and ``KeyboardInterrupt`` included), timeouts,
+handlers that ignore cancellation, and child processes that die are all turned into a
+failed outcome, so a handler cannot take the worker down or keep its slot forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+log = logging.getLogger("pgqueue.worker")
+
+MAX_ERROR_CHARS = 20_000
+CANCEL_GRACE = 1.0
+"""Seconds a timed-out async handler gets to honour its cancellation before it is abandoned."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    timed_out: bool = False
+
+
+def error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "\n[truncated]"
+
+
+def timed_out(timeout: float) -> Outcome:
+    return Outcome(False, error=f"timed out after {timeout:g} s", timed_out=True)
+
+
+async def run_async(fn: Callable[..., Any], data: dict[str, Any], timeout: float | None) -> Outcome:
+    """Run an async handler in a task of its own, so that it can be abandoned if it ignores cancellation."""
+
+    async def guarded() -> Outcome:
+        try:
+            return Outcome(True, await fn(**data))
+        except BaseException as exc:  # noqa: BLE001 - a handler may raise anything, SystemExit included
+            return Outcome(False, error=error_text(exc))
+
+    task = asyncio.ensure_future(guarded())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task}, timeout=CANCEL_GRACE)
+    if not task.done():
+        log.error("a handler ignored its cancellation after timing out; it is abandoned and keeps running")
+    return timed_out(timeout or 0)
+
+
+class ThreadRunner:
+    """Daemon threads for sync handlers. A thread whose handler overran its timeout is
+    abandoned and a new one takes its place, so the worker never loses a slot to it."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._work.get()
+            if item is None:
+                return
+            item()
+
+    def _submit(self, item: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+            else:
+                self._threads += 1
+        self._work.put(item)
+        if spawn:
+            threading.Thread(target=self._loop, name=f"pgqueue-handler-{self._threads}", daemon=True).start()
+
+    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None) -> Outcome:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+
+        def deliver(outcome: Outcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        def call() -> None:
+            try:
+                outcome = Outcome(True, fn(**data))
+            except BaseException as exc:  # noqa: BLE001
+                outcome = Outcome(False, error=error_text(exc))
+            try:
+                loop.call_soon_threadsafe(deliver, outcome)
+            except RuntimeError:  # the loop has closed: the worker is gone
+                pass
+
+        self._submit(call)
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+        if done:
+            return future.result()
+        log.error("a sync handler overran its timeout; its thread is abandoned and replaced")
+        return timed_out(timeout or 0)
+
+    def close(self) -> None:
+        with self._lock:
+            idle = self._idle
+        for _ in range(idle):
+            self._work.put(None)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def _child_main(conn: Any) -> None:
+    """A process-executor child: run handlers named by module and qualified name, JSON in and out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when children stop
+    while True:
+        try:
+            request = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            target: Any = importlib.import_module(request["module"])
+            for part in request["qualname"].split("."):
+                target = getattr(target, part)
+            output = target(**request["data"])
+            reply = {"ok": True, "output": output}
+            try:
+                body = json.dumps(reply, allow_nan=False)
+            except (TypeError, ValueError):
+                body = json.dumps({"ok": True, "output": {"repr": repr(output)[:10_000]}})
+        except BaseException as exc:  # noqa: BLE001
+            body = json.dumps({"ok": False, "error": error_text(exc)})
+        conn.send_bytes(body.encode())
+
+
+class _Child:
+    def __init__(self, context: Any) -> None:
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_child_main, args=(child_conn,), daemon=True, name="pgqueue-process")
+        self.process.start()
+        child_conn.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class ProcessRunner:
+    """Child processes for CPU-bound handlers: one job at a time each, replaced when they die
+    or overrun their timeout (the overrunning child is killed)."""
+
+    def __init__(self) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: list[_Child] = []
+
+    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None) -> Outcome:
+        loop = asyncio.get_running_loop()
+        child = self._idle.pop() if self._idle else await loop.run_in_executor(None, _Child, self._context)
+        reply: asyncio.Future[bytes | None] = loop.create_future()
+        fd = child.conn.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            try:
+                body: bytes | None = child.conn.recv_bytes()
+            except (EOFError, OSError):
+                body = None
+            if not reply.done():
+                reply.set_result(body)
+
+        request = {"module": fn.__module__, "qualname": fn.__qualname__, "data": data}
+        try:
+            child.conn.send_bytes(json.dumps(request).encode())
+        except OSError:
+            child.kill()
+            return Outcome(False, error="the handler's process could not be reached")
+        loop.add_reader(fd, readable)
+        try:
+            done, _ = await asyncio.wait({reply}, timeout=timeout)
+        except asyncio.CancelledError:
+            loop.remove_reader(fd)
+            await loop.run_in_executor(None, child.kill)
+            raise
+        if not done:
+            loop.remove_reader(fd)
+            await loop.run_in_executor(None, child.kill)
+            return timed_out(timeout or 0)
+        body = reply.result()
+        if body is None:
+            await loop.run_in_executor(None, child.kill)
+            code = child.process.exitcode
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            return Outcome(False, error=f"the handler's process {how}")
+        self._idle.append(child)
+        answer = json.loads(body)
+        if answer["ok"]:
+            return Outcome(True, answer["output"])
+        return Outcome(False, error=answer["error"])
+
+    def close(self) -> None:
+        for child in self._idle:
+            child.kill()
+        self._idle.clear()
+
+
+def process_cap() -> int:
+    """Default concurrency of a process-executor task: the machine's cores."""
+    return os.cpu_count() or 1

@@ -1,0 +1,576 @@
+"""The worker: claim jobs into free slots, run them, record outcomes, keep leases alive, shut down cleanly.
+
+One asyncio loop per process. The main loop claims as many jobs as there are free slots in
+one statement; outcomes are recorded in batches by a flusher; a heartbeat on a connection of
+its own renews the leases of running jobs; a listener wakes the main loop on NOTIFY, and the
+main loop polls anyway, so a lost notification costs at most one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from . import client
+from .client import arun, channel
+from .errors import ConfigurationError
+from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .job import retry_delay_seconds, validate_name
+from .sql import queries
+
+if TYPE_CHECKING:
+    from .app import App, Task
+
+log = logging.getLogger("pgqueue.worker")
+
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How one worker process runs. Every field has a ``PGQUEUE_*`` twin in ``pgqueue work``."""
+
+    queues: Sequence[str] | None = None
+    """Queues to take jobs from; None means every queue of the app's registered tasks."""
+    concurrency: int = 10
+    """Jobs this process runs at once, across all task types (tasks may set a lower cap of their own)."""
+    burst: bool = False
+    """Exit (normally) once nothing is running and nothing is runnable, instead of waiting for more."""
+    poll_interval: float = 1.0
+    """Seconds between polls when no notification arrives. Polling never stops; NOTIFY only shortens the wait."""
+    shutdown_grace: float = 30.0
+    """Seconds running jobs get to finish after SIGTERM; then they are handed back to the queue at once."""
+    listen: bool = True
+    """Wake on LISTEN/NOTIFY. False polls only (for poolers that cannot LISTEN)."""
+    lease_seconds: float = 15.0
+    """How long a claim holds a job without a heartbeat; heartbeats renew it every third of that."""
+    rescue_interval: float = 5.0
+    """Seconds between sweeps that hand back jobs whose lease expired (their worker died)."""
+    prune_interval: float = 60.0
+    """Seconds between deletions of finished jobs older than their retention."""
+    completed_retention: float = 3600.0
+    """Seconds a completed job is kept (for get_job and status) before it is deleted."""
+    failed_retention: float = 7 * 86400.0
+    """Seconds a failed or cancelled job is kept before it is deleted."""
+    worker_id: str | None = None
+    """A name for this worker in the worker table and job rows; default host:pid:random."""
+
+    def validated(self) -> "WorkerConfig":
+        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be a positive integer, got {self.concurrency!r}")
+        for name in ("poll_interval", "shutdown_grace", "lease_seconds", "rescue_interval", "prune_interval",
+                     "completed_retention", "failed_retention"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigurationError(f"{name} must be a non-negative number of seconds, got {value!r}")
+        if self.poll_interval <= 0 or self.lease_seconds < 1 or self.rescue_interval <= 0:
+            raise ConfigurationError("poll_interval and rescue_interval must be positive, lease_seconds at least 1")
+        if self.queues is not None:
+            if isinstance(self.queues, str):
+                raise ConfigurationError("queues must be a list of queue names, not a string")
+            for queue in self.queues:
+                try:
+                    validate_name("queue", queue)
+                except ValueError as exc:
+                    raise ConfigurationError(str(exc)) from None
+        return self
+
+
+@dataclass
+class Running:
+    job: dict[str, Any]
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Result:
+    job: dict[str, Any]
+    outcome: Outcome
+    duration: float
+
+
+class Worker:
+    """Runs jobs for one App until stopped. Use :meth:`pgqueue.App.run_worker` rather than this directly."""
+
+    def __init__(self, app: "App", config: WorkerConfig) -> None:
+        self.app = app
+        self.config = config.validated()
+        self.queues = list(config.queues or app.queues or ["default"])
+        self.queue_set = set(self.queues)
+        self.worker_id = config.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.q = queries(app.schema)
+        self.caps = {
+            name: task.concurrency or (process_cap() if task.executor == "process" else None)
+            for name, task in app.tasks.items()
+        }
+        self.caps = {name: cap for name, cap in self.caps.items() if cap is not None and cap < config.concurrency}
+        self.running: dict[int, Running] = {}
+        self.per_type: Counter[str] = Counter()
+        self.results: list[Result] = []
+        self.threads = ThreadRunner()
+        self.processes = ProcessRunner()
+        self.stopping = False
+        self.signals = 0
+        self.stats: Counter[str] = Counter()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.wake = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.results_ready = asyncio.Event()
+        self.hard_stop = asyncio.Event()
+        url = self.app.database_url
+        kwargs = {**self.app.connect_kwargs("pgqueue-worker"), **(KEEPALIVES if "host=/" not in url else {})}
+        self.connect_kwargs = kwargs
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url, min_size=1, max_size=3, kwargs=kwargs, open=False, name="pgqueue-worker", timeout=10
+        )
+        await self.pool.open()
+        background: list[asyncio.Task[None]] = []
+        installed = self._install_signals()
+        try:
+            async with self.pool.connection() as conn:
+                await arun(conn, client.check_schema(self.app.schema))
+            log.info(
+                "worker %s started: queues=%s concurrency=%d listen=%s",
+                self.worker_id, ",".join(self.queues), self.config.concurrency, self.config.listen,
+            )
+            background.append(asyncio.create_task(self._flush_loop(), name="pgqueue-flush"))
+            background.append(asyncio.create_task(self._heartbeat_loop(), name="pgqueue-heartbeat"))
+            background.append(asyncio.create_task(self._maintenance_loop(), name="pgqueue-maintenance"))
+            if self.config.listen:
+                background.append(asyncio.create_task(self._listen_loop(), name="pgqueue-listen"))
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._final_flush()
+            self._remove_signals(installed)
+            self.threads.close()
+            self.processes.close()
+            await self._forget_worker()
+            await self.pool.close()
+            log.info(
+                "worker %s stopped: %d completed, %d failed attempts, %d handed back",
+                self.worker_id, self.stats["completed"], self.stats["failed"], self.stats["released"],
+            )
+
+    def stop(self) -> None:
+        """Stop claiming and shut down gracefully; a second call stops at once."""
+        self.signals += 1
+        if self.signals == 1:
+            log.info("stopping: finishing running jobs (grace %gs); signal again to stop now", self.config.shutdown_grace)
+        else:
+            log.warning("stopping now: handing running jobs back")
+            self.hard_stop.set()
+        self.stopping = True
+        self.wake.set()
+        self.slot_freed.set()
+
+    def _install_signals(self) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+                installed.append(sig)
+            except (RuntimeError, ValueError, NotImplementedError):  # not the main thread
+                pass
+        return installed
+
+    def _remove_signals(self, installed: list[signal.Signals]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    # --- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self.stopping:
+            free = self.config.concurrency - len(self.running)
+            if free <= 0:
+                self.slot_freed.clear()
+                await self.slot_freed.wait()
+                continue
+            self.wake.clear()
+            try:
+                claimed = await self._claim(free)
+                failures = 0
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 10.0)
+                log.warning("claim failed (%s); retrying in %.1fs", str(exc).strip() or type(exc).__name__, delay)
+                await self._sleep(delay)
+                continue
+            for job in claimed:
+                self._start(job)
+            if claimed and len(claimed) >= free:
+                continue
+            if self.config.burst:
+                if not claimed and not self.running:
+                    return
+                self.slot_freed.clear()
+                await self._wait_any(self.slot_freed, self.wake)
+            else:
+                await self._wait_any(self.wake)
+
+    async def _wait_any(self, *events: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=self.config.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.hard_stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _claim(self, limit: int) -> list[dict[str, Any]]:
+        full = [name for name, cap in self.caps.items() if self.per_type[name] >= cap]
+        capped = [name for name in self.caps if name not in full]
+        params = {
+            "queues": self.queues,
+            "limit": limit,
+            "full": full,
+            "capped": capped,
+            "caps": [self.caps[name] - self.per_type[name] for name in capped],
+            "lease_seconds": self.config.lease_seconds,
+            "worker_id": self.worker_id,
+        }
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(self.q.claim, params)
+            rows = await cur.fetchall()
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row)) for row in rows]
+
+    # --- running -------------------------------------------------------------------------
+
+    def _start(self, job: dict[str, Any]) -> None:
+        running = Running(job)
+        self.running[job["id"]] = running
+        self.per_type[job["type"]] += 1
+        running.task = asyncio.create_task(self._run_job(running), name=f"pgqueue-job-{job['id']}")
+
+    async def _run_job(self, running: Running) -> None:
+        job = running.job
+        task = self.app.tasks.get(job["type"])
+        started = time.monotonic()
+        try:
+            if task is None:
+                outcome = Outcome(False, error=f"no handler is registered for job type {job['type']!r} in this worker")
+            else:
+                timeout = job["timeout"] if job["timeout"] is not None else task.options.timeout
+                outcome = await self._execute(task, job["data"], timeout)
+        finally:
+            self.running.pop(job["id"], None)
+            self.per_type[job["type"]] -= 1
+            self.slot_freed.set()
+        duration = time.monotonic() - started
+        if running.lost:
+            log.warning(
+                "job %s finished after its lease was lost; its outcome is not recorded",
+                job["id"], extra={"job_id": job["id"], "type": job["type"], "outcome": "lease-lost"},
+            )
+            return
+        self.results.append(Result(job, outcome, duration))
+        self.results_ready.set()
+
+    async def _execute(self, task: "Task[Any]", data: dict[str, Any], timeout: float | None) -> Outcome:
+        if task.executor == "async":
+            return await run_async(task.fn, data, timeout)
+        if task.executor == "thread":
+            return await self.threads.run(task.fn, data, timeout)
+        return await self.processes.run(task.fn, data, timeout)
+
+    # --- recording outcomes --------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        failures = 0
+        while True:
+            await self.results_ready.wait()
+            self.results_ready.clear()
+            try:
+                await self._flush()
+                failures = 0
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 10.0)
+                log.warning("recording job outcomes failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                self.results_ready.set()
+
+    async def _flush(self) -> None:
+        batch, self.results = self.results, []
+        if not batch:
+            return
+        record = asyncio.ensure_future(self._record(batch))
+        try:
+            await asyncio.shield(record)
+        except asyncio.CancelledError:
+            # Finish what is in flight before letting the cancellation through, so that
+            # outcomes the database took are not recorded twice, nor lost.
+            try:
+                await record
+            except Exception:  # noqa: BLE001 - retried by the final flush
+                self.results[:0] = batch
+            raise
+        except Exception:
+            self.results[:0] = batch
+            raise
+
+    async def _record(self, batch: list[Result]) -> None:
+        done = [r for r in batch if r.outcome.ok]
+        failed = [r for r in batch if not r.outcome.ok]
+        async with self.pool.connection() as conn:
+            if done:
+                cur = await conn.execute(self.q.complete, {
+                    "id": [r.job["id"] for r in done],
+                    "lease_id": [r.job["lease_id"] for r in done],
+                    "output": [client.encode_output(r.outcome.output) for r in done],
+                    "duration": [r.duration for r in done],
+                })
+                self._report(done, {row[0] for row in await cur.fetchall()}, "completed")
+            if failed:
+                cur = await conn.execute(self.q.fail, {
+                    "id": [r.job["id"] for r in failed],
+                    "lease_id": [r.job["lease_id"] for r in failed],
+                    "error": [r.outcome.error for r in failed],
+                    "retry_in": [self._retry_in(r.job) for r in failed],
+                    "duration": [r.duration for r in failed],
+                })
+                states = {row[0]: row[1] for row in await cur.fetchall()}
+                self._report(failed, set(states), "failed", states)
+
+    def _retry_in(self, job: dict[str, Any]) -> float | None:
+        """Seconds until the next attempt, or None when the job must fail for good."""
+        task = self.app.tasks.get(job["type"])
+        if task is None or job["attempts"] >= job["max_attempts"]:
+            return None
+
+        def setting(name: str) -> Any:
+            for source in (job.get(name), getattr(task.options, name), getattr(self.app.defaults, name)):
+                if source is not None:
+                    return source
+            return None
+
+        return retry_delay_seconds(
+            job["attempts"], setting("retry_delay") or 0.0, bool(setting("retry_backoff")), setting("retry_delay_max")
+        )
+
+    def _report(self, batch: list[Result], applied: set[int], what: str, states: dict[int, str] | None = None) -> None:
+        for result in batch:
+            job = result.job
+            extra = {"job_id": job["id"], "type": job["type"], "queue": job["queue"], "attempt": job["attempts"],
+                     "duration": round(result.duration, 6)}
+            if job["id"] not in applied:
+                self.stats["fenced"] += 1
+                log.warning("job %s: lease no longer held, outcome discarded (another worker owns it now)",
+                            job["id"], extra={**extra, "outcome": "fenced"})
+                continue
+            self.stats[what] += 1
+            if what == "completed":
+                if log.isEnabledFor(logging.INFO):
+                    log.info("job %s %s completed in %.3fs", job["id"], job["type"], result.duration,
+                             extra={**extra, "outcome": "completed"})
+            else:
+                state = (states or {}).get(job["id"], "failed")
+                level = logging.ERROR if state == "failed" else logging.WARNING
+                first_line = (result.outcome.error or "").strip().splitlines()[-1:] or [""]
+                log.log(level, "job %s %s attempt %d failed (%s): %s", job["id"], job["type"], job["attempts"],
+                        "final" if state == "failed" else "will retry", first_line[0],
+                        extra={**extra, "outcome": str(state)})
+
+    async def _final_flush(self) -> None:
+        for attempt in range(5):
+            try:
+                await self._flush()
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("recording outcomes at shutdown failed (%s)", exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        if self.results:
+            log.error("%d job outcomes could not be recorded; their leases will expire and they will run again",
+                      len(self.results))
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """After the claim loop: let running jobs finish within the grace period, then hand the rest back."""
+        tasks = {r.task for r in self.running.values() if r.task is not None}
+        if tasks and not self.hard_stop.is_set():
+            hard = asyncio.ensure_future(self.hard_stop.wait())
+            await self._wait_tasks(tasks, hard)
+            hard.cancel()
+        leftover = list(self.running.values())
+        if not leftover:
+            return
+        for running in leftover:
+            running.lost = True  # their outcomes must not be recorded once handed back
+            if running.task is not None:
+                running.task.cancel()
+        await asyncio.gather(*(r.task for r in leftover if r.task is not None), return_exceptions=True)
+        await self._release([r.job for r in leftover])
+
+    async def _wait_tasks(self, tasks: set[asyncio.Task[None]], hard: asyncio.Future[Any]) -> None:
+        deadline = time.monotonic() + self.config.shutdown_grace
+        pending = set(tasks)
+        while pending and not hard.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            _, pending = await asyncio.wait({*pending, hard}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(hard)  # type: ignore[arg-type]
+
+    async def _release(self, jobs: list[dict[str, Any]]) -> None:
+        for attempt in range(3):
+            try:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(self.q.release, {
+                        "id": [job["id"] for job in jobs], "lease_id": [job["lease_id"] for job in jobs],
+                    })
+                    rows = await cur.fetchall()
+                    if rows:
+                        await conn.execute(self.q.notify, {"channel": channel(self.app.schema),
+                                                           "queues": sorted({row[1] for row in rows})})
+                self.stats["released"] += len(rows)
+                log.info("handed %d unfinished job(s) back to the queue", len(rows))
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("handing jobs back failed (%s)", exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        log.error("could not hand %d job(s) back; they will be rescued when their leases expire", len(jobs))
+
+    # --- background duties ---------------------------------------------------------------
+
+    async def _dedicated(self, application_name: str) -> psycopg.AsyncConnection[Any]:
+        kwargs = {**self.connect_kwargs, "application_name": application_name}
+        return await psycopg.AsyncConnection.connect(self.app.database_url, connect_timeout=10, **kwargs)
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the leases of running jobs from a connection of its own, so a busy pool cannot starve it."""
+        interval = self.config.lease_seconds / 3
+        conn: psycopg.AsyncConnection[Any] | None = None
+        while True:
+            try:
+                if conn is None or conn.closed:
+                    conn = await self._dedicated("pgqueue-heartbeat")
+                await self._heartbeat(conn)
+            except asyncio.CancelledError:
+                if conn is not None:
+                    await conn.close()
+                raise
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("heartbeat failed (%s); reconnecting", exc)
+                if conn is not None:
+                    await conn.close()
+                conn = None
+            await asyncio.sleep(interval)
+
+    async def _heartbeat(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(self.q.worker_seen, {
+            "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
+            "queues": self.queues, "concurrency": self.config.concurrency,
+        })
+        held = [r for r in list(self.running.values()) if not r.lost]
+        if not held:
+            return
+        cur = await conn.execute(self.q.heartbeat, {
+            "id": [r.job["id"] for r in held], "lease_id": [r.job["lease_id"] for r in held],
+            "lease_seconds": self.config.lease_seconds,
+        })
+        renewed = {row[0] for row in await cur.fetchall()}
+        for running in held:
+            if running.job["id"] not in renewed and running.job["id"] in self.running:
+                running.lost = True
+                log.warning("job %s: lease lost (it was rescued or cancelled); its outcome will not be recorded",
+                            running.job["id"], extra={"job_id": running.job["id"], "type": running.job["type"]})
+
+    async def _maintenance_loop(self) -> None:
+        """Rescue expired leases and prune old jobs. Every worker runs this; the SQL lets one act at a time."""
+        last_prune = 0.0
+        lock_key = _lock_key(f"pgqueue rescue {self.app.schema}")
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(self.q.rescue, {"lock_key": lock_key})
+                    rescued = await cur.fetchall()
+                    if rescued:
+                        log.warning("rescued %d job(s) whose worker stopped renewing their lease: %s",
+                                    len(rescued), ", ".join(str(row[0]) for row in rescued[:20]))
+                        await conn.execute(self.q.notify, {"channel": channel(self.app.schema),
+                                                           "queues": sorted({row[1] for row in rescued})})
+                    if time.monotonic() - last_prune >= self.config.prune_interval:
+                        last_prune = time.monotonic()
+                        await self._prune(conn)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("maintenance failed (%s)", exc)
+            await asyncio.sleep(self.config.rescue_interval)
+
+    async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        params = {"completed_seconds": self.config.completed_retention,
+                  "failed_seconds": self.config.failed_retention, "batch": 5000}
+        for _ in range(20):
+            cur = await conn.execute(self.q.prune, params)
+            if cur.rowcount < params["batch"]:
+                return
+
+    async def _forget_worker(self) -> None:
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                await conn.execute(self.q.worker_gone, {"id": self.worker_id})
+        except Exception as exc:  # noqa: BLE001 - best effort at exit
+            log.debug("could not remove the worker row: %s", exc)
+
+    async def _listen_loop(self) -> None:
+        """LISTEN on the schema's channel; reconnect (and re-LISTEN) when the connection dies or stops answering."""
+        backoff = 0.5
+        health_every = max(self.config.poll_interval * 5, 5.0)
+        while True:
+            conn = None
+            try:
+                conn = await self._dedicated("pgqueue-listener")
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel(self.app.schema))))
+                backoff = 0.5
+                self.wake.set()  # anything sent while we were not listening
+                while True:
+                    async for note in conn.notifies(timeout=health_every):
+                        if note.payload in self.queue_set:
+                            self.wake.set()
+                    await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5)
+            except asyncio.CancelledError:
+                if conn is not None:
+                    await conn.close()
+                raise
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("listener connection lost (%s); polling until it is back", exc)
+                if conn is not None:
+                    await conn.close()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+def _lock_key(text: str) -> int:
+    """A stable signed 64-bit key for an advisory lock."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
