@@ -170,3 +170,8 @@ def encode_output(value: Any) -> str | None:
         text = json.dumps({"repr": repr(value)[:10_000]}, ensure_ascii=False)
     text = _SURROGATE.sub("\ufffd", text)
     return _ESCAPED_NUL.sub(lambda m: m.group(1) + "\\ufffd", text)
+
+
+def workers(schema: str) -> Operation[Rows]:
+    """The rows of the worker registry, newest first."""
+    return (yield queries(schema).workers, None)

@@ -198,3 +198,10 @@ ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
 
 -- name: worker_gone
 DELETE FROM {schema}.worker WHERE id = %(id)s OR last_seen_at < now() - interval '1 hour';
+
+-- name: workers
+-- The registered worker processes, newest first, for status displays.
+SELECT id, hostname, pid, queues, concurrency, started_at, last_seen_at,
+       extract(epoch FROM now() - last_seen_at)::float8 AS seen_seconds_ago
+FROM {schema}.worker
+ORDER BY started_at DESC, id;
