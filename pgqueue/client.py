@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from .errors import JobNotFound
 from .job import Job
-from .migrate import VERSION_TABLE, check_version
+from .migrate import check_version
 from .sql import queries
 
 T = TypeVar("T")
@@ -86,8 +86,7 @@ def check_schema(schema: str) -> Operation[None]:
 
     Reads the catalog first, so a missing schema never aborts the caller's transaction.
     """
-    table = f'"{schema}".{VERSION_TABLE}'
-    rows = yield sql.SQL("SELECT to_regclass(%(t)s) IS NOT NULL AS present"), {"t": table}
+    rows = yield queries(schema).schema_version_table, {"schema": schema}
     version = None
     if rows[0]["present"]:
         rows = yield queries(schema).schema_version, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,17 @@ import psycopg
 
 from .config import validate_schema
 from .errors import SchemaOutOfDate
+from .sql import queries
 
 SCHEMA_VERSION = "0001"
 """The alembic revision this pgqueue's code expects; a test keeps it equal to the migrations' head."""
 
 VERSION_TABLE = "pgqueue_alembic_version"
+
+# alembic keeps the running migration environment in module globals (alembic.context, alembic.op),
+# so two threads of one process must not run its commands at once. Processes need no such lock:
+# env.py serializes them with an advisory lock in the database.
+_alembic_lock = threading.Lock()
 
 
 def migrations_dir() -> Path:
@@ -41,13 +48,18 @@ def upgrade(dsn: str, schema: str, revision: str = "head") -> None:
     """Bring the schema up to ``revision``. Idempotent; concurrent runs wait for each other."""
     from alembic import command
 
-    command.upgrade(alembic_config(dsn, schema), revision)
+    config = alembic_config(dsn, schema)
+    with _alembic_lock:
+        command.upgrade(config, revision)
 
 
 def downgrade(dsn: str, schema: str, revision: str) -> None:
+    """Take the schema down to ``revision`` (``"base"`` drops pgqueue's tables)."""
     from alembic import command
 
-    command.downgrade(alembic_config(dsn, schema), revision)
+    config = alembic_config(dsn, schema)
+    with _alembic_lock:
+        command.downgrade(config, revision)
 
 
 def upgrade_sql(schema: str, revision: str = "head") -> str:
@@ -55,17 +67,19 @@ def upgrade_sql(schema: str, revision: str = "head") -> str:
     from alembic import command
 
     buffer = io.StringIO()
-    command.upgrade(alembic_config(None, schema, output=buffer), revision, sql=True)
+    config = alembic_config(None, schema, output=buffer)
+    with _alembic_lock:
+        command.upgrade(config, revision, sql=True)
     return buffer.getvalue()
 
 
 def current_version(conn: psycopg.Connection[Any], schema: str) -> str | None:
     """The revision the database's schema is at, or None if pgqueue was never migrated there."""
-    table = f'"{validate_schema(schema)}".{VERSION_TABLE}'
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    statements = queries(validate_schema(schema))
+    row = conn.execute(statements.schema_version_table, {"schema": schema}).fetchone()
     if not row or not row[0]:
         return None
-    row = conn.execute(f"SELECT version_num FROM {table}").fetchone()  # schema validated above
+    row = conn.execute(statements.schema_version).fetchone()
     return row[0] if row else None
 
 

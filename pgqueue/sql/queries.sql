@@ -2,6 +2,14 @@
 -- {schema} is bound once, as a quoted identifier; every value is a bound parameter.
 -- All time maths use the database's now(), never a worker's clock.
 
+-- name: schema_version_table
+-- Whether the schema's version table exists. Read from the catalog, so that a missing
+-- schema never raises an error (which would abort the caller's transaction).
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_tables
+    WHERE schemaname = %(schema)s AND tablename = 'pgqueue_alembic_version'
+) AS present;
+
 -- name: schema_version
 -- The alembic revision the schema is at.
 SELECT version_num FROM {schema}.pgqueue_alembic_version;

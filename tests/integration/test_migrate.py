@@ -1,0 +1,325 @@
+"""Migrations: from an empty database, again, concurrently, in a custom schema, offline, and back down."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from alembic.script import ScriptDirectory
+
+import pgqueue
+from pgqueue import ConfigurationError, SchemaOutOfDate, migrate
+
+BAD_SCHEMAS = ["Bad", "1x", 'a"b', '"; DROP TABLE x; --', "a" * 57, "", "jobs-x"]
+
+
+def tables(conn: psycopg.Connection[Any], schema: str) -> set[str]:
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()
+    return {row[0] for row in rows}
+
+
+def schemas(conn: psycopg.Connection[Any]) -> set[str]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def version_rows(conn: psycopg.Connection[Any], schema: str = "pgqueue") -> list[tuple[Any, ...]]:
+    return conn.execute(f'SELECT version_num FROM "{schema}".pgqueue_alembic_version').fetchall()
+
+
+def test_upgrade_from_empty_creates_the_schema_tables_and_fetch_index(empty_dsn: str) -> None:
+    migrate.upgrade(empty_dsn, "pgqueue")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert tables(conn, "pgqueue") == {"job", "worker", "pgqueue_alembic_version"}
+        assert version_rows(conn) == [(migrate.SCHEMA_VERSION,)]
+        indexes = dict(
+            conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'pgqueue'").fetchall()
+        )
+        # The claim walks this index in its own order; only waiting rows are in it.
+        assert "(queue, priority DESC, run_at, id) WHERE (state < 'active'" in indexes["job_fetch"]
+        assert "UNIQUE" in indexes["job_unique_key"]
+        assert migrate.current_version(conn, "pgqueue") == migrate.SCHEMA_VERSION
+        # Nothing lands outside pgqueue's schema.
+        assert tables(conn, "public") == set()
+
+
+def test_rerunning_upgrade_changes_nothing(empty_dsn: str) -> None:
+    migrate.upgrade(empty_dsn, "pgqueue")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgqueue.job (type, queue, data) VALUES ('t', 'q', '{}')")
+        before = conn.execute(
+            "SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'pgqueue' ORDER BY c.oid"
+        ).fetchall()
+    migrate.upgrade(empty_dsn, "pgqueue")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        after = conn.execute(
+            "SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'pgqueue' ORDER BY c.oid"
+        ).fetchall()
+        assert after == before
+        assert version_rows(conn) == [(migrate.SCHEMA_VERSION,)]
+        assert conn.execute("SELECT count(*) FROM pgqueue.job").fetchone() == (1,)
+
+
+UPGRADE = "import sys; from pgqueue import migrate; migrate.upgrade(sys.argv[1], 'pgqueue'); print('done')"
+
+
+def wait_for_blocked_migrations(conn: psycopg.Connection[Any], count: int, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'pgqueue-migrate' AND wait_event_type = 'Lock'"
+        ).fetchone()
+        if row and row[0] >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} migrations never all waited on a lock")
+
+
+@pytest.mark.timeout(90)
+def test_concurrent_upgrades_from_separate_processes_all_succeed(empty_dsn: str) -> None:
+    # An uncommitted CREATE SCHEMA holds every upgrade at its start; rolling it back releases
+    # all four at the same moment, so they really race for the same DDL.
+    with psycopg.connect(empty_dsn) as gate, psycopg.connect(empty_dsn, autocommit=True) as observer:
+        gate.execute("CREATE SCHEMA pgqueue")
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", UPGRADE, empty_dsn],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for _ in range(4)
+        ]
+        try:
+            wait_for_blocked_migrations(observer, 4)
+            gate.rollback()
+            results = [process.communicate(timeout=60) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+    for process, (out, err) in zip(processes, results):
+        assert process.returncode == 0, err
+        assert out.strip() == "done"
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert version_rows(conn) == [(migrate.SCHEMA_VERSION,)]
+        assert tables(conn, "pgqueue") == {"job", "worker", "pgqueue_alembic_version"}
+
+
+def test_concurrent_upgrades_from_threads_all_succeed(empty_dsn: str) -> None:
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        start.wait()
+        try:
+            migrate.upgrade(empty_dsn, "pgqueue")
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=upgrade) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert version_rows(conn) == [(migrate.SCHEMA_VERSION,)]
+
+
+def test_custom_schema_never_touches_the_users_alembic_version(empty_dsn: str) -> None:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO public.alembic_version VALUES ('users_own_head')")
+        columns_before = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = 'alembic_version' ORDER BY column_name"
+        ).fetchall()
+        xmin_before = conn.execute("SELECT xmin::text FROM public.alembic_version").fetchall()
+
+    migrate.upgrade(empty_dsn, "jobs_x")
+    migrate.upgrade(empty_dsn, "jobs_x")
+
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [("users_own_head",)]
+        assert conn.execute("SELECT xmin::text FROM public.alembic_version").fetchall() == xmin_before
+        assert conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = 'alembic_version' ORDER BY column_name"
+        ).fetchall() == columns_before
+        assert schemas(conn) == {"public", "jobs_x"}
+        assert tables(conn, "jobs_x") == {"job", "worker", "pgqueue_alembic_version"}
+        assert tables(conn, "public") == {"alembic_version"}
+        assert version_rows(conn, "jobs_x") == [(migrate.SCHEMA_VERSION,)]
+        assert migrate.current_version(conn, "jobs_x") == migrate.SCHEMA_VERSION
+        assert migrate.current_version(conn, "pgqueue") is None
+
+    with pgqueue.App(empty_dsn, schema="jobs_x") as app:
+        job_id = app.enqueue("t", {"a": 1})
+        assert app.get_job(job_id).data == {"a": 1}
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT id FROM jobs_x.job").fetchall() == [(job_id,)]
+
+
+def test_two_schemas_in_one_database_are_independent(empty_dsn: str) -> None:
+    migrate.upgrade(empty_dsn, "pgqueue")
+    migrate.upgrade(empty_dsn, "jobs_x")
+    migrate.downgrade(empty_dsn, "jobs_x", "base")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert tables(conn, "pgqueue") == {"job", "worker", "pgqueue_alembic_version"}
+        assert migrate.current_version(conn, "pgqueue") == migrate.SCHEMA_VERSION
+        assert migrate.current_version(conn, "jobs_x") is None
+        assert "job" not in tables(conn, "jobs_x")
+
+
+def test_upgrade_sql_prints_the_ddl_and_runs_nothing(empty_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # If the offline mode connected anywhere, libpq's defaults would lead it to this empty database.
+    info = psycopg.conninfo.conninfo_to_dict(empty_dsn)
+    monkeypatch.setenv("PGHOST", str(info.get("host", "")))
+    monkeypatch.setenv("PGPORT", str(info.get("port", "5432")))
+    monkeypatch.setenv("PGUSER", str(info.get("user", "")))
+    monkeypatch.setenv("PGDATABASE", str(info["dbname"]))
+    monkeypatch.setenv("PGQUEUE_DATABASE_URL", empty_dsn)
+    monkeypatch.setenv("DATABASE_URL", empty_dsn)
+
+    script = migrate.upgrade_sql("jobs_sql")
+
+    assert 'CREATE SCHEMA IF NOT EXISTS "jobs_sql"' in script
+    assert 'CREATE TABLE "jobs_sql".job' in script
+    assert "CREATE TABLE jobs_sql.pgqueue_alembic_version" in script
+    assert "INSERT INTO jobs_sql.pgqueue_alembic_version (version_num) VALUES ('0001')" in script
+    assert "CREATE INDEX job_fetch" in script
+    assert "alembic_version " not in script.replace("pgqueue_alembic_version", "")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert "jobs_sql" not in schemas(conn)
+        # What a DBA runs by hand gives the same schema the online upgrade does.
+        conn.execute(script)
+        assert tables(conn, "jobs_sql") == {"job", "worker", "pgqueue_alembic_version"}
+        assert migrate.current_version(conn, "jobs_sql") == migrate.SCHEMA_VERSION
+
+
+def test_schema_version_is_the_migrations_head() -> None:
+    config = migrate.alembic_config(None, "pgqueue")
+    script = ScriptDirectory.from_config(config)
+    assert script.get_heads() == [migrate.SCHEMA_VERSION]
+    assert str(migrate.migrations_dir()) == config.get_main_option("script_location")
+
+
+def test_current_version_and_check_version(empty_dsn: str) -> None:
+    with psycopg.connect(empty_dsn) as conn:
+        assert migrate.current_version(conn, "pgqueue") is None
+        conn.execute("CREATE SCHEMA pgqueue")
+        assert migrate.current_version(conn, "pgqueue") is None
+        # Asking never broke the transaction.
+        conn.execute("SELECT 1")
+        conn.rollback()
+    migrate.upgrade(empty_dsn, "pgqueue")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert migrate.current_version(conn, "pgqueue") == migrate.SCHEMA_VERSION
+        conn.execute("DELETE FROM pgqueue.pgqueue_alembic_version")
+        assert migrate.current_version(conn, "pgqueue") is None
+
+    migrate.check_version(migrate.SCHEMA_VERSION, "pgqueue")
+    for version in (None, "0000"):
+        with pytest.raises(SchemaOutOfDate, match="pgqueue migrate"):
+            migrate.check_version(version, "pgqueue")
+    with pytest.raises(SchemaOutOfDate, match="upgrade pgqueue") as caught:
+        migrate.check_version("9999", "pgqueue")
+    assert "pgqueue migrate" not in str(caught.value)
+
+
+def test_downgrade_to_base_removes_the_tables(empty_dsn: str) -> None:
+    migrate.upgrade(empty_dsn, "pgqueue")
+    migrate.downgrade(empty_dsn, "pgqueue", "base")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert tables(conn, "pgqueue") <= {"pgqueue_alembic_version"}
+        assert conn.execute("SELECT count(*) FROM pg_type WHERE typname = 'job_state'").fetchone() == (0,)
+        assert migrate.current_version(conn, "pgqueue") is None
+    # And back up again.
+    migrate.upgrade(empty_dsn, "pgqueue")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert migrate.current_version(conn, "pgqueue") == migrate.SCHEMA_VERSION
+
+
+def test_client_on_an_unmigrated_database_says_run_migrate(empty_dsn: str) -> None:
+    with pgqueue.App(empty_dsn) as app:
+        with pytest.raises(SchemaOutOfDate, match="pgqueue migrate"):
+            app.enqueue("t", {})
+        with pytest.raises(SchemaOutOfDate, match="pgqueue migrate"):
+            app.counts()
+        # Once migrated, the same app works: a failed check is not remembered as a pass, nor the reverse.
+        migrate.upgrade(empty_dsn, "pgqueue")
+        assert app.get_job(app.enqueue("t", {})).type == "t"
+
+
+def test_schema_error_leaves_the_callers_transaction_usable(empty_dsn: str) -> None:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute("CREATE SCHEMA pgqueue")  # the schema exists, its tables do not
+    app = pgqueue.App(empty_dsn)
+    try:
+        with psycopg.connect(empty_dsn) as conn:
+            conn.execute("INSERT INTO orders VALUES (1)")
+            with pytest.raises(SchemaOutOfDate, match="pgqueue migrate"):
+                app.enqueue("t", {"a": 1}, conn=conn)
+            conn.execute("INSERT INTO orders VALUES (2)")
+            conn.commit()
+    finally:
+        app.close()
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT id FROM orders ORDER BY id").fetchall() == [(1,), (2,)]
+
+
+async def test_schema_error_leaves_the_callers_async_transaction_usable(empty_dsn: str) -> None:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+    app = pgqueue.App(empty_dsn)
+    try:
+        async with await psycopg.AsyncConnection.connect(empty_dsn) as aconn:
+            await aconn.execute("INSERT INTO orders VALUES (1)")
+            with pytest.raises(SchemaOutOfDate, match="pgqueue migrate"):
+                await app.aenqueue("t", {"a": 1}, conn=aconn)
+            await aconn.execute("INSERT INTO orders VALUES (2)")
+            await aconn.commit()
+    finally:
+        await app.aclose()
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT id FROM orders ORDER BY id").fetchall() == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("version", ["0000", "9999"])
+def test_client_refuses_a_schema_at_another_version(dsn: str, version: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgqueue.pgqueue_alembic_version SET version_num = %s", (version,))
+    with pgqueue.App(dsn) as app, pytest.raises(SchemaOutOfDate, match=version):
+        app.enqueue("t", {})
+
+
+@pytest.mark.parametrize("schema", BAD_SCHEMAS)
+def test_invalid_schema_names_are_refused_everywhere(empty_dsn: str, schema: str) -> None:
+    with pytest.raises(ConfigurationError):
+        pgqueue.App(empty_dsn, schema=schema)
+    with pytest.raises(ConfigurationError):
+        migrate.upgrade(empty_dsn, schema)
+    with pytest.raises(ConfigurationError):
+        migrate.upgrade_sql(schema)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        with pytest.raises(ConfigurationError):
+            migrate.current_version(conn, schema)
+        assert schemas(conn) == {"public"}
+
+
+def test_invalid_schema_from_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGQUEUE_SCHEMA", 'x"; DROP SCHEMA public; --')
+    with pytest.raises(ConfigurationError):
+        pgqueue.App("postgresql://localhost/unused")
