@@ -466,27 +466,38 @@ class Worker:
 
     async def _dedicated(self, application_name: str) -> psycopg.AsyncConnection[Any]:
         kwargs = {**self.connect_kwargs, "application_name": application_name}
-        return await psycopg.AsyncConnection.connect(self.app.database_url, connect_timeout=10, **kwargs)
+        connecting = asyncio.ensure_future(
+            psycopg.AsyncConnection.connect(self.app.database_url, connect_timeout=10, **kwargs)
+        )
+        try:
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # Stopping while connecting: close what was being opened rather than leak it.
+            try:
+                await (await connecting).close()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
 
     async def _heartbeat_loop(self) -> None:
         """Renew the leases of running jobs from a connection of its own, so a busy pool cannot starve it."""
         interval = self.config.lease_seconds / 3
         conn: psycopg.AsyncConnection[Any] | None = None
-        while True:
-            try:
-                if conn is None or conn.closed:
-                    conn = await self._dedicated("pgqueue-heartbeat")
-                await self._heartbeat(conn)
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("heartbeat failed (%s); reconnecting", exc)
-                if conn is not None:
-                    await conn.close()
-                conn = None
-            await asyncio.sleep(interval)
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await self._dedicated("pgqueue-heartbeat")
+                    await self._heartbeat(conn)
+                except (psycopg.Error, OSError, TimeoutError) as exc:
+                    log.warning("heartbeat failed (%s); reconnecting", exc)
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                await asyncio.sleep(interval)
+        finally:
+            if conn is not None:
+                await conn.close()
 
     async def _heartbeat(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(self.q.worker_seen, {
@@ -559,16 +570,13 @@ class Worker:
                         if note.payload in self.queue_set:
                             self.wake.set()
                     await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5)
-            except asyncio.CancelledError:
-                if conn is not None:
-                    await conn.close()
-                raise
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 log.warning("listener connection lost (%s); polling until it is back", exc)
-                if conn is not None:
-                    await conn.close()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+            finally:
+                if conn is not None:
+                    await conn.close()
 
 
 def _lock_key(text: str) -> int:
