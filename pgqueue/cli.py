@@ -420,7 +420,7 @@ def demo(
         typer.Option("--schema", help="Schema for the demo's users and jobs; dropped and re-created on each run."),
     ] = "pgqueue_demo",
     users: Annotated[int, typer.Option("--users", min=1, max=100_000, help="Registrations to simulate.")] = 50,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1000, help="Jobs run at once.")] = 10,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1000, help="Jobs run at once.")] = 20,
 ) -> None:
     """Simulate user registrations that enqueue jobs in their own transaction, then work them off."""
     from . import demo as demo_module
@@ -428,7 +428,6 @@ def demo(
     if database_url is not None:
         os.environ["PGQUEUE_DATABASE_URL"] = normalize_url(database_url)
     schema = resolve_schema(schema)
-    logs.setup("warning")
     raise typer.Exit(demo_module.run(schema=schema, users=users, concurrency=concurrency))
 
 
