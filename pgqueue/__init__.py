@@ -17,13 +17,16 @@ from .errors import (
     SchemaOutOfDate,
     UnknownTask,
 )
+from .executors import JobContext, current_job
 from .job import Job, JobState
+from .worker import WorkerConfig
 
 __all__ = [
     "App",
     "ConfigurationError",
     "InvalidJob",
     "Job",
+    "JobContext",
     "JobNotFound",
     "JobState",
     "PayloadTooLarge",
@@ -32,4 +35,6 @@ __all__ = [
     "Task",
     "TaskCall",
     "UnknownTask",
+    "WorkerConfig",
+    "current_job",
 ]

@@ -9,6 +9,7 @@ failed outcome, so a handler cannot take the worker down or keep its slot foreve
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import json
 import logging
@@ -29,6 +30,34 @@ CANCEL_GRACE = 1.0
 
 
 @dataclass(frozen=True)
+class JobContext:
+    """What a running handler may know of its own job, from :func:`pgqueue.current_job`."""
+
+    id: int
+    type: str
+    queue: str
+    attempt: int
+    """This attempt's number, from 1."""
+    max_attempts: int
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("pgqueue_current_job")
+
+
+def current_job() -> JobContext:
+    """The job the calling handler is running for (id, type, queue, attempt, max_attempts).
+
+    >>> @app.task("charge")
+    ... def charge(order_id: int) -> None:
+    ...     stripe.charge(order_id, idempotency_key=f"job-{pgqueue.current_job().id}")
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("pgqueue.current_job() is only available inside a running job's handler") from None
+
+
+@dataclass(frozen=True)
 class Outcome:
     ok: bool
     output: Any = None
@@ -45,10 +74,11 @@ def timed_out(timeout: float) -> Outcome:
     return Outcome(False, error=f"timed out after {timeout:g} s", timed_out=True)
 
 
-async def run_async(fn: Callable[..., Any], data: dict[str, Any], timeout: float | None) -> Outcome:
+async def run_async(fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
     """Run an async handler in a task of its own, so that it can be abandoned if it ignores cancellation."""
 
     async def guarded() -> Outcome:
+        _current.set(job)
         try:
             return Outcome(True, await fn(**data))
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything, SystemExit included
@@ -99,7 +129,7 @@ class ThreadRunner:
         if spawn:
             threading.Thread(target=self._loop, name=f"pgqueue-handler-{self._threads}", daemon=True).start()
 
-    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None) -> Outcome:
+    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
@@ -108,6 +138,7 @@ class ThreadRunner:
                 future.set_result(outcome)
 
         def call() -> None:
+            _current.set(job)
             try:
                 outcome = Outcome(True, fn(**data))
             except BaseException as exc:  # noqa: BLE001
@@ -143,6 +174,7 @@ def _child_main(conn: Any) -> None:
         except (EOFError, OSError):
             return
         try:
+            _current.set(JobContext(**request["job"]))
             target: Any = importlib.import_module(request["module"])
             for part in request["qualname"].split("."):
                 target = getattr(target, part)
@@ -179,7 +211,7 @@ class ProcessRunner:
         self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Child] = []
 
-    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None) -> Outcome:
+    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
         loop = asyncio.get_running_loop()
         child = self._idle.pop() if self._idle else await loop.run_in_executor(None, _Child, self._context)
         reply: asyncio.Future[bytes | None] = loop.create_future()
@@ -194,7 +226,7 @@ class ProcessRunner:
             if not reply.done():
                 reply.set_result(body)
 
-        request = {"module": fn.__module__, "qualname": fn.__qualname__, "data": data}
+        request = {"module": fn.__module__, "qualname": fn.__qualname__, "data": data, "job": vars(job)}
         try:
             child.conn.send_bytes(json.dumps(request).encode())
         except OSError:

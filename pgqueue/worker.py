@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from . import client
 from .client import arun, channel
 from .errors import ConfigurationError
-from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .executors import JobContext, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
 from .job import retry_delay_seconds, validate_name
 from .sql import queries
 
@@ -282,7 +282,8 @@ class Worker:
                 outcome = Outcome(False, error=f"no handler is registered for job type {job['type']!r} in this worker")
             else:
                 timeout = job["timeout"] if job["timeout"] is not None else task.options.timeout
-                outcome = await self._execute(task, job["data"], timeout)
+                context = JobContext(job["id"], job["type"], job["queue"], job["attempts"], job["max_attempts"])
+                outcome = await self._execute(task, job["data"], timeout, context)
         finally:
             self.running.pop(job["id"], None)
             self.per_type[job["type"]] -= 1
@@ -297,12 +298,14 @@ class Worker:
         self.results.append(Result(job, outcome, duration))
         self.results_ready.set()
 
-    async def _execute(self, task: "Task[Any]", data: dict[str, Any], timeout: float | None) -> Outcome:
+    async def _execute(
+        self, task: "Task[Any]", data: dict[str, Any], timeout: float | None, context: JobContext
+    ) -> Outcome:
         if task.executor == "async":
-            return await run_async(task.fn, data, timeout)
+            return await run_async(task.fn, data, timeout, context)
         if task.executor == "thread":
-            return await self.threads.run(task.fn, data, timeout)
-        return await self.processes.run(task.fn, data, timeout)
+            return await self.threads.run(task.fn, data, timeout, context)
+        return await self.processes.run(task.fn, data, timeout, context)
 
     # --- recording outcomes --------------------------------------------------------------
 

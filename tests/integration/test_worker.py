@@ -443,3 +443,23 @@ async def test_worker_refuses_an_unmigrated_database(empty_dsn):
 def test_bad_worker_config_is_refused(app, config):
     with pytest.raises(pgqueue.ConfigurationError):
         WorkerConfig(**config).validated()
+
+
+async def test_current_job_is_known_to_every_kind_of_handler(app, conn):
+    @app.task("who-async")
+    async def who_async() -> dict:
+        job = pgqueue.current_job()
+        return {"id": job.id, "attempt": job.attempt, "type": job.type}
+
+    @app.task("who-thread")
+    def who_thread() -> dict:
+        job = pgqueue.current_job()
+        return {"id": job.id, "attempt": job.attempt, "type": job.type}
+
+    app.task("who-process", executor="process")(worker_handlers.whoami)
+    ids = [who_async.enqueue(), who_thread.enqueue(), app.enqueue("who-process")]
+    await run_until(app, all_final(conn), timeout=40)
+    for job_id, name in zip(ids, ["who-async", "who-thread", "who-process"]):
+        assert app.get_job(job_id).output == {"id": job_id, "attempt": 1, "type": name}
+    with pytest.raises(RuntimeError, match="inside a running job"):
+        pgqueue.current_job()

@@ -14,3 +14,10 @@ def exit_hard(code: int) -> None:
 
 def sleep_forever() -> None:
     time.sleep(3600)
+
+
+def whoami() -> dict:
+    import pgqueue
+
+    job = pgqueue.current_job()
+    return {"id": job.id, "attempt": job.attempt, "type": job.type}
