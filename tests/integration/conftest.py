@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-
-def job_count(conn: psycopg.Connection[Any], schema: str = "pgqueue") -> int:
-    """Rows in the job table, read on an autocommit connection of the test's own."""
-    row = conn.execute(f'SELECT count(*) FROM "{schema}".job').fetchone()
-    assert row is not None
-    return int(row[0])
+Notifications = Callable[..., "list[tuple[str, str]]"]
 
 
-def notifications(listener: psycopg.Connection[Any], wait: float = 0.3) -> list[tuple[str, str]]:
-    """(channel, payload) of every notification that arrives within ``wait`` seconds."""
-    return [(n.channel, n.payload) for n in listener.notifies(timeout=wait)]
+def _notifications(listener: psycopg.Connection[Any], expect: int = 0) -> list[tuple[str, str]]:
+    """Wait for ``expect`` notifications (at most 10 s), then a little longer to catch any extra one."""
+    received = (
+        [(n.channel, n.payload) for n in listener.notifies(timeout=10, stop_after=expect)] if expect else []
+    )
+    received += [(n.channel, n.payload) for n in listener.notifies(timeout=0.15)]
+    return received
+
+
+@pytest.fixture
+def count_jobs(conn: psycopg.Connection[Any]) -> Callable[..., int]:
+    """``count_jobs(schema="pgqueue")``: rows in the job table, read on the test's own autocommit connection."""
+
+    def count(schema: str = "pgqueue") -> int:
+        row = conn.execute(f'SELECT count(*) FROM "{schema}".job').fetchone()
+        assert row is not None
+        return int(row[0])
+
+    return count
+
+
+@pytest.fixture
+def notifications() -> Notifications:
+    """``notifications(listener, expect=0)``: (channel, payload) of each notification that arrives."""
+    return _notifications
 
 
 @pytest.fixture

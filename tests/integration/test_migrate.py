@@ -94,7 +94,9 @@ def test_concurrent_upgrades_from_separate_processes_all_succeed(empty_dsn: str)
         processes = [
             subprocess.Popen(
                 [sys.executable, "-c", UPGRADE, empty_dsn],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(4)
         ]
@@ -151,12 +153,17 @@ def test_custom_schema_never_touches_the_users_alembic_version(empty_dsn: str) -
     migrate.upgrade(empty_dsn, "jobs_x")
 
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [("users_own_head",)]
+        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
+            ("users_own_head",)
+        ]
         assert conn.execute("SELECT xmin::text FROM public.alembic_version").fetchall() == xmin_before
-        assert conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND table_name = 'alembic_version' ORDER BY column_name"
-        ).fetchall() == columns_before
+        assert (
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name = 'alembic_version' ORDER BY column_name"
+            ).fetchall()
+            == columns_before
+        )
         assert schemas(conn) == {"public", "jobs_x"}
         assert tables(conn, "jobs_x") == {"job", "worker", "pgqueue_alembic_version"}
         assert tables(conn, "public") == {"alembic_version"}

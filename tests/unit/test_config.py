@@ -72,7 +72,10 @@ def test_redact_keeps_everything_else_readable() -> None:
         "postgresql://alice:***@db:5432/app?sslmode=require"
     )
     assert redact("postgresql://alice@db/app") == "postgresql://alice@db/app"
-    assert redact("host=db user=alice password=hunter2 dbname=app") == "host=db user=alice password=*** dbname=app"
+    assert (
+        redact("host=db user=alice password=hunter2 dbname=app")
+        == "host=db user=alice password=*** dbname=app"
+    )
 
 
 def test_resolve_database_url_prefers_the_argument(monkeypatch: pytest.MonkeyPatch) -> None:

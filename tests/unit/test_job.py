@@ -22,12 +22,26 @@ UTC = timezone.utc
 
 def test_build_validates_and_normalises() -> None:
     options = JobOptions.build(
-        queue="emails", priority=-3, max_attempts=7, delay=timedelta(minutes=2), retry_delay=5,
-        retry_backoff=False, retry_delay_max=timedelta(hours=1), timeout=30, unique_key="user:1",
+        queue="emails",
+        priority=-3,
+        max_attempts=7,
+        delay=timedelta(minutes=2),
+        retry_delay=5,
+        retry_backoff=False,
+        retry_delay_max=timedelta(hours=1),
+        timeout=30,
+        unique_key="user:1",
     )
     assert options == JobOptions(
-        queue="emails", priority=-3, max_attempts=7, delay=120.0, retry_delay=5.0,
-        retry_backoff=False, retry_delay_max=3600.0, timeout=30.0, unique_key="user:1",
+        queue="emails",
+        priority=-3,
+        max_attempts=7,
+        delay=120.0,
+        retry_delay=5.0,
+        retry_backoff=False,
+        retry_delay_max=3600.0,
+        timeout=30.0,
+        unique_key="user:1",
     )
     assert isinstance(options.delay, float)
 
@@ -92,7 +106,9 @@ def test_run_at_keeps_its_time_zone() -> None:
 def test_merged_takes_every_field_the_other_sets() -> None:
     base = JobOptions.build(queue="a", priority=1, max_attempts=3, timeout=10)
     over = JobOptions.build(priority=5, unique_key="k")
-    assert base.merged(over) == JobOptions(queue="a", priority=5, max_attempts=3, timeout=10.0, unique_key="k")
+    assert base.merged(over) == JobOptions(
+        queue="a", priority=5, max_attempts=3, timeout=10.0, unique_key="k"
+    )
     assert base.merged(JobOptions()) == base
 
 
@@ -124,7 +140,8 @@ def test_valid_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "x" * 129, " emails", "emails ", "a\nb", "a\tb", "a\x00b", "a\x7fb", "a\ud800", None, 5, b"emails"]
+    "name",
+    ["", "x" * 129, " emails", "emails ", "a\nb", "a\tb", "a\x00b", "a\x7fb", "a\ud800", None, 5, b"emails"],
 )
 def test_invalid_names(name: object) -> None:
     with pytest.raises(InvalidJob):
@@ -166,7 +183,9 @@ def test_encode_data_is_compact_utf8() -> None:
 
 def test_encode_data_turns_tuples_and_mapping_views_into_json() -> None:
     assert json.loads(encode_data({"t": (1, (2, 3))}, 100)) == {"t": [1, [2, 3]]}
-    assert json.loads(encode_data(MappingProxyType({"a": MappingProxyType({"b": 1})}), 100)) == {"a": {"b": 1}}
+    assert json.loads(encode_data(MappingProxyType({"a": MappingProxyType({"b": 1})}), 100)) == {
+        "a": {"b": 1}
+    }
 
 
 def _circular_dict() -> dict[str, Any]:
@@ -284,8 +303,17 @@ def test_retry_delay_first_attempt_uses_the_base_delay() -> None:
 def test_job_from_row_ignores_unknown_columns_and_types_the_state() -> None:
     now = datetime.now(UTC)
     row = {
-        "id": 1, "type": "t", "queue": "q", "data": {"a": 1}, "state": "failed", "priority": 0,
-        "attempts": 2, "max_attempts": 2, "run_at": now, "created_at": now, "errors": None,
+        "id": 1,
+        "type": "t",
+        "queue": "q",
+        "data": {"a": 1},
+        "state": "failed",
+        "priority": 0,
+        "attempts": 2,
+        "max_attempts": 2,
+        "run_at": now,
+        "created_at": now,
+        "errors": None,
         "column_from_a_later_version": "ignored",
     }
     job = Job.from_row(row)
