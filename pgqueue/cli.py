@@ -213,6 +213,16 @@ def work(
     no_listen: Annotated[
         bool, typer.Option("--no-listen", envvar="PGQUEUE_NO_LISTEN", help="Poll only: no LISTEN/NOTIFY (poolers).")
     ] = False,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(envvar="PGQUEUE_LEASE_SECONDS", min=1, max=86400,
+                     help="Seconds a claim holds a job without a heartbeat; a dead worker's jobs run again after it."),
+    ] = 15.0,
+    rescue_interval: Annotated[
+        float,
+        typer.Option(envvar="PGQUEUE_RESCUE_INTERVAL", min=0.05, max=3600,
+                     help="Seconds between sweeps for jobs whose lease expired."),
+    ] = 5.0,
 ) -> None:
     """Run jobs: a worker process, or --processes N of them under a supervisor."""
     schema_flag = schema
@@ -239,7 +249,8 @@ def work(
         raise typer.Exit(
             _supervise(target, processes, queues=queue_names, concurrency=concurrency, burst=burst,
                        poll_interval=poll_interval, shutdown_grace=shutdown_grace, log_level=log_level.value,
-                       log_format=log_format.value, no_listen=no_listen)
+                       log_format=log_format.value, no_listen=no_listen, lease_seconds=lease_seconds,
+                       rescue_interval=rescue_interval)
         )
     _check_schema(app.database_url, schema)
     try:
@@ -250,6 +261,8 @@ def work(
             poll_interval=poll_interval,
             shutdown_grace=shutdown_grace,
             listen=not no_listen,
+            lease_seconds=lease_seconds,
+            rescue_interval=rescue_interval,
         )
     finally:
         app.close()
@@ -264,6 +277,7 @@ def _supervise(target: str, processes: int, **flags: Any) -> int:
     command += ["--concurrency", str(flags["concurrency"])]
     command += ["--poll-interval", repr(flags["poll_interval"])]
     command += ["--shutdown-grace", repr(flags["shutdown_grace"])]
+    command += ["--lease-seconds", repr(flags["lease_seconds"]), "--rescue-interval", repr(flags["rescue_interval"])]
     command += ["--log-level", flags["log_level"], "--log-format", flags["log_format"]]
     if flags["burst"]:
         command.append("--burst")

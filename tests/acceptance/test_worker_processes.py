@@ -1,0 +1,181 @@
+"""Real `pgqueue work` processes, real signals, real crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import ledger_app
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def ledger(dsn: str, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    conn.execute(ledger_app.LEDGER_DDL)
+    return conn
+
+
+@pytest.fixture
+def workers(dsn: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*flags: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "work", "ledger_app:app", "--poll-interval", "0.2", *flags],
+            cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
+    return conn.execute(query, params).fetchone()[0]
+
+
+@pytest.mark.timeout(240)
+def test_ten_thousand_jobs_over_four_processes_each_complete_exactly_once(app, ledger, workers):
+    # The producer needs no handler code: it enqueues by type name.
+    job_ids = app.enqueue_many([("record", {"n": n}, {"queue": "acceptance"}) for n in range(10_000)])
+    assert len(set(job_ids)) == 10_000
+    supervisor = workers("--processes", "4", "--burst", "--concurrency", "20", "--log-level", "warning")
+    output, _ = supervisor.communicate(timeout=200)
+    assert supervisor.returncode == 0, output
+    assert dict(ledger.execute("SELECT state::text, count(*) FROM pgqueue.job GROUP BY 1").fetchall()) == {
+        "completed": 10_000
+    }
+    assert scalar(ledger, "SELECT count(*) FROM ledger") == 10_000
+    assert scalar(ledger, "SELECT count(DISTINCT job_id) FROM ledger") == 10_000
+    assert scalar(ledger, "SELECT count(*) FROM pgqueue.job WHERE attempts <> 1") == 0
+    assert scalar(ledger, "SELECT count(DISTINCT pid) FROM ledger") >= 2
+
+
+@pytest.mark.timeout(90)
+def test_kill_9_with_eight_running_jobs_they_are_rescued_by_another_worker(app, ledger, workers):
+    job_ids = app.enqueue_many([("hold", {"first_attempt_sleep": 600}, {"queue": "acceptance"})] * 8)
+    victim = workers("--concurrency", "8", "--lease-seconds", "2", "--rescue-interval", "0.5")
+    wait_for(lambda: scalar(ledger, "SELECT count(*) FROM ledger") == 8, 30, "8 running jobs")
+    assert scalar(ledger, "SELECT count(*) FROM pgqueue.job WHERE state = 'active'") == 8
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    killed_at = time.monotonic()
+    workers("--concurrency", "8", "--lease-seconds", "2", "--rescue-interval", "0.5")
+    wait_for(
+        lambda: scalar(ledger, "SELECT count(*) FROM pgqueue.job WHERE state = 'completed'") == 8, 30, "rescue"
+    )
+    recovery = time.monotonic() - killed_at
+    # lease (2 s) + one sweep (0.5 s) + start-up of the new worker and slack for a loaded machine
+    assert recovery < 12, recovery
+    for job_id in job_ids:
+        job = app.get_job(job_id)
+        assert job.attempts == 2 and job.output["attempt"] == 2
+        assert job.output["pid"] != victim.pid
+        assert "lease expired" in job.errors[0]["error"]
+
+
+@pytest.mark.timeout(90)
+def test_stalled_worker_cannot_overwrite_the_outcome_of_the_worker_that_took_over(app, ledger, workers):
+    job_id = app.enqueue("hold", {"first_attempt_sleep": 3, "later_sleep": 0}, queue="acceptance")
+    stale = workers("--lease-seconds", "1", "--rescue-interval", "0.3")
+    wait_for(lambda: scalar(ledger, "SELECT count(*) FROM ledger") == 1, 30, "first attempt to start")
+    stale.send_signal(signal.SIGSTOP)
+    try:
+        other = workers("--lease-seconds", "5", "--rescue-interval", "0.3")
+        wait_for(lambda: app.get_job(job_id).state.value == "completed", 30, "the other worker to finish it")
+        winner = app.get_job(job_id)
+        assert winner.output["attempt"] == 2 and winner.output["pid"] != stale.pid
+    finally:
+        stale.send_signal(signal.SIGCONT)
+    # The stale worker wakes up, its 3 s sleep ends, and it tries to complete attempt 1.
+    time.sleep(4)
+    after = app.get_job(job_id)
+    assert after.output == winner.output and after.finished_at == winner.finished_at
+    assert after.attempts == 2
+    stale.send_signal(signal.SIGTERM)
+    other.send_signal(signal.SIGTERM)
+    output, _ = stale.communicate(timeout=20)
+    assert stale.returncode == 0, output
+    assert "lease" in output and "outcome" in output, output
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_lets_running_jobs_finish_then_exits_zero(app, ledger, workers):
+    ids = app.enqueue_many([("hold", {"first_attempt_sleep": 1.0}, {"queue": "acceptance"})] * 4)
+    worker = workers("--concurrency", "4", "--shutdown-grace", "10")
+    wait_for(lambda: scalar(ledger, "SELECT count(*) FROM ledger") == 4, 30, "4 running jobs")
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=15)
+    assert worker.returncode == 0, output
+    assert all(app.get_job(i).state.value == "completed" for i in ids)
+    assert scalar(ledger, "SELECT count(*) FROM pgqueue.job WHERE state = 'active'") == 0
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_hands_back_jobs_that_outlive_the_grace_and_a_second_signal_stops_at_once(app, ledger, workers):
+    ids = app.enqueue_many([("hold", {"first_attempt_sleep": 600}, {"queue": "acceptance"})] * 3)
+    worker = workers("--concurrency", "3", "--shutdown-grace", "1")
+    wait_for(lambda: scalar(ledger, "SELECT count(*) FROM ledger") == 3, 30, "3 running jobs")
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=15)
+    assert worker.returncode == 0, output
+    assert time.monotonic() - signalled < 6
+    for job_id in ids:
+        job = app.get_job(job_id)
+        assert job.state.value == "created" and job.attempts == 0 and job.lease_id is None
+
+    # Second signal: no grace at all.
+    worker = workers("--concurrency", "3", "--shutdown-grace", "60")
+    wait_for(lambda: scalar(ledger, "SELECT count(*) FROM ledger") == 6, 30, "3 running jobs again")
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGINT)
+    output, _ = worker.communicate(timeout=15)
+    assert worker.returncode == 0, output
+    assert time.monotonic() - signalled < 6
+    assert scalar(ledger, "SELECT count(*) FROM pgqueue.job WHERE state = 'active'") == 0
+
+
+@pytest.mark.timeout(90)
+def test_terminating_every_worker_backend_loses_nothing(app, ledger, workers, conn):
+    app.enqueue_many([("record", {"n": n}, {"queue": "acceptance"}) for n in range(2000)])
+    worker = workers("--concurrency", "10", "--log-level", "warning")
+    for _ in range(5):
+        time.sleep(0.4)
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'pgqueue-%%' AND datname = current_database()"
+        )
+    wait_for(
+        lambda: scalar(conn, "SELECT count(*) FROM pgqueue.job WHERE state = 'completed'") == 2000, 60, "all done"
+    )
+    assert scalar(conn, "SELECT count(DISTINCT job_id) FROM ledger") == 2000
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=20)
+    assert worker.returncode == 0, output
