@@ -38,10 +38,10 @@ class Task(Generic[F]):
     concurrency: int | None = None
     """Most jobs of this type one worker process runs at once; None: only the worker's limit."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def using(self, **options: Any) -> "TaskCall":
+    def using(self, /, **options: Any) -> "TaskCall":
         """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
         ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``.
 
@@ -49,7 +49,7 @@ class Task(Generic[F]):
         """
         return TaskCall(self, JobOptions.build(**options))
 
-    def enqueue(self, conn: Any = None, **data: Any) -> int | None:
+    def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         """Enqueue one job with ``data`` as the handler's keyword arguments; return its id.
 
         With ``conn=`` (psycopg, SQLAlchemy or Django), the job joins that connection's open
@@ -57,7 +57,7 @@ class Task(Generic[F]):
         """
         return TaskCall(self, JobOptions()).enqueue(conn, **data)
 
-    async def aenqueue(self, conn: Any = None, **data: Any) -> int | None:
+    async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         """Async twin of :meth:`enqueue`."""
         return await TaskCall(self, JobOptions()).aenqueue(conn, **data)
 
@@ -76,17 +76,17 @@ class TaskCall:
     task: Task[Any]
     options: JobOptions
 
-    def using(self, **options: Any) -> "TaskCall":
+    def using(self, /, **options: Any) -> "TaskCall":
         return TaskCall(self.task, self.options.merged(JobOptions.build(**options)))
 
     def _jobs(self, items: Iterable[Mapping[str, Any]]) -> list[NewJob]:
         app = self.task.app
         return [app._new_job(self.task.name, data, self.options) for data in items]
 
-    def enqueue(self, conn: Any = None, **data: Any) -> int | None:
+    def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         return self.task.app._insert(self._jobs([data]), conn)[0]
 
-    async def aenqueue(self, conn: Any = None, **data: Any) -> int | None:
+    async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         return (await self.task.app._ainsert(self._jobs([data]), conn))[0]
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
@@ -227,8 +227,10 @@ class App:
         for item in items:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                 raise InvalidJob("enqueue_many takes (type, data) or (type, data, options) tuples")
-            options = JobOptions.build(**item[2]) if len(item) == 3 else JobOptions()
-            jobs.append(self._new_job(item[0], item[1], options))
+            options: Any = item[2] if len(item) == 3 else {}
+            if not isinstance(options, Mapping) or not all(isinstance(name, str) for name in options):
+                raise InvalidJob(f"job options must be a mapping of option names to values, not {options!r}")
+            jobs.append(self._new_job(item[0], item[1], JobOptions.build(**options)))
         return jobs
 
     def enqueue(self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any) -> int | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 Notifications = Callable[..., "list[tuple[str, str]]"]
 
@@ -44,3 +46,19 @@ def listener(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(dsn, autocommit=True) as connection:
         connection.execute("LISTEN pgqueue_jobs")
         yield connection
+
+
+@pytest.fixture(scope="module")
+def module_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
+    """A migrated database shared by one test module, for many cheap cases that each leave it as they found it."""
+    name = f"pgqueue_module_{uuid.uuid4().hex[:12]}"
+    admin_dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname="postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    yield psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

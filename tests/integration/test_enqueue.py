@@ -530,3 +530,14 @@ def test_hostile_type_and_queue_names_are_just_names(
     assert app.counts() == {name: {"created": 2}}
     assert first is not None
     assert conn.execute("SELECT to_regclass('pgqueue.job') IS NOT NULL").fetchone() == (True,)
+
+
+def test_handler_arguments_may_have_any_name_but_conn(app: pgqueue.App) -> None:
+    @app.task("t")
+    def handler(**kwargs: Any) -> None: ...
+
+    first = handler.enqueue(self=1, data=2, type=3, options=4)
+    second = handler.using(priority=1).enqueue(self=5)
+    assert app.get_job(first).data == {"self": 1, "data": 2, "type": 3, "options": 4}  # type: ignore[arg-type]
+    assert app.get_job(second).data == {"self": 5}  # type: ignore[arg-type]
+    assert handler(self=6) is None
