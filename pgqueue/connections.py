@@ -54,11 +54,17 @@ async def async_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
     if isinstance(conn, psycopg.Connection):
         raise ConfigurationError("a sync Connection was passed to an async call: use enqueue, or an AsyncConnection")
     driver = None
-    if type(conn).__module__.startswith("sqlalchemy"):
+    module = type(conn).__module__
+    if module.startswith("sqlalchemy"):
+        if "asyncio" not in module:
+            raise ConfigurationError(
+                "a SQLAlchemy sync Session or Connection was passed to an async call: use enqueue, "
+                "or an AsyncSession / AsyncConnection"
+            )
         if hasattr(conn, "get_bind"):  # AsyncSession
             conn = await conn.connection()
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
+        if hasattr(conn, "get_raw_connection"):  # AsyncConnection (an AsyncEngine is not one)
+            driver = (await conn.get_raw_connection()).driver_connection
     return _checked(conn, driver, psycopg.AsyncConnection)
 
 
