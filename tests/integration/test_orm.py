@@ -196,21 +196,18 @@ async def test_wrong_flavour_of_connection_is_a_configuration_error(
             app.enqueue("t", {}, conn=aconn)
         with pytest.raises(ConfigurationError):
             app.enqueue_many([("t", {})], conn=aconn)
-    with psycopg.connect(dsn) as sync_conn:
-        with pytest.raises(ConfigurationError):
-            await app.aenqueue("t", {}, conn=sync_conn)
+    with psycopg.connect(dsn) as sync_conn, pytest.raises(ConfigurationError):
+        await app.aenqueue("t", {}, conn=sync_conn)
     async with AsyncSession(async_engine) as session:
         with pytest.raises(ConfigurationError, match="aenqueue"):
             app.enqueue("t", {}, conn=session)
     async with async_engine.connect() as aconnection:
         with pytest.raises(ConfigurationError):
             app.enqueue("t", {}, conn=aconnection)
-    with Session(engine) as session:
-        with pytest.raises(ConfigurationError):
-            await app.aenqueue("t", {}, conn=session)
-    with engine.connect() as connection:
-        with pytest.raises(ConfigurationError):
-            await app.aenqueue("t", {}, conn=connection)
+    with Session(engine) as session, pytest.raises(ConfigurationError):
+        await app.aenqueue("t", {}, conn=session)
+    with engine.connect() as connection, pytest.raises(ConfigurationError):
+        await app.aenqueue("t", {}, conn=connection)
     for thing in (engine, async_engine, conn.cursor()):
         with pytest.raises(ConfigurationError):
             app.enqueue("t", {}, conn=thing)
@@ -286,6 +283,7 @@ DJANGO_SCRIPT = textwrap.dedent(
 def test_django_atomic(dsn: str, orders: Callable[[], Any]) -> None:
     done = subprocess.run(
         [sys.executable, "-W", "error", "-c", DJANGO_SCRIPT, dsn],
+        check=False,
         capture_output=True,
         text=True,
         timeout=50,
