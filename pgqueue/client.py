@@ -116,8 +116,16 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
     return ids
 
 
+def _checked_id(job_id: Any) -> int:
+    # Refused here: a text id would reach PostgreSQL as a failed cast and abort the caller's transaction.
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise JobNotFound(f"no job with id {job_id!r}: job ids are integers")
+    return job_id
+
+
 def get_job(schema: str, job_id: int) -> Operation[Job]:
-    rows = yield queries(schema).get_job, {"id": job_id}
+    """The job with that id; JobNotFound if there is none."""
+    rows = yield queries(schema).get_job, {"id": _checked_id(job_id)}
     if not rows:
         raise JobNotFound(f"no job with id {job_id}")
     return Job.from_row(rows[0])
@@ -125,7 +133,7 @@ def get_job(schema: str, job_id: int) -> Operation[Job]:
 
 def cancel_job(schema: str, job_id: int) -> Operation[bool]:
     """Cancel a job that has not finished; False if it had already finished."""
-    rows = yield queries(schema).cancel, {"id": job_id}
+    rows = yield queries(schema).cancel, {"id": _checked_id(job_id)}
     if not rows:
         yield from get_job(schema, job_id)  # raises JobNotFound for an unknown id
     return bool(rows)
@@ -133,7 +141,7 @@ def cancel_job(schema: str, job_id: int) -> Operation[bool]:
 
 def retry_job(schema: str, job_id: int, notify: bool = True) -> Operation[bool]:
     """Run a failed or cancelled job again; False if it was in another state."""
-    rows = yield queries(schema).retry, {"id": job_id}
+    rows = yield queries(schema).retry, {"id": _checked_id(job_id)}
     if not rows:
         yield from get_job(schema, job_id)
         return False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -313,6 +315,29 @@ def test_unique_key_inside_one_batch(app: pgqueue.App) -> None:
     assert again[0] is None and again[1] is not None
 
 
+def test_unique_key_across_concurrent_transactions(app: pgqueue.App, dsn: str) -> None:
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn) as second:
+        kept = app.enqueue("t", {"n": 1}, conn=first, unique_key="k")
+        with ThreadPoolExecutor(1) as pool:
+            # The second insert waits for the first transaction to decide.
+            waiting = pool.submit(app.enqueue, "t", {"n": 2}, conn=second, unique_key="k")
+            time.sleep(0.2)
+            assert not waiting.done()
+            first.commit()
+            assert waiting.result(timeout=10) is None
+        second.commit()
+
+        taken_back = app.enqueue("t", {"n": 3}, conn=first, unique_key="j")
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(app.enqueue, "t", {"n": 4}, conn=second, unique_key="j")
+            time.sleep(0.2)
+            first.rollback()
+            won = waiting.result(timeout=10)
+        second.commit()
+    assert kept is not None and taken_back is not None and won is not None
+    assert app.get_job(won).data == {"n": 4}
+
+
 def test_unique_key_inside_the_callers_transaction(
     app: pgqueue.App, dsn: str, conn: psycopg.Connection[Any], count_jobs: Callable[..., int]
 ) -> None:
@@ -412,6 +437,17 @@ def test_unknown_ids_raise_job_not_found(app: pgqueue.App, dsn: str) -> None:
             call(12345)
     with pytest.raises(LookupError):
         app.get_job(2**62)
+
+
+@pytest.mark.parametrize("job_id", ["1", "abc", 1.0, None, True])
+def test_ids_that_are_not_integers_are_not_found(app: pgqueue.App, dsn: str, job_id: Any) -> None:
+    existing = app.enqueue("t", {})
+    assert existing == 1
+    with psycopg.connect(dsn) as caller:
+        for call in (app.get_job, app.cancel_job, app.retry_job):
+            with pytest.raises(JobNotFound):
+                call(job_id, conn=caller)
+        assert caller.execute("SELECT count(*) FROM pgqueue.job").fetchone() == (1,)  # still usable
 
 
 def test_cancel_job(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
