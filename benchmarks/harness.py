@@ -123,6 +123,9 @@ class Result:
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     wal_bytes_per_job: float | None = None
+    """WAL bytes per job, full-page images excluded when they can be told apart."""
+    wal_fpi_bytes_per_job: float | None = None
+    """Full-page images per job: how many depends on when checkpoints fell, not on the scenario."""
     wal_syncs_per_job: float | None = None
     rows_per_job: float | None = None
     client_cpu_us_per_job: float | None = None
@@ -166,13 +169,13 @@ class _Snapshot:
 # database, sit below), plus the other records (commits) of the transactions that wrote them.
 _OWN_WAL = """
 WITH r AS (
-    SELECT xid::text::bigint AS xid, record_length,
+    SELECT xid::text::bigint AS xid, record_length, fpi_length,
            (regexp_match(block_ref, %(pattern)s))[1]::bigint AS filenode
     FROM pg_get_wal_records_info(%(start)s::pg_lsn, %(end)s::pg_lsn)
 ), ours AS (
     SELECT DISTINCT xid FROM r WHERE xid <> 0 AND filenode >= 16384
 )
-SELECT coalesce(sum(record_length), 0) FROM r
+SELECT coalesce(sum(record_length), 0), coalesce(sum(fpi_length), 0) FROM r
 WHERE filenode >= 16384 OR xid IN (SELECT xid FROM ours)
 """
 
@@ -209,6 +212,7 @@ class Meter:
     def __enter__(self) -> Meter:
         self.bench.wait_for_quiet()
         self.bench.flush_own_stats()
+        self.bench.retain_wal_from_now()
         self.start = self._snapshot()
         return self
 
@@ -228,36 +232,39 @@ class Meter:
             previous = current
         self.end = previous
 
-    def wal_bytes(self) -> float:
-        """WAL written by this database between the snapshots (server-wide if it cannot tell)."""
+    def wal_bytes(self) -> tuple[float, float | None]:
+        """WAL written by the run's relations between the snapshots, and the full-page images
+        among it; server-wide (and no split) if it cannot tell."""
         assert self.start is not None and self.end is not None
         admin = self.bench.admin
         if self.bench.walinspect:
+            pattern = f" rel \\d+/{self.bench.database_oid}/(\\d+)"
             try:
                 row = admin.execute(
-                    _OWN_WAL,
-                    {
-                        "start": self.start.lsn,
-                        "end": self.end.lsn,
-                        "pattern": f" rel \\d+/{self.bench.database_oid}/(\\d+)",
-                    },
+                    _OWN_WAL, {"start": self.start.lsn, "end": self.end.lsn, "pattern": pattern}
                 ).fetchone()
                 assert row is not None
-                return float(row[0])
-            except psycopg.Error as error:  # e.g. the segments were recycled by a checkpoint
+                return float(row[0]), float(row[1])
+            except psycopg.Error as error:
                 self.bench.log(f"  (own WAL not readable, using the server-wide delta: {error})")
         row = admin.execute(
             "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (self.end.lsn, self.start.lsn)
         ).fetchone()
         assert row is not None
-        return float(row[0])
+        return float(row[0]), None
 
     def apply(self, result: Result, jobs: int) -> Result:
         """Fill ``result``'s per-job WAL and row figures, dividing by ``jobs`` written."""
         assert self.start is not None and self.end is not None
         if jobs <= 0:
             return result
-        result.wal_bytes_per_job = self.wal_bytes() / jobs
+        total, fpi = self.wal_bytes()
+        if fpi is None:
+            result.wal_bytes_per_job = total / jobs
+            result.note = "; ".join(n for n in (result.note, "WAL server-wide") if n)
+        else:
+            result.wal_bytes_per_job = (total - fpi) / jobs
+            result.wal_fpi_bytes_per_job = fpi / jobs
         result.wal_syncs_per_job = (self.end.wal_syncs - self.start.wal_syncs) / jobs
         result.rows_per_job = (self.end.rows - self.start.rows) / jobs
         return result
@@ -392,6 +399,7 @@ class Bench:
         row = self.admin.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
         assert row is not None
         self.database_oid = int(row[0])
+        self.wal_slot: str | None = f"pgqueue_bench_{self.database_oid}"
         self.walinspect = self._enable_walinspect()
 
     def _enable_walinspect(self) -> bool:
@@ -400,7 +408,22 @@ class Bench:
         except psycopg.Error as error:
             self.log(f"pg_walinspect unavailable ({error.diag.message_primary}): WAL bytes are server-wide")
             return False
+        # A checkpoint during a scenario may recycle the WAL segments it wrote before they
+        # are read: a temporary slot (dropped with this session, even if the run dies)
+        # keeps them until the next scenario starts.
+        try:
+            self.admin.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (self.wal_slot,))
+        except psycopg.Error as error:
+            self.log(f"no replication slot ({error.diag.message_primary}): a checkpoint may hide some WAL")
+            self.wal_slot = None
         return True
+
+    def retain_wal_from_now(self) -> None:
+        """Let the server recycle the WAL before this point (read by earlier scenarios)."""
+        if self.wal_slot is not None:
+            self.admin.execute(
+                "SELECT pg_replication_slot_advance(%s, pg_current_wal_flush_lsn())", (self.wal_slot,)
+            )
 
     def close(self) -> None:
         self.admin.close()
