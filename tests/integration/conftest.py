@@ -24,7 +24,7 @@ def _notifications(listener: psycopg.Connection[Any], expect: int = 0) -> list[t
 
 @pytest.fixture
 def count_jobs(conn: psycopg.Connection[Any]) -> Callable[..., int]:
-    """``count_jobs(schema="pgqueue")``: rows in the job table, read on the test's own autocommit connection."""
+    """``count_jobs(schema="pgqueue")``: rows in the job table, read on the test's autocommit connection."""
 
     def count(schema: str = "pgqueue") -> int:
         row = conn.execute(f'SELECT count(*) FROM "{schema}".job').fetchone()
@@ -50,7 +50,7 @@ def listener(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture(scope="module")
 def module_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
-    """A migrated database shared by one test module, for many cheap cases that each leave it as they found it."""
+    """A migrated database shared by one test module, for many cheap cases that leave it as they found it."""
     name = f"pgqueue_module_{uuid.uuid4().hex[:12]}"
     admin_dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname="postgres")
     with psycopg.connect(admin_dsn, autocommit=True) as admin:

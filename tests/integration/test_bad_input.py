@@ -1,4 +1,4 @@
-"""Bad input is refused with an InvalidJob before anything is written; the caller's transaction stays usable."""
+"""Bad input is refused with InvalidJob before anything is written; the caller's transaction stays usable."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import pgqueue
@@ -327,7 +327,7 @@ def normalized(value: Any) -> Any:
     return value
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None)
 @given(data=st.dictionaries(keys, json_like, max_size=5))
 def test_any_data_either_round_trips_or_is_refused_cleanly(
     module_app: pgqueue.App, module_dsn: str, data: dict[Any, Any]

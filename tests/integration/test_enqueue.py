@@ -225,7 +225,8 @@ def test_enqueue_many_ten_thousand_in_one_statement(
         "$$ BEGIN INSERT INTO insert_statements VALUES (1); RETURN NULL; END $$"
     )
     conn.execute(
-        "CREATE TRIGGER count_insert AFTER INSERT ON pgqueue.job FOR EACH STATEMENT EXECUTE FUNCTION count_insert()"
+        "CREATE TRIGGER count_insert AFTER INSERT ON pgqueue.job "
+        "FOR EACH STATEMENT EXECUTE FUNCTION count_insert()"
     )
     with psycopg.connect(dsn, autocommit=True) as listen:
         listen.execute("LISTEN pgqueue_jobs")
