@@ -23,7 +23,6 @@ import pgqueue
 from pgqueue import migrate
 
 dsn = sys.argv[1]
-migrate.upgrade(dsn, "pgqueue")
 with pgqueue.App(dsn) as app:
     job_id = app.enqueue("installed", {"ok": True})
     data = app.get_job(job_id).data
@@ -63,6 +62,8 @@ def test_wheel_installs_into_a_fresh_venv_and_migrates(empty_dsn: str, tmp_path:
     python = target / "bin" / "python"
     run(python, "-m", "pip", "install", "--quiet", wheel, cwd=tmp_path)
     # Run from outside the checkout, so that only the installed copy can be imported.
+    migrated = run(target / "bin" / "pgqueue", "migrate", "--database-url", empty_dsn, cwd=tmp_path)
+    assert "0001" in migrated or "migrat" in migrated.lower()
     result = json.loads(run(python, "-c", CHECK, empty_dsn, cwd=tmp_path))
 
     package = Path(result["package"])
