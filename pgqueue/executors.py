@@ -84,6 +84,8 @@ async def run_async(fn: Callable[..., Any], data: dict[str, Any], timeout: float
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything, SystemExit included
             return Outcome(False, error=error_text(exc))
 
+    if timeout is None:
+        return await guarded()
     task = asyncio.ensure_future(guarded())
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
