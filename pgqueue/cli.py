@@ -518,6 +518,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
     except Exception as exc:
+        # alembic runs on SQLAlchemy, which wraps the driver's error: report the driver's.
+        original = getattr(exc, "orig", None)
+        if isinstance(original, psycopg.Error):
+            _fail(original, 1)
         if type(exc).__module__.startswith("alembic"):
             _fail(exc, 1)
         raise
