@@ -12,11 +12,13 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import client
-from .client import NewJob, Operation, arun, run
+from .client import JobTemplate, NewJob, Operation, arun, run
 from .config import resolve_database_url, resolve_schema
 from .connections import async_connection, sync_connection
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, encode_data, validate_name
+from .notify import Notifier
+from .sql import queries
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
@@ -134,6 +136,8 @@ class App:
         )
         self.tasks: dict[str, Task[Any]] = {}
         self._schema_checked = False
+        self._templates: dict[tuple[str, JobOptions], JobTemplate] = {}
+        self._notifier: Notifier | None = None
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = None
         self._apool: AsyncConnectionPool[Any] | None = None
@@ -202,25 +206,38 @@ class App:
 
     # --- enqueueing ----------------------------------------------------------------------
 
+    def _template(self, type_: str, options: JobOptions) -> JobTemplate:
+        """The validated settings of a job of this type with these options (cached: bulk enqueues
+        of one task validate and merge once)."""
+        key = (type_, options)
+        template = self._templates.get(key)
+        if template is None:
+            validate_name("job type", type_)
+            task = self.tasks.get(type_)
+            # Retry settings and timeouts are stored only where the task or the call sets them;
+            # otherwise the worker applies its task's (or the app's) defaults, and rows stay narrow.
+            merged = (task.options if task else JobOptions()).merged(options)
+            template = JobTemplate(
+                type=type_,
+                queue=merged.queue or DEFAULT_QUEUE,
+                priority=merged.priority or 0,
+                max_attempts=merged.max_attempts or self.defaults.max_attempts or 1,
+                run_at=merged.run_at,
+                delay=merged.delay,
+                retry_delay=merged.retry_delay,
+                retry_backoff=merged.retry_backoff,
+                retry_delay_max=merged.retry_delay_max,
+                timeout=merged.timeout,
+                unique_key=merged.unique_key,
+            )
+            if len(self._templates) >= 1024:
+                self._templates.clear()
+            self._templates[key] = template
+        return template
+
     def _new_job(self, type_: str, data: Mapping[str, Any] | None, options: JobOptions) -> NewJob:
-        validate_name("job type", type_)
-        task = self.tasks.get(type_)
-        merged = self.defaults.merged(task.options) if task else self.defaults
-        merged = merged.merged(options)
-        return NewJob(
-            type=type_,
-            queue=merged.queue or DEFAULT_QUEUE,
-            data=encode_data({} if data is None else data, self.max_payload_bytes),
-            priority=merged.priority or 0,
-            max_attempts=merged.max_attempts or 1,
-            run_at=merged.run_at,
-            delay=merged.delay,
-            retry_delay=merged.retry_delay,
-            retry_backoff=merged.retry_backoff,
-            retry_delay_max=merged.retry_delay_max,
-            timeout=merged.timeout,
-            unique_key=merged.unique_key,
-        )
+        template = self._template(type_, options)
+        return template, encode_data({} if data is None else data, self.max_payload_bytes)
 
     def _jobs(self, items: Iterable[Any]) -> list[NewJob]:
         jobs = []
@@ -253,10 +270,30 @@ class App:
         return await self._ainsert(self._jobs(items), conn)
 
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
-        return self._execute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+        if conn is not None:
+            return self._execute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+        ids = self._execute(client.insert_jobs(self.schema, jobs, notify=False), None)
+        self._wake(jobs, ids)
+        return ids
 
     async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
-        return await self._aexecute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+        if conn is not None:
+            return await self._aexecute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+        ids = await self._aexecute(client.insert_jobs(self.schema, jobs, notify=False), None)
+        self._wake(jobs, ids)
+        return ids
+
+    def _wake(self, jobs: Sequence[NewJob], ids: Sequence[int | None]) -> None:
+        """After a commit on the App's own pool: wake the inserted jobs' queues from the notifier thread."""
+        queues = {template.queue for (template, _), job_id in zip(jobs, ids) if job_id is not None}
+        if not self.notify or not queues:
+            return
+        with self._lock:
+            if self._notifier is None:
+                self._notifier = Notifier(
+                    lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify, client.channel(self.schema)
+                )
+        self._notifier.poke(queues)
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -352,7 +389,10 @@ class App:
         return psycopg.connect(self.database_url, **self.connect_kwargs(application_name))
 
     def close(self) -> None:
-        """Close the app's connection pools."""
+        """Send pending wake-ups and close the app's connection pools."""
+        if self._notifier is not None:
+            self._notifier.close()
+            self._notifier = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

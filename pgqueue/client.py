@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Generator, Sequence, TypeVar
 
 import psycopg
@@ -23,18 +24,31 @@ from .sql import queries
 
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
-Operation = Generator["tuple[sql.Composable, dict[str, Any] | None]", Rows, T]
+Operation = Generator["tuple[sql.Composable | CopyIn, dict[str, Any] | None]", Rows, T]
+
+
+@dataclass(frozen=True)
+class CopyIn:
+    """A ``COPY ... FROM STDIN`` statement and its data, for an operation to yield in place of a query."""
+
+    statement: sql.Composable
+    data: bytes
 
 
 def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
     """Run an operation on a sync connection."""
     try:
-        statement = next(operation)
+        statement, params = next(operation)
         while True:
             with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(*statement)
-                rows = cur.fetchall() if cur.description else []
-            statement = operation.send(rows)
+                if isinstance(statement, CopyIn):
+                    with cur.copy(statement.statement) as copy:
+                        copy.write(statement.data)
+                    rows: Rows = []
+                else:
+                    cur.execute(statement, params)
+                    rows = cur.fetchall() if cur.description else []
+            statement, params = operation.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
@@ -42,12 +56,17 @@ def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
 async def arun(conn: psycopg.AsyncConnection[Any], operation: Operation[T]) -> T:
     """Run an operation on an async connection."""
     try:
-        statement = next(operation)
+        statement, params = next(operation)
         while True:
             async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(*statement)
-                rows = await cur.fetchall() if cur.description else []
-            statement = operation.send(rows)
+                if isinstance(statement, CopyIn):
+                    async with cur.copy(statement.statement) as copy:
+                        await copy.write(statement.data)
+                    rows: Rows = []
+                else:
+                    await cur.execute(statement, params)
+                    rows = await cur.fetchall() if cur.description else []
+            statement, params = operation.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
 
@@ -61,15 +80,15 @@ def channel(schema: str) -> str:
 
 
 @dataclass(frozen=True)
-class NewJob:
-    """A validated job ready to insert: data already encoded as JSON text."""
+class JobTemplate:
+    """Everything about a job to insert but its data: validated, and shared by every job of one
+    task and set of options, so that bulk enqueues validate and format it once."""
 
     type: str
     queue: str
-    data: str
     priority: int
     max_attempts: int
-    run_at: Any = None
+    run_at: datetime | None = None
     delay: float | None = None
     retry_delay: float | None = None
     retry_backoff: bool | None = None
@@ -77,8 +96,30 @@ class NewJob:
     timeout: float | None = None
     unique_key: str | None = None
 
+    def copy_suffix(self, now: datetime) -> str:
+        """This template's columns as a tail of a COPY text line (after id and data)."""
+        run_at = self.run_at if self.run_at is not None else now + timedelta(seconds=self.delay or 0)
+        values = (self.type, self.queue, self.priority, self.max_attempts, run_at.isoformat(),
+                  self.retry_delay, self.retry_backoff, self.retry_delay_max, self.timeout)
+        return "\t".join(_copy_text(value) for value in values)
 
-_NEW_JOB_FIELDS = tuple(NewJob.__dataclass_fields__)
+
+NewJob = tuple[JobTemplate, str]
+"""A job to insert: its template and its data as JSON text."""
+
+COPY_MIN_JOBS = 64
+"""Bulk enqueues of at least this many jobs (and no unique keys) are loaded with COPY."""
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if value is True or value is False:
+        return "t" if value else "f"
+    return str(value).replace("\\", "\\\\")
+
+
+_TEMPLATE_FIELDS = tuple(JobTemplate.__dataclass_fields__)
 
 
 def check_schema(schema: str) -> Operation[None]:
@@ -95,25 +136,57 @@ def check_schema(schema: str) -> Operation[None]:
 
 
 def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Operation[list[int | None]]:
-    """Insert jobs in one statement; return their ids in input order (None where a unique key was taken)."""
+    """Insert jobs; return their ids in input order (None where a unique key was taken).
+
+    With ``notify``, the workers of each queue are woken once, on commit. One job is one
+    statement; many are one ``INSERT ... unnest`` (or, for large batches without unique
+    keys, a ``COPY`` of rows whose ids were reserved first): one round trip for thousands.
+    """
     if not jobs:
         return []
-    params: dict[str, Any] = {name: [getattr(job, name) for job in jobs] for name in _NEW_JOB_FIELDS}
-    params["channel"] = channel(schema)
-    params["notify"] = notify
-    rows = yield queries(schema).insert_jobs, params
+    q = queries(schema)
+    if len(jobs) == 1:
+        template, data = jobs[0]
+        params: dict[str, Any] = {name: getattr(template, name) for name in _TEMPLATE_FIELDS}
+        params.update(data=data, channel=channel(schema), notify=notify)
+        rows = yield q.insert_job, params
+        return [rows[0]["id"] if rows else None]
+    if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
+        return (yield from _copy_jobs(schema, jobs, notify))
+    params = {name: [getattr(template, name) for template, _ in jobs] for name in _TEMPLATE_FIELDS}
+    params.update(data=[data for _, data in jobs], channel=channel(schema), notify=notify)
+    rows = yield q.insert_jobs, params
     if len(rows) == len(jobs):
         return [row["id"] for row in rows]
     # Some unique keys were taken: match the rows that were inserted back to their jobs.
     by_key = {row["unique_key"]: row["id"] for row in rows if row["unique_key"] is not None}
     plain = iter(row["id"] for row in rows if row["unique_key"] is None)
     ids: list[int | None] = []
-    for job in jobs:
-        if job.unique_key is None:
+    for template, _ in jobs:
+        if template.unique_key is None:
             ids.append(next(plain))
         else:
-            ids.append(by_key.pop(job.unique_key, None))
+            ids.append(by_key.pop(template.unique_key, None))
     return ids
+
+
+def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[list[int | None]]:
+    q = queries(schema)
+    rows = yield q.reserve_job_ids, {"n": len(jobs)}
+    ids: list[int] = rows[0]["ids"]
+    now: datetime = rows[0]["now"]
+    suffixes: dict[int, str] = {}
+    lines = []
+    for job_id, (template, data) in zip(ids, jobs):
+        suffix = suffixes.get(id(template))
+        if suffix is None:
+            suffix = suffixes[id(template)] = template.copy_suffix(now)
+        lines.append(f"{job_id}\t{data.replace(chr(92), chr(92) * 2)}\t{suffix}\n")
+    yield CopyIn(q.copy_jobs, "".join(lines).encode()), None
+    if notify:
+        queues = sorted({template.queue for template, _ in jobs})
+        yield q.notify, {"channel": channel(schema), "queues": queues}
+    return list(ids)
 
 
 def _checked_id(job_id: Any) -> int:

@@ -14,6 +14,31 @@ SELECT EXISTS (
 -- The alembic revision the schema is at.
 SELECT version_num FROM {schema}.pgqueue_alembic_version;
 
+-- name: insert_job
+-- Insert one job and, with %(notify)s, wake its queue's workers on commit. Skipped (no
+-- row) when its unique_key matches a job that still waits or runs.
+WITH inserted AS (
+    INSERT INTO {schema}.job (type, queue, data, priority, max_attempts, run_at,
+                              retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
+    VALUES (%(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
+            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s::float8, 0))),
+            %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(unique_key)s)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
+    RETURNING id, queue
+)
+SELECT id, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
+FROM inserted;
+
+-- name: reserve_job_ids
+-- Take %(n)s ids from the job sequence, and the clock that delays count from, for a COPY.
+SELECT now() AS now,
+       array(SELECT nextval('{schema}.job_id_seq') FROM generate_series(1, %(n)s)) AS ids;
+
+-- name: copy_jobs
+-- Bulk load jobs whose ids were reserved (COPY writes given identity values).
+COPY {schema}.job (id, data, type, queue, priority, max_attempts, run_at,
+                   retry_delay, retry_backoff, retry_delay_max, timeout) FROM STDIN;
+
 -- name: insert_jobs
 -- Insert one row per element of the parallel arrays, in one round trip, and wake the
 -- workers of each queue once (delivered on commit; identical notifications in one

@@ -148,8 +148,9 @@ def test_using_writes_every_option(app: pgqueue.App, dsn: str, conn: psycopg.Con
         "created",
         0,
     )
-    # The task's own options, and the app's defaults under them.
-    assert rows[plain] == ("reports", 1, 3, now, 1.0, True, 3600.0, 60.0, None, "created", 0)
+    # The task's own options; retry settings it leaves unset stay NULL (the worker applies its
+    # task's, else the app's, defaults), so rows stay narrow.
+    assert rows[plain] == ("reports", 1, 3, now, None, None, None, 60.0, None, "created", 0)
     assert rows[seconds][3] == now + timedelta(seconds=90)
 
 
@@ -184,7 +185,8 @@ def test_enqueue_by_name_for_an_unregistered_type_uses_the_defaults(app: pgqueue
         0,
     )
     assert (job.attempts, job.max_attempts, job.run_at, job.created_at) == (0, 5, now, now)
-    assert (job.retry_delay, job.retry_backoff, job.retry_delay_max, job.timeout) == (1.0, True, 3600.0, None)
+    # Unset retry settings stay NULL: the worker's task (or app) defaults apply when it runs.
+    assert (job.retry_delay, job.retry_backoff, job.retry_delay_max, job.timeout) == (None, None, None, None)
     assert (job.started_at, job.finished_at, job.output, job.error, job.errors) == (
         None,
         None,
@@ -198,7 +200,8 @@ def test_enqueue_by_name_for_an_unregistered_type_uses_the_defaults(app: pgqueue
 def test_app_defaults_apply_to_every_job(dsn: str) -> None:
     with pgqueue.App(dsn, max_attempts=2, retry_delay=7, retry_backoff=False, retry_delay_max=9) as app:
         job = app.get_job(app.enqueue("t", {}))
-    assert (job.max_attempts, job.retry_delay, job.retry_backoff, job.retry_delay_max) == (2, 7.0, False, 9.0)
+    # max_attempts is stored with the job; retry settings are applied by the worker (see test_worker).
+    assert (job.max_attempts, job.retry_delay, job.retry_backoff, job.retry_delay_max) == (2, None, None, None)
 
 
 def test_enqueue_by_name_uses_the_registered_tasks_options(app: pgqueue.App) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -463,3 +464,20 @@ async def test_current_job_is_known_to_every_kind_of_handler(app, conn):
         assert app.get_job(job_id).output == {"id": job_id, "attempt": 1, "type": name}
     with pytest.raises(RuntimeError, match="inside a running job"):
         pgqueue.current_job()
+
+
+async def test_app_retry_defaults_apply_when_neither_job_nor_task_sets_them(dsn, conn):
+    app = pgqueue.App(dsn, max_attempts=2, retry_delay=1.5, retry_backoff=False)
+
+    @app.task("fails-once")
+    async def fails_once() -> None:
+        raise RuntimeError("no")
+
+    job_id = fails_once.enqueue()
+    try:
+        await run_until(app, lambda: app.get_job(job_id).state is pgqueue.JobState.RETRY)
+        job = app.get_job(job_id)
+        waited = (job.run_at - datetime.fromisoformat(job.errors[0]["at"])).total_seconds()
+        assert abs(waited - 1.5) < 0.01 and job.max_attempts == 2
+    finally:
+        await app.aclose()

@@ -1,0 +1,95 @@
+"""Wake-ups for jobs enqueued on the App's own pool, sent after their commit.
+
+A NOTIFY inside the enqueueing transaction makes its commit take PostgreSQL's global
+notification lock, which serialises the commits of concurrent producers and defeats group
+commit. Jobs enqueued on the App's own pool commit by themselves, so their wake-up can
+follow the commit instead, from a connection of its own: one NOTIFY per queue per round
+trip, however many jobs committed meanwhile. (A NOTIFY-only transaction writes no WAL.)
+
+Jobs enqueued on the caller's connection still NOTIFY inside the caller's transaction:
+only the caller knows when it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+import psycopg
+
+log = logging.getLogger("pgqueue")
+
+
+class Notifier:
+    """A daemon thread that sends coalesced NOTIFYs for the queues it is poked with.
+
+    After each NOTIFY it waits ``min_interval`` seconds, gathering the queues poked meanwhile
+    into the next one: the first job after a quiet spell wakes workers at once; a busy
+    producer sends at most one wake-up per ``min_interval``, whatever its rate.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        statement: Any,
+        channel: str,
+        min_interval: float = 0.005,
+    ) -> None:
+        self._connect = connect
+        self._min_interval = min_interval
+        self._statement = statement
+        self._channel = channel
+        self._pending: set[str] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    def poke(self, queues: Iterable[str]) -> None:
+        """Wake the workers of these queues soon (the jobs are committed already)."""
+        with self._cond:
+            self._pending.update(queues)
+            if self._thread is None or self._pid != os.getpid():  # first use, or a forked child
+                self._pid = os.getpid()
+                self._closed = False
+                self._thread = threading.Thread(target=self._run, name="pgqueue-notifier", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closed:
+                        self._cond.wait()
+                    if not self._pending:
+                        return
+                    queues, self._pending = sorted(self._pending), set()
+                try:
+                    if conn is None or conn.closed:
+                        conn = self._connect()
+                    conn.execute(self._statement, {"channel": self._channel, "queues": queues})
+                    time.sleep(self._min_interval)
+                except psycopg.Error as exc:
+                    # Workers poll too: a lost wake-up costs at most one poll interval.
+                    log.warning("could not send a wake-up for queues %s: %s", ", ".join(queues), exc)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is pending, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+            self._thread = None
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            thread.join(timeout)
