@@ -1,0 +1,237 @@
+"""Fixtures of the reliability suite: a throwaway PostgreSQL cluster it may crash, one fresh
+database per test (migrated by the owner role, with least-privilege grants and the ledger),
+worker fleets, a fault proxy, pgbouncer.
+
+Everything runs on the suite's own cluster, never on a shared server: restarting it,
+terminating its backends and creating roles touch nothing else. Tools the suite needs
+(PostgreSQL server programs, pgbouncer, libfaketime) must be installed — run
+``tests/reliability/setup-system.sh`` — and a test that needs a missing one fails.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue
+import reliability_app
+import roles
+import scoreboard
+from fault_proxy import FaultProxy
+from fleet import Fleet
+from throwaway_cluster import Cluster, as_server_user, free_port
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test here is a scenario against the throwaway cluster: mark them for selection.
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.reliability)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "reliability: fault-injection scenarios on a throwaway cluster")
+
+
+def pgqueue_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pgqueue", *args]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The suite's own PostgreSQL, with the owner, worker and producer roles, and a template database."""
+    server = Cluster()
+    try:
+        server.start()
+        with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
+            admin.execute(roles.create_roles())
+            admin.execute('CREATE DATABASE "reliability_template"')
+            admin.execute(roles.database_grants("reliability_template"))
+        owner = server.dsn("reliability_template", roles.OWNER, roles.PASSWORDS[roles.OWNER])
+        migrated = subprocess.run(pgqueue_command("migrate", "--database-url", owner),
+                                  capture_output=True, text=True, timeout=120)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        with psycopg.connect(owner, autocommit=True) as conn:
+            conn.execute(roles.grants())
+        with psycopg.connect(server.dsn("reliability_template"), autocommit=True) as admin:
+            admin.execute(scoreboard.LEDGER_DDL)
+            admin.execute(roles.ledger_grants())
+        yield server
+    finally:
+        server.destroy()
+
+
+@dataclass
+class Database:
+    """One test's database on the throwaway cluster, and a DSN per role."""
+
+    cluster: Cluster
+    name: str
+    conn: psycopg.Connection[Any]
+    """Superuser, autocommit: for looking at what happened and for setting faults up."""
+
+    def dsn(self, role: str = "postgres", **address: Any) -> str:
+        password = roles.PASSWORDS.get(role)
+        return self.cluster.dsn(self.name, role, password, **address)
+
+    @property
+    def admin(self) -> str:
+        return self.dsn("postgres")
+
+    @property
+    def worker(self) -> str:
+        return self.dsn(roles.WORKER)
+
+    @property
+    def producer(self) -> str:
+        return self.dsn(roles.PRODUCER)
+
+    @property
+    def owner(self) -> str:
+        return self.dsn(roles.OWNER)
+
+    def scalar(self, query: str, *params: Any) -> Any:
+        row = self.conn.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+    def reconnect(self) -> None:
+        """After a server restart: a new inspection connection."""
+        try:
+            self.conn.close()
+        except psycopg.Error:
+            pass
+        self.conn = psycopg.connect(self.admin, autocommit=True)
+
+
+@pytest.fixture
+def db(cluster: Cluster) -> Iterator[Database]:
+    name = f"rel_{uuid.uuid4().hex[:10]}"
+    if not cluster.running():
+        cluster.start()
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "reliability_template"')
+        admin.execute(roles.database_grants(name))
+    database = Database(cluster, name, psycopg.connect(cluster.dsn(name), autocommit=True))
+    yield database
+    database.conn.close()
+    if not cluster.running():
+        cluster.start()
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def producer(db: Database) -> Iterator[pgqueue.App]:
+    """The suite's App connected as the producer role (insert-only): jobs get their tasks' options."""
+    app = reliability_app.make_app(db.producer)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def fleet(db: Database, tmp_path: Path) -> Iterator[Fleet]:
+    """Workers connected as the worker role; the ledger written as the worker role too."""
+    workers = Fleet(db.worker, db.worker, tmp_path)
+    yield workers
+    workers.close()
+
+
+@pytest.fixture
+def proxy(cluster: Cluster) -> Iterator[FaultProxy]:
+    fault_proxy = FaultProxy(cluster.host, cluster.port)
+    yield fault_proxy
+    fault_proxy.close()
+
+
+# --- pgbouncer ---------------------------------------------------------------------------
+
+
+def pgbouncer_binary() -> str:
+    found = shutil.which("pgbouncer") or next(iter(glob.glob("/usr/sbin/pgbouncer")), None)
+    if not found:
+        raise RuntimeError("pgbouncer is not installed: run tests/reliability/setup-system.sh")
+    return found
+
+
+@dataclass
+class PgBouncer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def pgbouncer(db: Database, tmp_path: Path) -> Iterator[PgBouncer]:
+    """pgbouncer in transaction mode in front of the test database, for the worker and producer roles."""
+    binary = pgbouncer_binary()
+    root = tmp_path / "pgbouncer"
+    root.mkdir()
+    port = free_port()
+    server = f"host={db.cluster.host} port={db.cluster.port} dbname={db.name}"
+    ini = root / "pgbouncer.ini"
+    ini.write_text(f"""
+[databases]
+worker = {server} user={roles.WORKER} password={roles.PASSWORDS[roles.WORKER]}
+producer = {server} user={roles.PRODUCER} password={roles.PASSWORDS[roles.PRODUCER]}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {root / "users.txt"}
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 500
+ignore_startup_parameters = extra_float_digits,options
+logfile = {root / "pgbouncer.log"}
+pidfile = {root / "pgbouncer.pid"}
+""")
+    (root / "users.txt").write_text(
+        f'"{roles.WORKER}" ""\n"{roles.PRODUCER}" ""\n'
+    )
+    shutil.chown(root, "postgres") if as_server_user() else None
+    for path in root.iterdir():
+        if as_server_user():
+            shutil.chown(path, "postgres")
+    log = root / "stdout.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*as_server_user(), binary, str(ini)], stdout=out, stderr=subprocess.STDOUT)
+    bouncer = PgBouncer(process, port, root / "pgbouncer.log")
+    deadline = 50
+    for _ in range(deadline):
+        try:
+            with psycopg.connect(f"postgresql://{roles.WORKER}@127.0.0.1:{port}/worker?sslmode=disable",
+                                 connect_timeout=2, autocommit=True) as probe:
+                probe.execute("SELECT 1")
+            break
+        except psycopg.OperationalError:
+            if process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {log.read_text(errors='replace')}")
+            import time
+
+            time.sleep(0.1)
+    else:
+        raise RuntimeError(f"pgbouncer did not answer: {bouncer.output()}")
+    yield bouncer
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# System tools the reliability suite drives: pgbouncer (transaction pooling) and
+# libfaketime (clock skew on one worker process). Installs only what is missing.
+set -euo pipefail
+
+missing=()
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+    missing+=(libfaketime faketime)
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts a pgbouncer service on install; the suite runs its own instances.
+if command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+fi
