@@ -54,6 +54,14 @@ def write_tasks(directory: Path) -> None:
     '''))
 
 
+def enqueue_adds(dsn: str, count: int) -> list[int | None]:
+    app = pgqueue.App(dsn)
+    try:
+        return app.enqueue_many([("add", {"a": i, "b": 1}, {"queue": "math"}) for i in range(count)])
+    finally:
+        app.close()
+
+
 def schema_exists(dsn: str, schema: str) -> bool:
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()[0] == 1
@@ -183,11 +191,7 @@ def test_status_show_cancel_and_retry_real_jobs(dsn, conn, tmp_path):
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_work_burst_logs_each_job(dsn, conn, tmp_path, fmt):
     write_tasks(tmp_path)
-    app = pgqueue.App(dsn)
-    try:
-        ids = app.enqueue_many([("add", {"a": i, "b": 1}, {"queue": "math"}) for i in range(20)])
-    finally:
-        app.close()
+    ids = enqueue_adds(dsn, 20)
     result = pgqueue_cli(
         "work", "cli_tasks:app", "--burst", "--concurrency", "4",
         env={"PGQUEUE_DATABASE_URL": dsn, "PGQUEUE_LOG_FORMAT": fmt}, cwd=tmp_path,
@@ -308,6 +312,9 @@ def test_a_password_is_never_printed(dsn, tmp_path):
             ["migrate", "--database-url", bad_port],
         ]
         for args in runs:
+            if args[0] == "work":
+                # Work to do, so that the worker runs (and logs) more than its start and stop.
+                enqueue_adds(dsn, 10)
             result = pgqueue_cli(*args, cwd=tmp_path, timeout=60)
             assert secret not in output(result), (args, output(result))
             assert "Traceback" not in output(result), (args, output(result))
