@@ -63,7 +63,9 @@ DatabaseUrl = Annotated[
 ]
 Schema = Annotated[
     Optional[str],
-    typer.Option("--schema", help="pgqueue's schema. Default: $PGQUEUE_SCHEMA, else pgqueue.", show_default=False),
+    typer.Option(
+        "--schema", help="pgqueue's schema. Default: $PGQUEUE_SCHEMA, else pgqueue.", show_default=False
+    ),
 ]
 
 
@@ -99,9 +101,12 @@ def _connect(url: str) -> psycopg.Connection[Any]:
 def migrate(
     database_url: DatabaseUrl = None,
     schema: Schema = None,
-    sql: Annotated[bool, typer.Option("--sql", help="Print the DDL instead of running it; touch no database.")] = False,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the DDL instead of running it; touch no database.")
+    ] = False,
     check: Annotated[
-        bool, typer.Option("--check", help="Exit 0 if the schema is up to date, 1 if it is behind or missing.")
+        bool,
+        typer.Option("--check", help="Exit 0 if the schema is up to date, 1 if it is behind or missing."),
     ] = False,
 ) -> None:
     """Create or upgrade pgqueue's tables. Idempotent; safe to run from several processes at once."""
@@ -124,7 +129,9 @@ def migrate(
         except SchemaOutOfDate as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from None
-        typer.echo(f"schema {schema!r} is up to date (version {version}) [{time.perf_counter() - started:.2f} s]")
+        typer.echo(
+            f"schema {schema!r} is up to date (version {version}) [{time.perf_counter() - started:.2f} s]"
+        )
         return
     typer.echo(f"migrating schema {schema!r} in {redact(url)}")
     migrations.upgrade(url, schema)
@@ -183,45 +190,72 @@ def _check_schema(url: str, schema: str) -> None:
 
 @cli.command()
 def work(
-    target: Annotated[str, typer.Argument(metavar="MODULE:APP", help="Where the App is, e.g. myproject.tasks:app")],
+    target: Annotated[
+        str, typer.Argument(metavar="MODULE:APP", help="Where the App is, e.g. myproject.tasks:app")
+    ],
     database_url: DatabaseUrl = None,
     schema: Schema = None,
     queues: Annotated[
         Optional[str],
-        typer.Option(envvar="PGQUEUE_QUEUES", help="Comma-separated queues to work on. Default: all the app's queues."),
+        typer.Option(
+            envvar="PGQUEUE_QUEUES", help="Comma-separated queues to work on. Default: all the app's queues."
+        ),
     ] = None,
     concurrency: Annotated[
-        int, typer.Option(envvar="PGQUEUE_CONCURRENCY", min=1, help="Jobs run at once by each worker process.")
+        int,
+        typer.Option(envvar="PGQUEUE_CONCURRENCY", min=1, help="Jobs run at once by each worker process."),
     ] = 10,
     processes: Annotated[
-        int, typer.Option(envvar="PGQUEUE_PROCESSES", min=1, help="Worker processes to run (uses several cores).")
+        int,
+        typer.Option(envvar="PGQUEUE_PROCESSES", min=1, help="Worker processes to run (uses several cores)."),
     ] = 1,
     burst: Annotated[
         bool, typer.Option("--burst", envvar="PGQUEUE_BURST", help="Exit 0 once nothing is left to run.")
     ] = False,
     poll_interval: Annotated[
-        float, typer.Option(envvar="PGQUEUE_POLL_INTERVAL", help="Seconds between polls (NOTIFY only shortens them).")
+        float,
+        typer.Option(
+            envvar="PGQUEUE_POLL_INTERVAL", help="Seconds between polls (NOTIFY only shortens them)."
+        ),
     ] = 1.0,
     shutdown_grace: Annotated[
         float,
-        typer.Option(envvar="PGQUEUE_SHUTDOWN_GRACE", min=0, help="Seconds running jobs get to finish after SIGTERM."),
+        typer.Option(
+            envvar="PGQUEUE_SHUTDOWN_GRACE", min=0, help="Seconds running jobs get to finish after SIGTERM."
+        ),
     ] = 30.0,
-    log_level: Annotated[LogLevel, typer.Option(envvar="PGQUEUE_LOG_LEVEL", case_sensitive=False)] = LogLevel.info,
+    log_level: Annotated[
+        LogLevel, typer.Option(envvar="PGQUEUE_LOG_LEVEL", case_sensitive=False)
+    ] = LogLevel.info,
     log_format: Annotated[
-        LogFormat, typer.Option(envvar="PGQUEUE_LOG_FORMAT", case_sensitive=False, help="text or json (one object a line).")
+        LogFormat,
+        typer.Option(
+            envvar="PGQUEUE_LOG_FORMAT", case_sensitive=False, help="text or json (one object a line)."
+        ),
     ] = LogFormat.text,
     no_listen: Annotated[
-        bool, typer.Option("--no-listen", envvar="PGQUEUE_NO_LISTEN", help="Poll only: no LISTEN/NOTIFY (poolers).")
+        bool,
+        typer.Option(
+            "--no-listen", envvar="PGQUEUE_NO_LISTEN", help="Poll only: no LISTEN/NOTIFY (poolers)."
+        ),
     ] = False,
     lease_seconds: Annotated[
         float,
-        typer.Option(envvar="PGQUEUE_LEASE_SECONDS", min=1, max=86400,
-                     help="Seconds a claim holds a job without a heartbeat; a dead worker's jobs run again after it."),
+        typer.Option(
+            envvar="PGQUEUE_LEASE_SECONDS",
+            min=1,
+            max=86400,
+            help="Seconds a claim holds a job without a heartbeat; a dead worker's jobs run again after it.",
+        ),
     ] = 15.0,
     rescue_interval: Annotated[
         float,
-        typer.Option(envvar="PGQUEUE_RESCUE_INTERVAL", min=0.05, max=3600,
-                     help="Seconds between sweeps for jobs whose lease expired."),
+        typer.Option(
+            envvar="PGQUEUE_RESCUE_INTERVAL",
+            min=0.05,
+            max=3600,
+            help="Seconds between sweeps for jobs whose lease expired.",
+        ),
     ] = 5.0,
 ) -> None:
     """Run jobs: a worker process, or --processes N of them under a supervisor."""
@@ -247,10 +281,20 @@ def work(
         os.environ["PGQUEUE_DATABASE_URL"] = url
         _check_schema(url, schema)
         raise typer.Exit(
-            _supervise(target, processes, queues=queue_names, concurrency=concurrency, burst=burst,
-                       poll_interval=poll_interval, shutdown_grace=shutdown_grace, log_level=log_level.value,
-                       log_format=log_format.value, no_listen=no_listen, lease_seconds=lease_seconds,
-                       rescue_interval=rescue_interval)
+            _supervise(
+                target,
+                processes,
+                queues=queue_names,
+                concurrency=concurrency,
+                burst=burst,
+                poll_interval=poll_interval,
+                shutdown_grace=shutdown_grace,
+                log_level=log_level.value,
+                log_format=log_format.value,
+                no_listen=no_listen,
+                lease_seconds=lease_seconds,
+                rescue_interval=rescue_interval,
+            )
         )
     _check_schema(app.database_url, schema)
     try:
@@ -277,7 +321,12 @@ def _supervise(target: str, processes: int, **flags: Any) -> int:
     command += ["--concurrency", str(flags["concurrency"])]
     command += ["--poll-interval", repr(flags["poll_interval"])]
     command += ["--shutdown-grace", repr(flags["shutdown_grace"])]
-    command += ["--lease-seconds", repr(flags["lease_seconds"]), "--rescue-interval", repr(flags["rescue_interval"])]
+    command += [
+        "--lease-seconds",
+        repr(flags["lease_seconds"]),
+        "--rescue-interval",
+        repr(flags["rescue_interval"]),
+    ]
     command += ["--log-level", flags["log_level"], "--log-format", flags["log_format"]]
     if flags["burst"]:
         command.append("--burst")
@@ -301,7 +350,10 @@ def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
-        cells = [cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
@@ -334,10 +386,17 @@ def status(database_url: DatabaseUrl = None, schema: Schema = None, as_json: Jso
     typer.echo(f"\n{len(workers)} worker(s):")
     rows = [["worker", "host", "pid", "queues", "concurrency", "started", "last seen"]]
     for w in workers:
-        rows.append([
-            w["id"], w["hostname"], str(w["pid"]), ",".join(w["queues"]), str(w["concurrency"]),
-            _when(w["started_at"]), f"{w['seen_seconds_ago']:.0f} s ago",
-        ])
+        rows.append(
+            [
+                w["id"],
+                w["hostname"],
+                str(w["pid"]),
+                ",".join(w["queues"]),
+                str(w["concurrency"]),
+                _when(w["started_at"]),
+                f"{w['seen_seconds_ago']:.0f} s ago",
+            ]
+        )
     typer.echo(_table(rows))
 
 
@@ -384,7 +443,9 @@ JobId = Annotated[int, typer.Argument(metavar="ID", help="The job's id.")]
 
 
 @cli.command()
-def show(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None, as_json: JsonFlag = False) -> None:
+def show(
+    job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None, as_json: JsonFlag = False
+) -> None:
     """A job's state, attempts, output and error."""
     _settings(database_url, schema)
     logs.setup("warning")
@@ -431,10 +492,16 @@ def demo(
     database_url: DatabaseUrl = None,
     schema: Annotated[
         str,
-        typer.Option("--schema", help="Schema for the demo's users and jobs; dropped and re-created on each run."),
+        typer.Option(
+            "--schema", help="Schema for the demo's users and jobs; dropped and re-created on each run."
+        ),
     ] = "pgqueue_demo",
-    users: Annotated[int, typer.Option("--users", min=1, max=100_000, help="Registrations to simulate.")] = 50,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1000, help="Jobs run at once.")] = 20,
+    users: Annotated[
+        int, typer.Option("--users", min=1, max=100_000, help="Registrations to simulate.")
+    ] = 50,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=1000, help="Jobs run at once.")
+    ] = 20,
 ) -> None:
     """Simulate user registrations that enqueue jobs in their own transaction, then work them off."""
     from . import demo as demo_module

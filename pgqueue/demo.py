@@ -63,15 +63,17 @@ def make_plans(users: int, seed: int = 7) -> list[Plan]:
     plans = []
     for _ in range(users):
         slow = rng.random() < 0.1
-        plans.append(Plan(
-            email_seconds=rng.uniform(0.15, 0.3) if slow else rng.uniform(0.02, 0.06),
-            email_failures=1 if rng.random() < 0.12 else 0,
-            slack_seconds=rng.uniform(0.005, 0.025),
-            slack_failures=1 if rng.random() < 0.1 else 0,
-            crm_seconds=rng.uniform(0.15, 0.3) if rng.random() < 0.08 else rng.uniform(0.03, 0.1),
-            crm_failures=rng.choice((1, 2)) if rng.random() < 0.15 else (3 if rng.random() < 0.05 else 0),
-            rolls_back=rng.random() < 0.06,
-        ))
+        plans.append(
+            Plan(
+                email_seconds=rng.uniform(0.15, 0.3) if slow else rng.uniform(0.02, 0.06),
+                email_failures=1 if rng.random() < 0.12 else 0,
+                slack_seconds=rng.uniform(0.005, 0.025),
+                slack_failures=1 if rng.random() < 0.1 else 0,
+                crm_seconds=rng.uniform(0.15, 0.3) if rng.random() < 0.08 else rng.uniform(0.03, 0.1),
+                crm_failures=rng.choice((1, 2)) if rng.random() < 0.15 else (3 if rng.random() < 0.05 else 0),
+                rolls_back=rng.random() < 0.06,
+            )
+        )
     return plans
 
 
@@ -148,10 +150,12 @@ def prepare_schema(url: str, schema: str) -> None:
         conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident, sql.Literal(MARKER)))
     upgrade(url, schema)
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL(
-            "CREATE TABLE {}.users (id integer PRIMARY KEY, email text NOT NULL UNIQUE, "
-            "created_at timestamptz NOT NULL DEFAULT now())"
-        ).format(ident))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {}.users (id integer PRIMARY KEY, email text NOT NULL UNIQUE, "
+                "created_at timestamptz NOT NULL DEFAULT now())"
+            ).format(ident)
+        )
 
 
 def register_users(
@@ -255,8 +259,15 @@ async def _counts(conn: psycopg.AsyncConnection[Any], schema: str) -> dict[str, 
     return totals
 
 
-async def work_off(demo: DemoTasks, url: str, plans: list[Plan], concurrency: int, interval: float,
-                   progress: Progress, stats: Stats) -> bool:
+async def work_off(
+    demo: DemoTasks,
+    url: str,
+    plans: list[Plan],
+    concurrency: int,
+    interval: float,
+    progress: Progress,
+    stats: Stats,
+) -> bool:
     """Register users in a thread while a worker runs here; stop the worker once every job is final.
 
     Returns whether the run was interrupted (Ctrl-C) before every job was final.
@@ -267,7 +278,9 @@ async def work_off(demo: DemoTasks, url: str, plans: list[Plan], concurrency: in
     worker = Worker(app, WorkerConfig(concurrency=concurrency, poll_interval=0.25, rescue_interval=1.0))
     running = asyncio.create_task(worker.run())
     stop = threading.Event()
-    registering = asyncio.ensure_future(asyncio.to_thread(register_users, url, demo, plans, interval, stats, stop))
+    registering = asyncio.ensure_future(
+        asyncio.to_thread(register_users, url, demo, plans, interval, stats, stop)
+    )
     stopped_by_demo = False
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10) as conn:
         while not running.done():
@@ -312,13 +325,15 @@ def summarize(jobs: list[Job], stats: Stats, schema: str) -> list[str]:
         "summary",
         f"  registrations   {stats.committed + stats.rolled_back}: {stats.committed} committed, "
         f"{stats.rolled_back} rolled back (their {3 * stats.rolled_back} jobs never existed)",
-        f"  jobs            {len(jobs)}: " + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())),
+        f"  jobs            {len(jobs)}: "
+        + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())),
         f"  retried         {len(retried)} jobs needed more than one attempt ({retries} retries)",
         f"  throughput      {len(jobs)} jobs in {elapsed:.2f} s (first enqueue to last finish): {rate}",
     ]
     if latencies:
         lines.append(
-            f"  pick-up latency p50 {_percentile(latencies, 0.5):.1f} ms, p95 {_percentile(latencies, 0.95):.1f} ms "
+            f"  pick-up latency p50 {_percentile(latencies, 0.5):.1f} ms, "
+            f"p95 {_percentile(latencies, 0.95):.1f} ms "
             "(enqueue to handler start, first attempts)"
         )
     for job in failed:
@@ -333,7 +348,9 @@ def summarize(jobs: list[Job], stats: Stats, schema: str) -> list[str]:
     return lines
 
 
-def run(schema: str = "pgqueue_demo", users: int = 50, concurrency: int = 20, out: TextIO | None = None) -> int:
+def run(
+    schema: str = "pgqueue_demo", users: int = 50, concurrency: int = 20, out: TextIO | None = None
+) -> int:
     """Run the demo; return the process exit code."""
     out = out or sys.stdout
     embedded = not (os.environ.get("PGQUEUE_DATABASE_URL") or os.environ.get("DATABASE_URL"))
@@ -342,8 +359,11 @@ def run(schema: str = "pgqueue_demo", users: int = 50, concurrency: int = 20, ou
     began = time.perf_counter()
     url = resolve_database_url()
     if embedded:
-        say(f"  database: the embedded PostgreSQL in {embedded_data_dir()} (started in {time.perf_counter() - began:.1f} s;"
-            " it keeps running: `pgqueue embedded stop` stops it)")
+        say(
+            f"  database: the embedded PostgreSQL in {embedded_data_dir()} "
+            f"(started in {time.perf_counter() - began:.1f} s;"
+            " it keeps running: `pgqueue embedded stop` stops it)"
+        )
     else:
         say(f"  database: {redact(url)}")
     began = time.perf_counter()
@@ -354,7 +374,10 @@ def run(schema: str = "pgqueue_demo", users: int = 50, concurrency: int = 20, ou
     demo = build_app(schema)
     # Registrations arrive over about 1.5 s, like traffic on a web application.
     interval = min(0.03, 1.5 / users)
-    say(f"  worker: concurrency {concurrency}; handlers sleep 5-300 ms, some fail and are retried (3 attempts)")
+    say(
+        f"  worker: concurrency {concurrency}; "
+        "handlers sleep 5-300 ms, some fail and are retried (3 attempts)"
+    )
     progress = Progress(out, users)
     handler = _AboveProgress(progress)
     root = logging.getLogger()

@@ -29,7 +29,9 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 _JOB_FIELDS = ("job_id", "type", "queue", "attempt", "duration", "outcome")
 
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+)", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(
+    r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+)", re.IGNORECASE
+)
 _PGPASSWORD = re.compile(r"(PGPASSWORD\s*[=:]\s*)\S+")
 
 
@@ -75,7 +77,9 @@ def extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, timezone.utc).astimezone().isoformat(timespec="milliseconds")
+    return (
+        datetime.fromtimestamp(record.created, timezone.utc).astimezone().isoformat(timespec="milliseconds")
+    )
 
 
 def _text_value(value: Any) -> str:
@@ -85,7 +89,7 @@ def _text_value(value: Any) -> str:
         text = ",".join(str(v) for v in value)
     else:
         text = str(value)
-    return json.dumps(text) if not text or any(c.isspace() or c in "\"=" for c in text) else text
+    return json.dumps(text) if not text or any(c.isspace() or c in '"=' for c in text) else text
 
 
 class TextFormatter(logging.Formatter):

@@ -151,7 +151,8 @@ class Supervisor:
             if code == EXIT_CONFIGURATION:
                 log.error(
                     "worker process %d exited with code 2 (bad settings): stopping the others",
-                    process.pid, extra={"slot": slot.index},
+                    process.pid,
+                    extra={"slot": slot.index},
                 )
                 self._give_up(code)
                 continue
@@ -159,14 +160,20 @@ class Supervisor:
             if self.burst and slot.crashes >= self.burst_max_crashes:
                 log.error(
                     "worker process %d exited with %s, %d crashes in a row: giving up",
-                    process.pid, _describe(code), slot.crashes, extra={"slot": slot.index},
+                    process.pid,
+                    _describe(code),
+                    slot.crashes,
+                    extra={"slot": slot.index},
                 )
                 self._give_up(code if code > 0 else 1)
                 continue
             delay = min(self.restart_delay * 2 ** (slot.crashes - 1), self.restart_delay_max)
             log.warning(
                 "worker process %d exited unexpectedly with %s: restarting it in %.1f s",
-                process.pid, _describe(code), delay, extra={"slot": slot.index},
+                process.pid,
+                _describe(code),
+                delay,
+                extra={"slot": slot.index},
             )
             slot.restart_at = time.monotonic() + delay
 

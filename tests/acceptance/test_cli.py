@@ -29,7 +29,11 @@ def pgqueue_cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pgqueue", *args],
-        env=clean_env(**(env or {})), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env=clean_env(**(env or {})),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -38,7 +42,8 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def write_tasks(directory: Path) -> None:
-    (directory / "cli_tasks.py").write_text(textwrap.dedent('''
+    (directory / "cli_tasks.py").write_text(
+        textwrap.dedent("""
         import pgqueue
 
         app = pgqueue.App()
@@ -51,7 +56,8 @@ def write_tasks(directory: Path) -> None:
         @app.task("explode", queue="math", max_attempts=1)
         def explode():
             raise RuntimeError("the handler blew up")
-    '''))
+    """)
+    )
 
 
 def enqueue_adds(dsn: str, count: int) -> list[int | None]:
@@ -64,7 +70,9 @@ def enqueue_adds(dsn: str, count: int) -> list[int | None]:
 
 def schema_exists(dsn: str, schema: str) -> bool:
     with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()[0] == 1
+        return (
+            conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()[0] == 1
+        )
 
 
 # --- migrate ---------------------------------------------------------------------------------
@@ -81,7 +89,9 @@ def test_migrate_an_empty_database_then_check_it(empty_dsn):
     again = pgqueue_cli("migrate", env={"DATABASE_URL": empty_dsn})
     assert again.returncode == 0, output(again)
     with psycopg.connect(empty_dsn) as conn:
-        assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [
+            ("0001",)
+        ]
 
 
 def test_check_fails_on_an_unmigrated_database(empty_dsn):
@@ -109,14 +119,19 @@ def test_concurrent_migrations_all_succeed(empty_dsn):
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "pgqueue", "migrate"],
-            env=clean_env(PGQUEUE_DATABASE_URL=empty_dsn), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=clean_env(PGQUEUE_DATABASE_URL=empty_dsn),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
     results = [(p.wait(timeout=90), *p.communicate()) for p in processes]
     assert [code for code, _, _ in results] == [0, 0, 0, 0], results
     with psycopg.connect(empty_dsn) as conn:
-        assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [
+            ("0001",)
+        ]
         assert conn.execute("SELECT count(*) FROM pgqueue.job").fetchone() == (0,)
 
 
@@ -145,9 +160,36 @@ def test_status_show_cancel_and_retry_real_jobs(dsn, conn, tmp_path):
     assert status.returncode == 0, output(status)
     lines = status.stdout.splitlines()
     header = next(line for line in lines if line.startswith("queue"))
-    assert header.split() == ["queue", "created", "retry", "active", "completed", "cancelled", "failed", "total"]
-    assert next(line for line in lines if line.startswith("emails")).split() == ["emails", "3", "0", "0", "0", "0", "0", "3"]
-    assert next(line for line in lines if line.startswith("math")).split() == ["math", "0", "0", "0", "1", "0", "1", "2"]
+    assert header.split() == [
+        "queue",
+        "created",
+        "retry",
+        "active",
+        "completed",
+        "cancelled",
+        "failed",
+        "total",
+    ]
+    assert next(line for line in lines if line.startswith("emails")).split() == [
+        "emails",
+        "3",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "3",
+    ]
+    assert next(line for line in lines if line.startswith("math")).split() == [
+        "math",
+        "0",
+        "0",
+        "0",
+        "1",
+        "0",
+        "1",
+        "2",
+    ]
     assert any(line.startswith("box:123:abc") and " 7 " in line for line in lines)
 
     as_json = json.loads(pgqueue_cli("status", "--json", env=env).stdout)
@@ -178,7 +220,9 @@ def test_status_show_cancel_and_retry_real_jobs(dsn, conn, tmp_path):
     assert again.returncode == 1
     assert "already cancelled" in again.stderr
     states = dict(conn.execute("SELECT id, state::text FROM pgqueue.job").fetchall())
-    assert states[waiting[0]] == "cancelled" and states[exploding] == "retry" and states[waiting[1]] == "created"
+    assert (
+        states[waiting[0]] == "cancelled" and states[exploding] == "retry" and states[waiting[1]] == "created"
+    )
 
     missing = pgqueue_cli("show", "987654", env=env)
     assert missing.returncode == 1
@@ -193,8 +237,13 @@ def test_work_burst_logs_each_job(dsn, conn, tmp_path, fmt):
     write_tasks(tmp_path)
     ids = enqueue_adds(dsn, 20)
     result = pgqueue_cli(
-        "work", "cli_tasks:app", "--burst", "--concurrency", "4",
-        env={"PGQUEUE_DATABASE_URL": dsn, "PGQUEUE_LOG_FORMAT": fmt}, cwd=tmp_path,
+        "work",
+        "cli_tasks:app",
+        "--burst",
+        "--concurrency",
+        "4",
+        env={"PGQUEUE_DATABASE_URL": dsn, "PGQUEUE_LOG_FORMAT": fmt},
+        cwd=tmp_path,
     )
     assert result.returncode == 0, output(result)
     assert conn.execute("SELECT count(*) FROM pgqueue.job WHERE state = 'completed'").fetchone() == (20,)
@@ -283,7 +332,8 @@ def with_password(dsn: str) -> tuple[list[str], str]:
     host = str(info.get("host", ""))
     if host and not host.startswith("/"):
         urls.append(
-            f"postgresql://{info.get('user', 'postgres')}:{secret}@{host}:{info.get('port', 5432)}/{info['dbname']}"
+            f"postgresql://{info.get('user', 'postgres')}:{secret}@{host}:{info.get('port', 5432)}"
+            f"/{info['dbname']}"
         )
     return urls, secret
 
@@ -307,7 +357,17 @@ def test_a_password_is_never_printed(dsn, tmp_path):
             ["show", "1", "--database-url", url],
             ["show", "424242", "--database-url", url],
             ["work", "cli_tasks:app", "--burst", "--log-level", "debug", "--database-url", url],
-            ["work", "cli_tasks:app", "--burst", "--log-format", "json", "--processes", "2", "--database-url", url],
+            [
+                "work",
+                "cli_tasks:app",
+                "--burst",
+                "--log-format",
+                "json",
+                "--processes",
+                "2",
+                "--database-url",
+                url,
+            ],
             ["status", "--database-url", bad_port],
             ["migrate", "--database-url", bad_port],
         ]
@@ -368,7 +428,11 @@ def test_the_log_filter_removes_passwords_from_messages_arguments_and_tracebacks
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        logger.warning("connecting to %s", f"postgresql://u:{SECRET}@db:5432/app", extra={"url": f"postgres://u:{SECRET}@x/y"})
+        logger.warning(
+            "connecting to %s",
+            f"postgresql://u:{SECRET}@db:5432/app",
+            extra={"url": f"postgres://u:{SECRET}@x/y"},
+        )
         logger.warning("dsn host=db password=%s dbname=app", SECRET)
         try:
             raise RuntimeError(f"failed: postgresql://u:{SECRET}@db/app")

@@ -23,8 +23,12 @@ def demo_state(dsn: str) -> tuple[int, dict[str, int], set[int]]:
     """Users committed, jobs per state, and the user ids the jobs belong to."""
     with psycopg.connect(dsn) as conn:
         users = conn.execute("SELECT count(*) FROM pgqueue_demo.users").fetchone()[0]
-        states = dict(conn.execute("SELECT state::text, count(*) FROM pgqueue_demo.job GROUP BY 1").fetchall())
-        owners = {row[0] for row in conn.execute("SELECT DISTINCT (data->>'user_id')::int FROM pgqueue_demo.job")}
+        states = dict(
+            conn.execute("SELECT state::text, count(*) FROM pgqueue_demo.job GROUP BY 1").fetchall()
+        )
+        owners = {
+            row[0] for row in conn.execute("SELECT DISTINCT (data->>'user_id')::int FROM pgqueue_demo.job")
+        }
         registered = {row[0] for row in conn.execute("SELECT id FROM pgqueue_demo.users")}
     assert owners == registered  # a registration that rolled back left no job behind
     return users, states, owners

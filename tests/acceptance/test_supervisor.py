@@ -1,4 +1,4 @@
-"""``pgqueue work --processes N``: the supervisor forwards signals, restarts crashed children, drains in burst mode."""
+"""``pgqueue work --processes N``: signals forwarded, crashed children restarted, bursts drained."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 import pgqueue
 
-APP_MODULE = '''
+APP_MODULE = """
     import asyncio
     import os
 
@@ -42,7 +42,7 @@ APP_MODULE = '''
         await asyncio.sleep(sleep)
         await _conn.execute("INSERT INTO executions (job_n, pid) VALUES (%s, %s)", (n, os.getpid()))
         return n
-'''
+"""
 
 
 @pytest.fixture
@@ -58,11 +58,17 @@ def start(project: Path, dsn: str) -> Iterator[Any]:
     started: list[subprocess.Popen[str]] = []
 
     def run(*args: str, **env: str) -> subprocess.Popen[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_") and k != "DATABASE_URL"}
+        environment = {
+            k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_") and k != "DATABASE_URL"
+        }
         environment.update(PGQUEUE_DATABASE_URL=dsn, **env)
         process = subprocess.Popen(
             [sys.executable, "-m", "pgqueue", "work", "supervised_app:app", "--shutdown-grace", "10", *args],
-            cwd=project, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=project,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         started.append(process)
         return process
@@ -77,7 +83,9 @@ def start(project: Path, dsn: str) -> Iterator[Any]:
 def enqueue(dsn: str, count: int, sleep: float = 0.0) -> None:
     app = pgqueue.App(dsn)
     try:
-        app.enqueue_many([("record", {"n": n, "sleep": sleep}, {"queue": "supervised"}) for n in range(count)])
+        app.enqueue_many(
+            [("record", {"n": n, "sleep": sleep}, {"queue": "supervised"}) for n in range(count)]
+        )
     finally:
         app.close()
 
@@ -117,7 +125,9 @@ def test_two_processes_drain_a_few_hundred_jobs_then_exit_zero(dsn, conn, start)
     out, err = supervisor.communicate(timeout=90)
     assert supervisor.returncode == 0, err
     assert conn.execute("SELECT count(*) FROM executions").fetchone() == (300,)
-    assert conn.execute("SELECT state::text, count(*) FROM pgqueue.job GROUP BY 1").fetchall() == [("completed", 300)]
+    assert conn.execute("SELECT state::text, count(*) FROM pgqueue.job GROUP BY 1").fetchall() == [
+        ("completed", 300)
+    ]
     assert "Traceback" not in err
 
 
@@ -127,8 +137,11 @@ def test_a_signal_to_the_supervisor_stops_every_child_and_it_exits_zero(dsn, con
     enqueue(dsn, 6, sleep=1.0)
     supervisor = start("--processes", "2", "--concurrency", "3")
     children = wait_until(lambda: len(live_workers(conn)) == 2 and live_workers(conn), 60, "two workers")
-    wait_until(lambda: conn.execute("SELECT count(*) FROM pgqueue.job WHERE state = 'active'").fetchone()[0] > 0,
-               30, "running jobs")
+    wait_until(
+        lambda: conn.execute("SELECT count(*) FROM pgqueue.job WHERE state = 'active'").fetchone()[0] > 0,
+        30,
+        "running jobs",
+    )
     supervisor.send_signal(signum)
     out, err = supervisor.communicate(timeout=30)
     assert supervisor.returncode == 0, err
@@ -147,7 +160,8 @@ def test_a_child_that_dies_is_restarted(dsn, conn, start):
     os.kill(victim, signal.SIGKILL)
     replaced = wait_until(
         lambda: len(live_workers(conn)) == 2 and victim not in live_workers(conn) and live_workers(conn),
-        60, "a replacement worker",
+        60,
+        "a replacement worker",
     )
     assert replaced - first  # a new process took the dead one's place
     enqueue(dsn, 20)
@@ -159,10 +173,13 @@ def test_a_child_that_dies_is_restarted(dsn, conn, start):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("crash", "code", "message"), [
-    ("import", 1, "crashes in a row: giving up"),
-    ("settings", 2, "bad settings"),
-])
+@pytest.mark.parametrize(
+    ("crash", "code", "message"),
+    [
+        ("import", 1, "crashes in a row: giving up"),
+        ("settings", 2, "bad settings"),
+    ],
+)
 def test_burst_mode_gives_up_on_children_that_keep_crashing(dsn, start, crash, code, message):
     supervisor = start("--processes", "2", "--burst", CRASH_CHILDREN=crash)
     out, err = supervisor.communicate(timeout=90)
