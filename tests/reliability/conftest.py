@@ -106,6 +106,10 @@ class Database:
         row = self.conn.execute(query, params).fetchone()
         return None if row is None else row[0]
 
+    def job(self, job_id: int) -> pgqueue.Job:
+        """A job as the superuser sees it (the producer role may not read jobs)."""
+        return pgqueue.App(self.admin).get_job(job_id, conn=self.conn)
+
     def reconnect(self) -> None:
         """After a server restart: a new inspection connection."""
         try:

@@ -53,6 +53,13 @@ def make_app(database_url: str | None = None) -> pgqueue.App:
     return application
 
 LEDGER_APPLICATION = "reliability-ledger"
+# The job's lease id at the time of the execution identifies the claim: two executions
+# under one lease would be one claim run twice (a fencing failure). Attempt numbers do
+# not identify claims, since a job handed back at shutdown runs again under the same one.
+LEDGER_INSERT = (
+    "INSERT INTO ledger (job_id, attempt, pid, note, lease_id) "
+    "SELECT %s, %s, %s, %s, (SELECT lease_id FROM pgqueue.job WHERE id = %s)"
+)
 
 
 def _ledger_dsn() -> str:
@@ -81,10 +88,7 @@ async def arecord(note: str | None = None) -> pgqueue.JobContext:
     for attempt in range(2):
         try:
             conn = await _aledger()
-            await conn.execute(
-                "INSERT INTO ledger (job_id, attempt, pid, note) VALUES (%s, %s, %s, %s)",
-                (job.id, job.attempt, os.getpid(), note),
-            )
+            await conn.execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id))
             return job
         except psycopg.OperationalError:
             if attempt:
@@ -104,10 +108,7 @@ def record(note: str | None = None) -> pgqueue.JobContext:
     job = pgqueue.current_job()
     for attempt in range(2):
         try:
-            _ledger().execute(
-                "INSERT INTO ledger (job_id, attempt, pid, note) VALUES (%s, %s, %s, %s)",
-                (job.id, job.attempt, os.getpid(), note),
-            )
+            _ledger().execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id))
             return job
         except psycopg.OperationalError:
             if attempt:
@@ -147,9 +148,13 @@ async def soak(n: int, ms: float, fail: bool) -> dict[str, int]:
 
 @task("hold", max_attempts=10, retry_delay=0, retry_backoff=False)
 async def hold(first: float, later: float = 0.0) -> dict[str, int]:
-    """Sleep long on the first attempt (to be killed, stopped or signalled there), briefly after."""
+    """Sleep ``first`` seconds on the job's first execution (to be killed, stopped or
+    signalled there), ``later`` on any later one."""
     job = await arecord()
-    await asyncio.sleep(first if job.attempt == 1 else later)
+    conn = await _aledger()
+    cur = await conn.execute("SELECT count(*) FROM ledger WHERE job_id = %s", (job.id,))
+    row = await cur.fetchone()
+    await asyncio.sleep(first if row and row[0] == 1 else later)
     return {"attempt": job.attempt, "pid": os.getpid()}
 
 

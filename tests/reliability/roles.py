@@ -30,9 +30,10 @@ def grants(schema: str = "pgqueue", worker: str = WORKER, producer: str = PRODUC
 
     - The worker claims, completes, fails, releases, rescues and prunes jobs (SELECT, UPDATE,
       DELETE on job), registers itself (worker table) and checks the schema version.
-    - The producer inserts jobs. ``INSERT ... RETURNING id`` needs SELECT on the returned
-      columns, and ``ON CONFLICT (unique_key)`` on the conflict column, so it gets exactly
-      those; bulk enqueues reserve ids from the sequence (USAGE).
+    - The producer inserts jobs. ``INSERT ... RETURNING`` needs SELECT on the returned
+      columns, and ``ON CONFLICT (unique_key) WHERE ... state < 'completed'`` on the columns
+      of the conflict target and its predicate, so it gets exactly those four (not the data,
+      output or errors of any job); bulk enqueues reserve ids from the sequence (USAGE).
     """
     s = f'"{schema}"'
     return f"""
@@ -42,7 +43,7 @@ GRANT SELECT ON {s}.pgqueue_alembic_version TO {worker}, {producer};
 GRANT SELECT, UPDATE, DELETE ON {s}.job TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.worker TO {worker};
 GRANT INSERT ON {s}.job TO {producer};
-GRANT SELECT (id, queue, unique_key) ON {s}.job TO {producer};
+GRANT SELECT (id, queue, unique_key, state) ON {s}.job TO {producer};
 GRANT USAGE ON SEQUENCE {s}.job_id_seq TO {producer};
 """
 

@@ -31,7 +31,8 @@ CREATE TABLE ledger (
     attempt integer NOT NULL,
     pid     integer NOT NULL,
     at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-    note    text
+    note    text,
+    lease_id uuid
 );
 CREATE INDEX ledger_job ON ledger (job_id);
 
@@ -80,7 +81,7 @@ class Score:
     resurrected: int = 0
     executions: int = 0
     re_executions: int = 0
-    same_attempt_twice: int = 0
+    same_claim_twice: int = 0
     recovery: float | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -121,11 +122,11 @@ def measure(
         "AND old_state IN ('completed', 'failed', 'cancelled')", (ids,)
     ).fetchone()[0]
     row = conn.execute(
-        "SELECT count(*), count(DISTINCT job_id), count(*) - count(DISTINCT (job_id, attempt)) "
+        "SELECT count(*), count(DISTINCT job_id), count(lease_id) - count(DISTINCT (job_id, lease_id)) "
         "FROM ledger WHERE job_id = ANY(%s) AND note IS DISTINCT FROM 'duplicate-effect' "
         "AND note IS DISTINCT FROM 'claim-lost'", (ids,)
     ).fetchone()
-    score.executions, distinct, score.same_attempt_twice = row
+    score.executions, distinct, score.same_claim_twice = row
     score.re_executions = score.executions - distinct
     score.seconds = time.monotonic() - started
     report(score)
@@ -157,8 +158,8 @@ def assert_sound(score: Score, *, max_failed: int = 0, max_re_executions: int | 
         problems.append(f"{score.double_completed} job(s) completed twice")
     if score.resurrected:
         problems.append(f"{score.resurrected} job(s) left a final state")
-    if score.same_attempt_twice:
-        problems.append(f"{score.same_attempt_twice} claim(s) executed twice under the same attempt number")
+    if score.same_claim_twice:
+        problems.append(f"{score.same_claim_twice} claim(s) executed twice under the same lease")
     if score.failed > max_failed:
         problems.append(f"{score.failed} job(s) failed (at most {max_failed} may)")
     if max_re_executions is not None and score.re_executions > max_re_executions:
