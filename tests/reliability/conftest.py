@@ -14,6 +14,8 @@ import glob
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,13 +182,18 @@ class PgBouncer:
 
 
 @pytest.fixture
-def pgbouncer(db: Database, tmp_path: Path) -> Iterator[PgBouncer]:
-    """pgbouncer in transaction mode in front of the test database, for the worker and producer roles."""
+def pgbouncer(db: Database) -> Iterator[PgBouncer]:
+    """pgbouncer in transaction mode in front of the test database, for the worker and producer roles.
+
+    Databases ``worker`` and ``producer`` log in to PostgreSQL as those roles (with their
+    passwords); clients reach pgbouncer with trust authentication on 127.0.0.1.
+    """
     binary = pgbouncer_binary()
-    root = tmp_path / "pgbouncer"
-    root.mkdir()
+    # pgbouncer runs as the postgres OS user, which cannot enter pytest's private tmp_path.
+    root = Path(tempfile.mkdtemp(prefix="pgqueue-pgbouncer-"))
     port = free_port()
     server = f"host={db.cluster.host} port={db.cluster.port} dbname={db.name}"
+    (root / "users.txt").write_text(f'"{roles.WORKER}" ""\n"{roles.PRODUCER}" ""\n')
     ini = root / "pgbouncer.ini"
     ini.write_text(f"""
 [databases]
@@ -204,38 +211,31 @@ default_pool_size = 20
 max_client_conn = 500
 ignore_startup_parameters = extra_float_digits,options
 logfile = {root / "pgbouncer.log"}
-pidfile = {root / "pgbouncer.pid"}
 """)
-    (root / "users.txt").write_text(
-        f'"{roles.WORKER}" ""\n"{roles.PRODUCER}" ""\n'
-    )
-    shutil.chown(root, "postgres") if as_server_user() else None
-    for path in root.iterdir():
-        if as_server_user():
+    if as_server_user():
+        for path in (root, *root.iterdir()):
             shutil.chown(path, "postgres")
-    log = root / "stdout.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([*as_server_user(), binary, str(ini)], stdout=out, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([*as_server_user(), binary, str(ini)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     bouncer = PgBouncer(process, port, root / "pgbouncer.log")
-    deadline = 50
-    for _ in range(deadline):
-        try:
-            with psycopg.connect(f"postgresql://{roles.WORKER}@127.0.0.1:{port}/worker?sslmode=disable",
-                                 connect_timeout=2, autocommit=True) as probe:
-                probe.execute("SELECT 1")
-            break
-        except psycopg.OperationalError:
-            if process.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited: {log.read_text(errors='replace')}")
-            import time
-
-            time.sleep(0.1)
-    else:
-        raise RuntimeError(f"pgbouncer did not answer: {bouncer.output()}")
-    yield bouncer
-    process.terminate()
     try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                probe_dsn = f"postgresql://{roles.WORKER}@127.0.0.1:{port}/worker?sslmode=disable"
+                with psycopg.connect(probe_dsn, connect_timeout=2, autocommit=True) as probe:
+                    probe.execute("SELECT 1")
+                break
+            except psycopg.OperationalError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start: {bouncer.output()}") from None
+                time.sleep(0.1)
+        yield bouncer
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
