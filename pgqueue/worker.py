@@ -231,19 +231,23 @@ class Worker:
             else:
                 await self._wait_any(self.wake)
 
-    async def _wait_any(self, *events: asyncio.Event) -> None:
+    async def _wait_any(self, *events: asyncio.Event, timeout: float | None = None) -> None:
+        """Wait until one of the events is set, or ``timeout`` (default: the poll interval) passes."""
         waiters = [asyncio.ensure_future(event.wait()) for event in events]
         try:
-            await asyncio.wait(waiters, timeout=self.config.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waiters, timeout=self.config.poll_interval if timeout is None else timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             for waiter in waiters:
                 waiter.cancel()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.hard_stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        """Back off before retrying the database; a stop request (which sets wake) ends it early."""
+        self.wake.clear()
+        if not self.stopping:
+            await self._wait_any(self.wake, timeout=seconds)
 
     async def _claim(self, limit: int) -> list[dict[str, Any]]:
         """Claim up to ``limit`` jobs, recording the outcomes waiting to be recorded in the same
