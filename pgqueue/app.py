@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
@@ -24,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
+FALSE_WORDS = ("0", "false", "no", "off")
 EXECUTORS = ("async", "thread", "process")
 
 
@@ -114,6 +116,7 @@ class App:
         *,
         max_payload_bytes: int = 1024 * 1024,
         notify: bool = True,
+        prepared_statements: bool | None = None,
         pool_size: int = 10,
         max_attempts: int = 5,
         retry_delay: float = 1.0,
@@ -127,6 +130,11 @@ class App:
             raise ConfigurationError("max_payload_bytes must be a positive number of bytes")
         self.max_payload_bytes = max_payload_bytes
         self.notify = notify
+        if prepared_statements is None:
+            prepared_statements = os.environ.get("PGQUEUE_PREPARED_STATEMENTS", "true").lower() not in FALSE_WORDS
+        # False behind a pooler in transaction mode that cannot keep prepared statements
+        # (pgbouncer before 1.21, or with max_prepared_statements = 0).
+        self.prepared_statements = prepared_statements
         self.pool_size = pool_size
         self.defaults = JobOptions.build(
             max_attempts=max_attempts,
@@ -341,7 +349,11 @@ class App:
             return self._resolved_url
 
     def connect_kwargs(self, application_name: str = "pgqueue") -> dict[str, Any]:
-        return {"autocommit": True, "application_name": application_name}
+        """Keyword arguments for the connections pgqueue opens itself."""
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": application_name}
+        if not self.prepared_statements:
+            kwargs["prepare_threshold"] = None
+        return kwargs
 
     def _checked(self, operation: Operation[R]) -> Operation[R]:
         if not self._schema_checked:

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from .errors import JobNotFound
 from .job import Job
 from .migrate import check_version
-from .sql import queries
+from .sql import channel, queries
 
 T = TypeVar("T")
 Rows = list[dict[str, Any]]
@@ -69,11 +69,6 @@ async def arun(conn: psycopg.AsyncConnection[Any], operation: Operation[T]) -> T
             statement, params = operation.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-
-
-def channel(schema: str) -> str:
-    """The one LISTEN/NOTIFY channel of a schema; payloads are queue names."""
-    return f"{schema}_jobs"
 
 
 # --- producers -------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from . import client
@@ -67,6 +66,13 @@ class WorkerConfig:
     """Seconds a failed or cancelled job is kept before it is deleted."""
     worker_id: str | None = None
     """A name for this worker in the worker table and job rows; default host:pid:random."""
+    listen_database_url: str | None = None
+    """A direct connection for LISTEN when the app's URL goes through a pooler in transaction mode
+    (where LISTEN cannot work). Default: $PGQUEUE_LISTEN_DATABASE_URL, else the app's URL."""
+
+    def __post_init__(self) -> None:
+        if self.listen_database_url is None and os.environ.get("PGQUEUE_LISTEN_DATABASE_URL"):
+            object.__setattr__(self, "listen_database_url", os.environ["PGQUEUE_LISTEN_DATABASE_URL"])
 
     def validated(self) -> "WorkerConfig":
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
@@ -484,10 +490,10 @@ class Worker:
 
     # --- background duties ---------------------------------------------------------------
 
-    async def _dedicated(self, application_name: str) -> psycopg.AsyncConnection[Any]:
+    async def _dedicated(self, application_name: str, url: str | None = None) -> psycopg.AsyncConnection[Any]:
         kwargs = {**self.connect_kwargs, "application_name": application_name}
         connecting = asyncio.ensure_future(
-            psycopg.AsyncConnection.connect(self.app.database_url, connect_timeout=10, **kwargs)
+            psycopg.AsyncConnection.connect(url or self.app.database_url, connect_timeout=10, **kwargs)
         )
         try:
             return await asyncio.shield(connecting)
@@ -575,28 +581,58 @@ class Worker:
             log.debug("could not remove the worker row: %s", exc)
 
     async def _listen_loop(self) -> None:
-        """LISTEN on the schema's channel; reconnect (and re-LISTEN) when the connection dies or stops answering."""
+        """LISTEN on the schema's channel, and prove it works: when no notification has come for a
+        while, send a probe through the pool and expect it here. A connection that stops answering
+        (dropped, black-holed) is replaced and LISTEN re-issued; a LISTEN that never hears its probe
+        (a pooler in transaction mode) is given up for polling, with a warning."""
         backoff = 0.5
         health_every = max(self.config.poll_interval * 5, 5.0)
+        probe = f" probe {self.worker_id}"  # never a queue name: names have no surrounding spaces
+        heard_once = False
+        unheard = 0
         while True:
             conn = None
             try:
-                conn = await self._dedicated("pgqueue-listener")
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel(self.app.schema))))
+                conn = await self._dedicated("pgqueue-listener", self.config.listen_database_url)
+                await conn.execute(self.q.listen)
                 backoff = 0.5
                 self.wake.set()  # anything sent while we were not listening
+                quiet = 0.0  # probe at once after (re)connecting, then after each quiet spell
                 while True:
-                    async for note in conn.notifies(timeout=health_every):
-                        if note.payload in self.queue_set:
-                            self.wake.set()
-                    await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5)
+                    if not await self._listen_for(conn, probe, quiet):
+                        raise TimeoutError("the listener did not hear its own probe notification")
+                    heard_once, unheard, quiet = True, 0, health_every
             except (psycopg.Error, OSError, TimeoutError) as exc:
+                unheard += isinstance(exc, TimeoutError)
+                if not heard_once and unheard >= 3:
+                    log.warning(
+                        "LISTEN/NOTIFY does not work on this connection (a pooler in transaction mode?): "
+                        "polling every %gs instead. Give workers a direct connection for LISTEN with "
+                        "PGQUEUE_LISTEN_DATABASE_URL, or pass --no-listen to silence this.",
+                        self.config.poll_interval,
+                    )
+                    return
                 log.warning("listener connection lost (%s); polling until it is back", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
                 if conn is not None:
                     await conn.close()
+
+    async def _listen_for(self, conn: psycopg.AsyncConnection[Any], probe: str, quiet: float) -> bool:
+        """Pass on wake-ups for ``quiet`` seconds; then probe. False if the probe was not heard."""
+        if quiet > 0:
+            async for note in conn.notifies(timeout=quiet):
+                if note.payload in self.queue_set:
+                    self.wake.set()
+        async with self.pool.connection() as sender:
+            await sender.execute(self.q.notify, {"channel": channel(self.app.schema), "queues": [probe]})
+        async for note in conn.notifies(timeout=3.0):
+            if note.payload in self.queue_set:
+                self.wake.set()
+            elif note.payload == probe:
+                return True
+        return False
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -22,17 +22,22 @@ def _raw() -> dict[str, str]:
     return queries
 
 
+def channel(schema: str) -> str:
+    """The one LISTEN/NOTIFY channel of a schema; payloads are queue names."""
+    return f"{schema}_jobs"
+
+
 class Queries:
-    """The named statements with ``{schema}`` bound to one schema.
+    """The named statements with ``{schema}`` (and ``{channel}``, its LISTEN channel) bound.
 
     The schema is quoted once here, so executing a statement costs no composition.
     """
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
-        ident = sql.Identifier(schema)
+        names = {"schema": sql.Identifier(schema), "channel": sql.Identifier(channel(schema))}
         self._statements = {
-            name: sql.SQL(sql.SQL(text).format(schema=ident).as_string(None))  # type: ignore[arg-type]
+            name: sql.SQL(sql.SQL(text).format(**names).as_string(None))  # type: ignore[arg-type]
             for name, text in _raw().items()
         }
 

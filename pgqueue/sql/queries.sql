@@ -215,6 +215,10 @@ SET state = 'retry', run_at = now(), finished_at = NULL,
 WHERE id = %(id)s AND state IN ('failed', 'cancelled')
 RETURNING id, queue;
 
+-- name: listen
+-- Listen for wake-ups on the schema's channel (payload: a queue name).
+LISTEN {channel};
+
 -- name: notify
 -- Wake the workers of the given queues.
 SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q;

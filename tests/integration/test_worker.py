@@ -481,3 +481,28 @@ async def test_app_retry_defaults_apply_when_neither_job_nor_task_sets_them(dsn,
         assert abs(waited - 1.5) < 0.01 and job.max_attempts == 2
     finally:
         await app.aclose()
+
+
+async def test_a_listen_that_never_hears_its_probe_falls_back_to_polling(app, conn, empty_dsn, caplog):
+    """LISTEN on another database never hears this one's NOTIFYs, like LISTEN behind a pooler in
+    transaction mode: the worker notices, warns, and keeps working by polling."""
+
+    @app.task("ping")
+    async def ping() -> None: ...
+
+    worker = Worker(app, WorkerConfig(poll_interval=0.3, listen_database_url=empty_dsn))
+    running = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 30
+        while "LISTEN/NOTIFY does not work" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.1)
+        job_id = ping.enqueue()
+        deadline = time.monotonic() + 5
+        while app.get_job(job_id).state is not pgqueue.JobState.COMPLETED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await running
+
