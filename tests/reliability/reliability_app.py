@@ -303,6 +303,21 @@ def hang_process() -> None:
     time.sleep(3600)
 
 
+@task("nap_thread", max_attempts=1, executor="thread")
+def nap_thread(seconds: float) -> int:
+    record()
+    time.sleep(seconds)
+    return threading.get_ident()
+
+
+@task("nap_process", max_attempts=3, retry_delay=0, retry_backoff=False, executor="process")
+def nap_process(seconds: float) -> int:
+    """A long process handler without a timeout; its ledger row carries the child's pid."""
+    record()
+    time.sleep(seconds)
+    return os.getpid()
+
+
 # --- hostile outcomes (scenario 14) -------------------------------------------------------------------
 
 
