@@ -15,7 +15,8 @@ from typing import Any
 
 import psycopg
 
-from .harness import APPLICATION_NAME, Bench, Ready, Result, median, now_ns, percentile, throughput
+from .clock import now_ns
+from .harness import APPLICATION_NAME, Bench, Ready, Result, median, percentile, throughput
 
 SCHEMA = "bench_raw"
 CHANNEL = "bench_raw_jobs"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from queue import Empty
 from threading import BrokenBarrierError
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import sql
@@ -50,6 +50,21 @@ class Sizes:
     """Notifications (or jobs) sent one per transaction in a latency run."""
     latency_rate: float
     """Notifications per second the producer sends, on a fixed schedule."""
+    worker_concurrency: int
+    """``pgqueue work --concurrency`` of each worker process in the drain and scale runs."""
+    scale_small: int
+    """The small backlog of the scale comparison: waiting jobs before the drain starts."""
+    scale_big: int
+    """The big backlog (1,000,000 with ``--scale``), and the finished jobs left in the table
+    for the retained-rows comparison."""
+    scale_measure: int
+    """Jobs drained (the first ones to complete) in each scale drain, whatever the backlog."""
+    scale_enqueue_jobs: int
+    """Single-job enqueues timed on an empty table and on one holding ``scale_big`` finished jobs."""
+    churn_jobs: int
+    """Jobs enqueued and worked off in a churn run, after which the table's size is read."""
+    many_jobs: int
+    """Jobs the many-workers run works off."""
 
 
 QUICK = Sizes(
@@ -62,6 +77,13 @@ QUICK = Sizes(
     drain_connections=(1, 2, 4, 8),
     latency_events=50,
     latency_rate=50.0,
+    worker_concurrency=100,
+    scale_small=2_000,
+    scale_big=20_000,
+    scale_measure=2_000,
+    scale_enqueue_jobs=200,
+    churn_jobs=20_000,
+    many_jobs=2_000,
 )
 
 FULL = Sizes(
@@ -74,23 +96,19 @@ FULL = Sizes(
     drain_connections=(1, 2, 4, 8),
     latency_events=500,
     latency_rate=50.0,
+    worker_concurrency=100,
+    scale_small=10_000,
+    scale_big=100_000,
+    scale_measure=10_000,
+    scale_enqueue_jobs=2_000,
+    churn_jobs=100_000,
+    many_jobs=20_000,
 )
 
+SCALE = {"scale_big": 1_000_000, "churn_jobs": 1_000_000}
+"""What ``--scale`` changes in the full sizes: the million-job backlog, retained rows and churn."""
+
 # --- clocks and statistics --------------------------------------------------------------
-
-_SHARED_MONOTONIC = sys.platform.startswith("linux") and hasattr(time, "CLOCK_MONOTONIC")
-
-
-def now_ns() -> int:
-    """A timestamp two processes on this machine can subtract.
-
-    On Linux, CLOCK_MONOTONIC is one system-wide counter (the same in every process) that never
-    steps, so a time taken in a producer and one taken in a listener compare directly.
-    ``time.perf_counter`` promises no such thing. Elsewhere, fall back to the wall clock.
-    """
-    if _SHARED_MONOTONIC:
-        return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    return time.time_ns()
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -138,7 +156,7 @@ class Result:
 
 def throughput(key: str, title: str, reports: Sequence[dict[str, Any]], note: str = "") -> Result:
     """Aggregate the reports of processes started together: jobs over the span from the first
-    start to the last end (all taken with :func:`now_ns`)."""
+    start to the last end (all taken with :func:`benchmarks.clock.now_ns`)."""
     jobs = sum(r["jobs"] for r in reports)
     seconds = (max(r["end"] for r in reports) - min(r["start"] for r in reports)) / 1e9
     cpu = sum(r.get("cpu", 0.0) for r in reports)
@@ -209,7 +227,7 @@ class Meter:
         assert row is not None
         return _Snapshot(row[0], int(row[1]), int(row[2]))
 
-    def __enter__(self) -> Meter:
+    def __enter__(self) -> Self:
         self.bench.wait_for_quiet()
         self.bench.flush_own_stats()
         self.bench.retain_wal_from_now()
@@ -338,7 +356,9 @@ def process_context() -> Any:
     database connection from the parent (a forked libpq socket closed in a child would
     end the parent's session)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["psycopg", "benchmarks.ceiling", "benchmarks.pgqueue_scenarios"])
+    context.set_forkserver_preload(
+        ["psycopg", "benchmarks.ceiling", "benchmarks.pgqueue_scenarios", "benchmarks.pgqueue_workers"]
+    )
     return context
 
 

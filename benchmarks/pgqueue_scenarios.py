@@ -1,5 +1,7 @@
 """pgqueue's side of the table: the same scenarios as :mod:`benchmarks.ceiling`, through pgqueue's API.
 
+This module holds the enqueue scenarios; the worker's (drain, pick-up latency, many workers)
+are in :mod:`benchmarks.pgqueue_workers` and the scale ones in :mod:`benchmarks.pgqueue_scale`.
 Each scenario records a :class:`~benchmarks.harness.Result` under a ``pgq.*`` key; the
 comparisons in :mod:`benchmarks.run` put it beside the matching ceiling and print the ratio.
 A scenario added here runs once it is in :func:`benchmarks.run.plan`.
@@ -10,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .harness import Bench, Ready, Result, median, now_ns, throughput
+from .clock import now_ns
+from .harness import Bench, Ready, Result, median, throughput
 from .tasks import NOOP, SCHEMA, build_app
 
 WARMUP = 5
@@ -104,40 +107,3 @@ def bulk(bench: Bench) -> Result:
     )
     meter.apply(result, (jobs + WARMUP) * len(rates))
     return bench.record(result)
-
-
-# --- worker scenarios: the place for drain, pick-up latency, scale and many workers --------
-#
-# They need the worker (``pgqueue work``); each records the keys that benchmarks.run's
-# COMPARISONS already name, so their rows fill in as soon as the scenario is added to
-# benchmarks.run's plan (next to the ceiling it is compared to). How to measure each,
-# so that the ratios to the ceiling hold:
-#
-# pgq.drain.async.p1 / pgq.drain.async.p2 / pgq.drain.sync.p1 / pgq.drain.sync.p2
-#     Load ``drain_jobs`` no-op jobs (NOOP or NOOP_SYNC) with enqueue_many, then ANALYZE the
-#     job table (the ceiling claims with fresh statistics too). Start 1 or 2
-#     ``pgqueue work benchmarks.tasks:app --burst`` subprocesses with PGQUEUE_DATABASE_URL set
-#     to bench.dsn, inside ``bench.meter(SCHEMA)``. Rate = drain_jobs / (max(finished_at) -
-#     min(started_at)) read from the job table: the database's clock, start-up excluded, the
-#     same span the ceiling's processes measure from their first claim to their last
-#     completion. Check every job ended 'completed'. Record the workers' CPU seconds
-#     (psutil cpu_times) and peak RSS (psutil memory_info sampled every 50 ms) as metrics
-#     "cpu_s" and "rss_mb". Ceiling: raw.drain.best (targets 0.5x for one process, 0.7x for two).
-#
-# pgq.latency.listen / pgq.latency.poll
-#     An idle ``pgqueue work`` (and with ``--no-listen``); enqueue latency_events jobs one per
-#     transaction at latency_rate/s on a fixed schedule, taking now_ns() right after each
-#     enqueue returns (commit returned: the same origin as the ceiling's); the handler records
-#     now_ns() at start (e.g. inserts it in a side table, or appends it to a file named by
-#     job data). p50 is the value, p95/p99/max go in metrics.
-#     Ceiling: raw.latency.pickup (commit -> job claimed); target p50 <= 1.0x, p99 <= 5 ms.
-#
-# pgq.scale.backlog_10k / pgq.scale.backlog_1m / pgq.scale.retained_1m
-#     Drain rate with 10,000 vs 1,000,000 waiting jobs (load with COPY-speed enqueue_many
-#     batches), and the claim/enqueue rate with 1,000,000 completed jobs left in the table;
-#     metrics "table_mb"/"index_mb" from pg_total_relation_size after churn. Targets are
-#     ratios between pgqueue's own figures (1m / 10k >= 0.8; retained costs <= 10 %).
-#
-# pgq.many_workers
-#     8 worker processes, concurrency 50 each, SLEEP handlers; jobs/s and the peak count of
-#     the run's connections in pg_stat_activity as metric "connections".

@@ -11,6 +11,8 @@ import asyncio
 
 import pgqueue
 
+from .clock import now_ns
+
 SCHEMA = "pgqueue"
 
 NOOP = "noop"
@@ -19,6 +21,9 @@ NOOP_SYNC = "noop-sync"
 """The same, as a sync handler (runs in the worker's thread pool)."""
 SLEEP = "sleep-10ms"
 """An I/O-bound shape: an async handler that sleeps 10 ms."""
+STAMP = "stamp"
+"""Async handler that returns the time it started (:func:`~benchmarks.clock.now_ns`) as the
+job's output: the pick-up latency runs compare it with the producer's commit time."""
 
 
 def build_app(database_url: str | None = None) -> pgqueue.App:
@@ -36,6 +41,10 @@ def build_app(database_url: str | None = None) -> pgqueue.App:
     @app.task(SLEEP)
     async def sleep_10ms(n: int) -> None:
         await asyncio.sleep(0.010)
+
+    @app.task(STAMP)
+    async def stamp(n: int) -> int:
+        return now_ns()
 
     return app
 
