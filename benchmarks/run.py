@@ -8,14 +8,27 @@ beside the matching ceiling as a ratio. Progress goes to stderr, the tables to s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from . import ceiling, pgqueue_scenarios
-from .harness import FULL, QUICK, Bench, Result, describe_server, resolve_dsn, throwaway_database
+from . import ceiling, pgqueue_scale, pgqueue_scenarios, pgqueue_workers
+from .harness import (
+    FULL,
+    QUICK,
+    SCALE,
+    Bench,
+    Result,
+    Sizes,
+    describe_server,
+    resolve_dsn,
+    throwaway_database,
+)
+from .tasks import NOOP, NOOP_SYNC
 
 
 @dataclass(frozen=True)
@@ -24,55 +37,82 @@ class Comparison:
 
     Figures are ``(result key, metric)``; the metric is ``"value"`` (the headline) or a name in
     the result's metrics. ``target`` is ``(">=", 0.9)`` or ``("<=", 1.0)`` on the ratio, or on
-    pgqueue's figure itself when ``absolute`` (e.g. p99 <= 5 ms).
+    pgqueue's figure itself when ``absolute`` (e.g. p99 <= 5 ms). A row without a baseline
+    shows pgqueue's figure alone (and is always ``absolute``).
     """
 
     title: str
     pgqueue: tuple[str, str]
-    baseline: tuple[str, str]
+    baseline: tuple[str, str] | None
     target: tuple[str, float] | None = None
     absolute: bool = False
 
 
 def _c(
-    title: str, pgq: str, base: str, target: tuple[str, float] | None = None, absolute: bool = False
+    title: str,
+    pgq: str,
+    base: str | None,
+    target: tuple[str, float] | None = None,
+    absolute: bool = False,
 ) -> Comparison:
     def split(ref: str) -> tuple[str, str]:
         key, _, metric = ref.partition(":")
         return key, metric or "value"
 
-    return Comparison(title, split(pgq), split(base), target, absolute)
+    return Comparison(title, split(pgq), split(base) if base else None, target, absolute or base is None)
 
 
-COMPARISONS: Sequence[Comparison] = (
-    _c("enqueue 1/tx, 1 client, notify on", "pgq.enqueue.c1", "raw.enqueue.c1", (">=", 0.9)),
-    _c("  same, against raw INSERT + NOTIFY", "pgq.enqueue.c1", "raw.enqueue.c1.notify"),
-    _c("enqueue 1/tx, 4 clients, notify on", "pgq.enqueue.c4", "raw.enqueue.c4", (">=", 0.9)),
-    _c("  same, against raw INSERT + NOTIFY", "pgq.enqueue.c4", "raw.enqueue.c4.notify"),
-    _c("bulk enqueue (enqueue_many vs COPY)", "pgq.bulk", "raw.bulk.copy", (">=", 0.6)),
-    _c("  same, against INSERT ... unnest", "pgq.bulk", "raw.bulk.unnest"),
-    _c("drain, async no-op, 1 worker process", "pgq.drain.async.p1", "raw.drain.best", (">=", 0.5)),
-    _c("drain, async no-op, 2 worker processes", "pgq.drain.async.p2", "raw.drain.best", (">=", 0.7)),
-    _c("drain, sync no-op, 1 worker process", "pgq.drain.sync.p1", "raw.drain.best"),
-    _c("drain, sync no-op, 2 worker processes", "pgq.drain.sync.p2", "raw.drain.best"),
-    _c("pick-up p50, LISTEN", "pgq.latency.listen", "raw.latency.pickup", ("<=", 1.0)),
-    _c(
-        "pick-up p99, LISTEN (ms)",
-        "pgq.latency.listen:p99",
-        "raw.latency.pickup:p99",
-        ("<=", 5.0),
-        absolute=True,
-    ),
-    _c("pick-up p50, --no-listen", "pgq.latency.poll", "raw.latency.pickup"),
-    _c("drain with 1M backlog / with 10k", "pgq.scale.backlog_1m", "pgq.scale.backlog_10k", (">=", 0.8)),
-    _c(
-        "claim rate with 1M retained / with none",
-        "pgq.scale.retained_1m",
-        "pgq.scale.backlog_10k",
-        (">=", 0.9),
-    ),
-    _c("8 workers x 50, 10 ms handlers", "pgq.many_workers", "raw.drain.best"),
-)
+def _count(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def comparisons(sizes: Sizes) -> Sequence[Comparison]:
+    """The ratio table's rows (the scale rows name the run's sizes)."""
+    big, small = _count(sizes.scale_big), _count(sizes.scale_small)
+    return (
+        _c("enqueue 1/tx, 1 client, notify on", "pgq.enqueue.c1", "raw.enqueue.c1", (">=", 0.9)),
+        _c("  same, against raw INSERT + NOTIFY", "pgq.enqueue.c1", "raw.enqueue.c1.notify"),
+        _c("enqueue 1/tx, 4 clients, notify on", "pgq.enqueue.c4", "raw.enqueue.c4", (">=", 0.9)),
+        _c("  same, against raw INSERT + NOTIFY", "pgq.enqueue.c4", "raw.enqueue.c4.notify"),
+        _c("bulk enqueue (enqueue_many vs COPY)", "pgq.bulk", "raw.bulk.copy", (">=", 0.6)),
+        _c("  same, against INSERT ... unnest", "pgq.bulk", "raw.bulk.unnest"),
+        _c("drain, async no-op, 1 worker process", "pgq.drain.async.p1", "raw.drain.best", (">=", 0.5)),
+        _c("drain, async no-op, 2 worker processes", "pgq.drain.async.p2", "raw.drain.best", (">=", 0.7)),
+        _c("drain, sync no-op, 1 worker process", "pgq.drain.sync.p1", "raw.drain.best"),
+        _c("drain, sync no-op, 2 worker processes", "pgq.drain.sync.p2", "raw.drain.best"),
+        _c("  async, 1 process, default INFO logs", "pgq.drain.async.p1.info", "raw.drain.best"),
+        _c("worker peak RSS, concurrency 100 (MB)", "pgq.drain.async.p1:rss_mb", None, ("<=", 120.0)),
+        _c("  RSS growth over the drain (MB)", "pgq.drain.async.p1:rss_growth_mb", None),
+        _c("pick-up p50, LISTEN", "pgq.latency.listen", "raw.latency.pickup", ("<=", 1.0)),
+        _c("pick-up p99, LISTEN (ms)", "pgq.latency.listen:p99", "raw.latency.pickup:p99", ("<=", 5.0), True),
+        _c("pick-up p50, --no-listen", "pgq.latency.poll", "raw.latency.pickup"),
+        _c("8 workers x 50, 10 ms handlers", "pgq.many_workers", "raw.drain.best"),
+        _c("  database connections, 8 workers (peak)", "pgq.many_workers:connections", None),
+        _c(
+            f"drain with {big} backlog / with {small}",
+            "pgq.scale.backlog_big",
+            "pgq.scale.backlog_small",
+            (">=", 0.8),
+        ),
+        _c(
+            f"claim rate with {big} finished kept / with none",
+            "pgq.scale.retained",
+            "pgq.scale.backlog_small",
+            (">=", 0.9),
+        ),
+        _c(
+            f"enqueue 1/tx with {big} finished kept / with none",
+            "pgq.scale.enqueue_retained",
+            "pgq.scale.enqueue_empty",
+        ),
+        _c(
+            f"table + indexes after {_count(sizes.churn_jobs)} churn, defaults (MB)",
+            "pgq.churn.defaults",
+            None,
+        ),
+        _c("  same, completed_retention 10 s (MB)", "pgq.churn.short", None),
+    )
+
 
 # --- formatting ---------------------------------------------------------------------------
 
@@ -85,7 +125,13 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 def _figure(result: Result, metric: str = "value") -> str:
     value = result.metric(metric)
-    return f"{value:,.2f} ms" if result.unit == "ms" else f"{value:,.0f} jobs/s"
+    if metric.endswith("_mb") or (metric == "value" and result.unit == "MB"):
+        return f"{value:,.1f} MB"
+    if metric == "connections":
+        return f"{value:,.0f} connections"
+    if result.unit == "ms":
+        return f"{value:,.2f} ms"
+    return f"{value:,.0f} jobs/s"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -129,24 +175,25 @@ def results_table(results: Sequence[Result]) -> str:
     )
 
 
-def comparison_table(results: dict[str, Result]) -> str:
+def comparison_table(results: dict[str, Result], rows_of: Sequence[Comparison]) -> str:
     rows = []
-    for c in COMPARISONS:
-        mine, base = results.get(c.pgqueue[0]), results.get(c.baseline[0])
-        pgq_cell = _figure(mine, c.pgqueue[1]) if mine else "not measured yet"
-        base_cell = _figure(base, c.baseline[1]) if base else "not measured yet"
+    for c in rows_of:
+        mine = results.get(c.pgqueue[0])
+        base = results.get(c.baseline[0]) if c.baseline else None
+        pgq_cell = _figure(mine, c.pgqueue[1]) if mine else "not measured"
+        base_cell = "—" if c.baseline is None else _figure(base, c.baseline[1]) if base else "not measured"
         ratio_cell, met_cell = "—", "—"
-        if mine and base:
-            ratio = mine.metric(c.pgqueue[1]) / base.metric(c.baseline[1])
-            ratio_cell = f"{ratio:.2f}"
-            if c.target:
-                subject = mine.metric(c.pgqueue[1]) if c.absolute else ratio
-                op, bound = c.target
-                met_cell = "yes" if (subject >= bound if op == ">=" else subject <= bound) else "**no**"
+        if mine and base and c.baseline:
+            ratio_cell = f"{mine.metric(c.pgqueue[1]) / base.metric(c.baseline[1]):.2f}"
+        if mine and c.target and (base or c.absolute):
+            subject = mine.metric(c.pgqueue[1]) if c.absolute else float(ratio_cell)
+            op, bound = c.target
+            met_cell = "yes" if (subject >= bound if op == ">=" else subject <= bound) else "**no**"
         target_cell = "—"
         if c.target:
             op = "≥" if c.target[0] == ">=" else "≤"
-            target_cell = f"{op} {c.target[1]:g}" + (" ms" if c.absolute else " ×")
+            unit = (" MB" if c.pgqueue[1].endswith("_mb") else " ms") if c.absolute else " ×"
+            target_cell = f"{op} {c.target[1]:g}{unit}"
         rows.append([c.title, pgq_cell, base_cell, ratio_cell, target_cell, met_cell])
     return _table(["comparison", "pgqueue", "baseline", "pgqueue / baseline", "target", "met"], rows)
 
@@ -172,7 +219,7 @@ def report(bench: Bench, server: str, started: float, load: tuple[float, float])
         parts += ["", "### Raw-SQL ceiling", "", results_table(raw)]
     if mine:
         parts += ["", "### pgqueue", "", results_table(mine)]
-    parts += ["", "### pgqueue / ceiling", "", comparison_table(bench.results)]
+    parts += ["", "### pgqueue / ceiling", "", comparison_table(bench.results, comparisons(bench.sizes))]
     return "\n".join(parts) + "\n"
 
 
@@ -180,8 +227,14 @@ def report(bench: Bench, server: str, started: float, load: tuple[float, float])
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-Step = tuple[str, Callable[[Bench], object]]
-"""``(suite, scenario)``: the suite is ``ceiling`` or ``pgqueue``."""
+
+class Step(NamedTuple):
+    suite: str
+    """``ceiling`` or ``pgqueue``."""
+    run: Callable[[Bench], object]
+    once: bool = False
+    """Run in the first round only (the long churn runs)."""
+
 
 SETUP: dict[str, Callable[[Bench], None]] = {
     "ceiling": ceiling.setup,
@@ -194,34 +247,48 @@ def plan(bench: Bench) -> list[Step]:
     see the same machine weather."""
     sizes = bench.sizes
     steps: list[Step] = [
-        ("ceiling", lambda b: ceiling.enqueue(b, 1, notify=False)),
-        ("pgqueue", lambda b: pgqueue_scenarios.enqueue(b, 1)),
-        ("ceiling", lambda b: ceiling.enqueue(b, 1, notify=True)),
-        ("ceiling", lambda b: ceiling.enqueue(b, 4, notify=False)),
-        ("pgqueue", lambda b: pgqueue_scenarios.enqueue(b, 4)),
-        ("ceiling", lambda b: ceiling.enqueue(b, 4, notify=True)),
-        ("ceiling", ceiling.bulk_copy),
-        ("pgqueue", pgqueue_scenarios.bulk),
-        ("ceiling", ceiling.bulk_unnest),
+        Step("ceiling", lambda b: ceiling.enqueue(b, 1, notify=False)),
+        Step("pgqueue", lambda b: pgqueue_scenarios.enqueue(b, 1)),
+        Step("ceiling", lambda b: ceiling.enqueue(b, 1, notify=True)),
+        Step("ceiling", lambda b: ceiling.enqueue(b, 4, notify=False)),
+        Step("pgqueue", lambda b: pgqueue_scenarios.enqueue(b, 4)),
+        Step("ceiling", lambda b: ceiling.enqueue(b, 4, notify=True)),
+        Step("ceiling", ceiling.bulk_copy),
+        Step("pgqueue", pgqueue_scenarios.bulk),
+        Step("ceiling", ceiling.bulk_unnest),
     ]
     for batch in sizes.drain_batches:
         for connections in sizes.drain_connections:
-            steps.append(("ceiling", lambda b, k=batch, c=connections: ceiling.drain(b, k, c)))
-    # pgqueue's drain scenarios go here (they compare with the best cell above).
-    steps.append(("ceiling", ceiling.latency))
-    # pgqueue's pick-up latency scenarios go here; then scale and many workers.
+            steps.append(Step("ceiling", lambda b, k=batch, c=connections: ceiling.drain(b, k, c)))
+    steps += [
+        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP, 1)),
+        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP, 2)),
+        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP_SYNC, 1)),
+        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP_SYNC, 2)),
+        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP, 1, log_level="info"), once=True),
+        Step("ceiling", ceiling.latency),
+        Step("pgqueue", lambda b: pgqueue_workers.latency(b, listen=True)),
+        Step("pgqueue", lambda b: pgqueue_workers.latency(b, listen=False)),
+        Step("pgqueue", pgqueue_workers.many_workers),
+        Step("pgqueue", pgqueue_scale.small_backlog),
+        Step("pgqueue", pgqueue_scale.big_backlog),
+        Step("pgqueue", pgqueue_scale.retained),
+        Step("pgqueue", lambda b: pgqueue_scale.churn(b, short_retention=False), once=True),
+        Step("pgqueue", lambda b: pgqueue_scale.churn(b, short_retention=True), once=True),
+    ]
     return steps
 
 
 def run(bench: Bench, suites: Sequence[str], rounds: int) -> None:
     for suite in suites:
         SETUP[suite](bench)
-    steps = [step for suite, step in plan(bench) if suite in suites]
+    steps = [step for step in plan(bench) if step.suite in suites]
     for round_ in range(1, rounds + 1):
         if rounds > 1:
             bench.log(f"round {round_} of {rounds}:")
         for step in steps:
-            step(bench)
+            if round_ == 1 or not step.once:
+                step.run(bench)
     ceiling.best_drain(bench)
 
 
@@ -242,13 +309,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", help="also write the markdown report here (default: benchmarks/results/<time>-<sizes>.md)"
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="full sizes with the million-job scale runs (backlog, finished jobs kept, churn): several minutes more",
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep the throwaway database for inspection")
     args = parser.parse_args(argv)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    sizes = QUICK if args.quick else FULL
+    if args.quick and args.scale:
+        parser.error("--quick and --scale do not go together")
+    sizes = (
+        QUICK if args.quick else dataclasses.replace(FULL, name="full+scale", **SCALE) if args.scale else FULL
+    )
     server_dsn = resolve_dsn(args.dsn)
     started = time.monotonic()
     load_before = os.getloadavg()[0]

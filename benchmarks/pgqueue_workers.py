@@ -1,0 +1,376 @@
+"""pgqueue's worker scenarios: drain, pick-up latency, many workers.
+
+Each runs real ``pgqueue work`` processes (:mod:`benchmarks.workers`) on the run's database and
+reads what they did back from the job table: rates are spans on the database's clock, from the
+first claim (``started_at``) to the last completion (``finished_at``), so process start-up is
+left out, as the ceiling's processes start their clocks once connected. The scale scenarios
+are in :mod:`benchmarks.pgqueue_scale`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from .clock import now_ns
+from .harness import Bench, Ready, Result, percentile
+from .pgqueue_scenarios import WARMUP, reset
+from .tasks import NOOP, SCHEMA, SLEEP, STAMP, build_app
+from .workers import Usage, WorkerRun, wait_for, work_command
+
+JOB = f"{SCHEMA}.job"
+MANY_PROCESSES = 8
+MANY_CONCURRENCY = 50
+
+_startup_cpu: dict[tuple[str, int], float] = {}
+
+
+# --- reading the job table ------------------------------------------------------------------
+
+
+def db_now(bench: Bench) -> datetime:
+    row = bench.admin.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The database's clock and this machine's monotonic clock read together, to place
+    database timestamps on a worker run's timeline (within a round trip)."""
+
+    db: datetime
+    monotonic: float
+
+    @classmethod
+    def now(cls, bench: Bench) -> Mark:
+        db = db_now(bench)
+        return cls(db, time.monotonic())
+
+    def on(self, run: WorkerRun, when: datetime) -> float:
+        """``when`` as seconds since ``run`` started."""
+        return self.monotonic + (when - self.db).total_seconds() - run.started
+
+
+def finished_since(bench: Bench, since: datetime) -> int:
+    """Jobs finished since ``since`` (walks the finished-jobs index only)."""
+    row = bench.admin.execute(
+        f"SELECT count(*) FROM {JOB} WHERE state > 'active' AND finished_at >= %s", (since,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class Span:
+    """What the jobs claimed since some moment tell about the run that worked them."""
+
+    jobs: int
+    """Jobs completed (the first ``first`` to complete, when given)."""
+    first_claim: datetime
+    last_finish: datetime
+    """When the last of those ``jobs`` completed."""
+    processes: int
+    """Worker processes that claimed at least one of the jobs."""
+    lag: float
+    """Seconds between the first claims of the first and the last of those processes."""
+
+    @property
+    def seconds(self) -> float:
+        return (self.last_finish - self.first_claim).total_seconds()
+
+
+def span(bench: Bench, since: datetime, first: int | None = None) -> Span:
+    """The jobs claimed since ``since`` and completed, on the database's clock."""
+    row = bench.admin.execute(
+        f"""
+        WITH done AS (
+            SELECT started_at, finished_at, worker_id FROM {JOB}
+            WHERE state = 'completed' AND started_at >= %(since)s
+        ), firsts AS (
+            SELECT finished_at FROM done ORDER BY finished_at LIMIT %(first)s
+        ), starts AS (
+            SELECT min(started_at) AS at FROM done GROUP BY worker_id
+        )
+        SELECT (SELECT count(*) FROM firsts), (SELECT min(started_at) FROM done),
+               (SELECT max(finished_at) FROM firsts), (SELECT count(*) FROM starts),
+               extract(epoch FROM (SELECT max(at) - min(at) FROM starts))
+        """,
+        {"since": since, "first": first},
+    ).fetchone()
+    assert row is not None
+    if not row[0]:
+        raise RuntimeError("no job was completed")
+    return Span(int(row[0]), row[1], row[2], int(row[3]), float(row[4] or 0.0))
+
+
+def states(bench: Bench) -> dict[str, int]:
+    rows = bench.admin.execute(f"SELECT state::text, count(*) FROM {JOB} GROUP BY 1").fetchall()
+    return {state: int(count) for state, count in rows}
+
+
+def load_with_enqueue_many(bench: Bench, task: str, jobs: int, analyze: bool = True) -> None:
+    """An empty job table, then ``jobs`` waiting jobs of ``task`` by ``enqueue_many`` (what an
+    application would do), then fresh statistics, as the ceiling's drain gets."""
+    reset(bench)
+    app = build_app(bench.dsn)
+    try:
+        app.tasks[task].enqueue_many([{"n": n} for n in range(jobs)])
+    finally:
+        app.close()
+    if analyze:
+        bench.admin.execute(f"ANALYZE {JOB}")
+
+
+def startup_cpu(bench: Bench, processes: int) -> float:
+    """CPU seconds ``pgqueue work --burst`` spends starting and stopping with nothing to do
+    (imports, connections, schema check), measured once per process count: the drains'
+    per-job CPU leaves it out."""
+    key = (bench.dsn, processes)
+    if key not in _startup_cpu:
+        reset(bench)
+        flags = ["--burst", "--log-level", "warning"]
+        if processes > 1:
+            flags += ["--processes", str(processes)]
+        _startup_cpu[key] = WorkerRun(bench, [work_command(*flags)]).start().wait(done=lambda: True).cpu_s
+    return _startup_cpu[key]
+
+
+HUNG = "the worker did not exit by itself once its work was over, and was killed"
+
+
+def memory_note(usage: Usage, window: tuple[float, float] = (0.0, float("inf"))) -> str:
+    """Peak RSS per process, and how RSS moved over ``window`` (seconds since the run started)."""
+    first, last, peak = usage.memory(*window)
+    return (
+        f"peak RSS {usage.peak_rss_mb:.0f} MB/process; over the drain RSS {first:.0f} → {last:.0f} MB"
+        f" (peak so far {peak:.0f})"
+    )
+
+
+# --- drain ---------------------------------------------------------------------------------
+
+
+def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -> Result:
+    """``drain_jobs`` waiting no-op jobs worked off by ``pgqueue work --burst`` with
+    ``--processes N`` (one supervisor, N worker processes), concurrency ``worker_concurrency``."""
+    jobs = bench.sizes.drain_jobs
+    concurrency = bench.sizes.worker_concurrency
+    startup = startup_cpu(bench, processes)
+    load_with_enqueue_many(bench, task, jobs)
+    flags = ["--burst", "--concurrency", str(concurrency), "--log-level", log_level]
+    if processes > 1:
+        flags += ["--processes", str(processes)]
+    with bench.meter(SCHEMA) as meter:
+        mark = Mark.now(bench)
+        run = WorkerRun(bench, [work_command(*flags)]).start()
+        usage = run.wait(done=lambda: finished_since(bench, mark.db) >= jobs)
+    left = states(bench)
+    if left != {"completed": jobs}:
+        raise RuntimeError(f"the drain left {left}, expected {jobs} completed jobs")
+    got = span(bench, mark.db)
+    done, seconds = got.jobs, got.seconds
+    kind = "async" if task == NOOP else "sync"
+    info = log_level != "warning"
+    key = f"pgq.drain.{kind}.p{processes}" + (f".{log_level}" if info else "")
+    window = (mark.on(run, got.first_claim), mark.on(run, got.last_finish))
+    early, end, peak = usage.memory(*window)
+    notes = [
+        f"concurrency {concurrency}",
+        "1 process" if processes == 1 else f"--processes {processes}",
+        f"--log-level {log_level}" + (" (the default)" if info else ""),
+        f"worker CPU {usage.cpu_s:.2f} s ({startup:.2f} s of it start-up)",
+        memory_note(usage, window),
+    ]
+    if processes > 1:
+        notes.append(f"{got.processes} processes took jobs, the last {got.lag * 1000:.0f} ms after the first")
+    if usage.hung:
+        notes.append(HUNG)
+    result = Result(
+        key=key,
+        title=f"drain, {kind} no-op, {processes} process{'es' if processes > 1 else ''}"
+        + (f", {log_level.upper()} logs" if info else ""),
+        value=done / seconds,
+        unit="jobs/s",
+        jobs=done,
+        seconds=seconds,
+        metrics={
+            "cpu_s": usage.cpu_s,
+            "rss_mb": usage.peak_rss_mb,
+            "rss_drain_start_mb": early,
+            "rss_drain_end_mb": end,
+            "rss_growth_mb": end - early,
+            "rss_drain_peak_mb": peak,
+            "start_lag_ms": got.lag * 1000,
+        },
+        client_cpu_us_per_job=max(0.0, usage.cpu_s - startup) / done * 1e6,
+        note="; ".join(notes),
+    )
+    meter.apply(result, done)
+    return bench.record(result)
+
+
+# --- pick-up latency ------------------------------------------------------------------------
+
+
+def stamp_producer(ready: Ready, dsn: str, events: int, rate: float) -> list[tuple[int, int, int]]:
+    """Enqueue STAMP jobs with ``Task.enqueue`` (one transaction each, wake-ups on), ``rate``
+    a second on a fixed schedule; return ``(job id, call made, call returned)`` per job."""
+    app = build_app(dsn)
+    task = app.tasks[STAMP]
+    out = []
+    try:
+        for n in range(-WARMUP, 0):
+            task.enqueue(n=n)
+        ready()
+        time.sleep(0.2)  # the worker runs the warm-up jobs meanwhile
+        interval = 1e9 / rate
+        origin = now_ns()
+        for seq in range(events):
+            delay = origin + seq * interval - now_ns()
+            if delay > 0:
+                time.sleep(delay / 1e9)
+            sent = now_ns()
+            job_id = task.enqueue(n=seq)
+            out.append((job_id, sent, now_ns()))
+    finally:
+        app.close()
+    return out
+
+
+def _worker_ready(bench: Bench, listen: bool) -> bool:
+    row = bench.admin.execute(
+        f"""
+        SELECT (SELECT count(*) FROM {SCHEMA}.worker),
+               (SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND application_name = 'pgqueue-listener'
+                  AND query ILIKE 'LISTEN%%')
+        """
+    ).fetchone()
+    assert row is not None
+    return row[0] >= 1 and (row[1] >= 1 or not listen)
+
+
+def _completed(bench: Bench, ids: list[int]) -> int:
+    row = bench.admin.execute(
+        f"SELECT count(*) FROM {JOB} WHERE id = ANY(%s) AND state = 'completed'", (ids,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def latency(bench: Bench, listen: bool) -> Result:
+    """An idle ``pgqueue work`` (default concurrency and poll interval); ``latency_events``
+    jobs enqueued one per transaction at ``latency_rate``/s. Latency: from the moment the
+    producer's ``enqueue`` returned (committed) to the moment the handler started."""
+    reset(bench)
+    events, rate = bench.sizes.latency_events, bench.sizes.latency_rate
+    flags = ["--log-level", "warning"] + ([] if listen else ["--no-listen"])
+    run = WorkerRun(bench, [work_command(*flags)]).start()
+    try:
+        wait_for(lambda: _worker_ready(bench, listen), "the worker to start", run=run)
+        [sent] = bench.group([(stamp_producer, (bench.dsn, events, rate))], timeout=events / rate + 120)
+        ids = [job_id for job_id, _, _ in sent]
+        wait_for(lambda: _completed(bench, ids) == len(ids), "the jobs to be run", timeout=60, run=run)
+    except BaseException:
+        run.kill()
+        raise
+    usage = run.wait(until=lambda: True)
+    started = dict(bench.admin.execute(f"SELECT id, output FROM {JOB} WHERE id = ANY(%s)", (ids,)).fetchall())
+    sample = [(started[job_id] - returned) / 1e6 for job_id, _, returned in sent]
+    from_send = [(started[job_id] - at) / 1e6 for job_id, at, _ in sent]
+    mode = "LISTEN" if listen else "--no-listen (poll every 1 s, the default)"
+    return bench.record(
+        Result(
+            key="pgq.latency.listen" if listen else "pgq.latency.poll",
+            title=f"pick-up, commit → handler started, {mode}",
+            value=percentile(sample, 50),
+            unit="ms",
+            jobs=events,
+            metrics={
+                "p95": percentile(sample, 95),
+                "p99": percentile(sample, 99),
+                "max": max(sample),
+                "p50_from_send": percentile(from_send, 50),
+                "p99_from_send": percentile(from_send, 99),
+            },
+            note=(
+                f"{events} at {rate:g}/s; concurrency 10 (the default); from the enqueue call made: p50 "
+                f"{percentile(from_send, 50):.2f}, p99 {percentile(from_send, 99):.2f}"
+                + (f"; {HUNG}" if usage.hung else "")
+            ),
+        )
+    )
+
+
+# --- many workers ---------------------------------------------------------------------------
+
+
+def _registered(bench: Bench, processes: int) -> bool:
+    row = bench.admin.execute(
+        f"""
+        SELECT (SELECT count(*) FROM {SCHEMA}.worker),
+               (SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND application_name = 'pgqueue-listener'
+                  AND query ILIKE 'LISTEN%%')
+        """
+    ).fetchone()
+    assert row is not None
+    return row[0] >= processes and row[1] >= processes
+
+
+def many_workers(bench: Bench) -> Result:
+    """``pgqueue work --processes 8 --concurrency 50``, handlers that sleep 10 ms: the workers
+    start idle and listening; then ``many_jobs`` jobs arrive in one ``enqueue_many``."""
+    jobs = bench.sizes.many_jobs
+    reset(bench)
+    flags = [
+        "--processes",
+        str(MANY_PROCESSES),
+        "--concurrency",
+        str(MANY_CONCURRENCY),
+        "--log-level",
+        "warning",
+    ]
+    run = WorkerRun(bench, [work_command(*flags)]).start()
+    try:
+        wait_for(lambda: _registered(bench, MANY_PROCESSES), "8 workers to start", timeout=120, run=run)
+        idle_connections = run.peak_connections
+        mark = Mark.now(bench)
+        app = build_app(bench.dsn)
+        try:
+            app.tasks[SLEEP].enqueue_many([{"n": n} for n in range(jobs)])
+        finally:
+            app.close()
+        usage = run.wait(until=lambda: finished_since(bench, mark.db) >= jobs)
+    except BaseException:
+        run.kill()
+        raise
+    got = span(bench, mark.db)
+    done, seconds = got.jobs, got.seconds
+    if done != jobs:
+        raise RuntimeError(f"{done} of {jobs} jobs completed")
+    bound = MANY_PROCESSES * MANY_CONCURRENCY / 0.010
+    return bench.record(
+        Result(
+            key="pgq.many_workers",
+            title=f"{MANY_PROCESSES} processes × concurrency {MANY_CONCURRENCY}, 10 ms handlers",
+            value=done / seconds,
+            unit="jobs/s",
+            jobs=done,
+            seconds=seconds,
+            metrics={
+                "connections": usage.peak_connections,
+                "cpu_s": usage.cpu_s,
+                "rss_mb": usage.peak_rss_mb,
+            },
+            client_cpu_us_per_job=None,
+            note=(
+                f"--processes {MANY_PROCESSES}; peak {usage.peak_connections} connections "
+                f"({idle_connections} while idle); handler-bound limit {bound:,.0f} jobs/s; "
+                f"{got.processes} processes took jobs; jobs enqueued to running workers (no ANALYZE); "
+                f"worker CPU {usage.cpu_s:.1f} s; "
+                f"{memory_note(usage, (mark.on(run, got.first_claim), mark.on(run, got.last_finish)))}"
+                + (f"; {HUNG}" if usage.hung else "")
+            ),
+        )
+    )
