@@ -257,6 +257,16 @@ def work(
             help="Seconds between sweeps for jobs whose lease expired.",
         ),
     ] = 5.0,
+    completed_retention: Annotated[
+        float,
+        typer.Option(envvar="PGQUEUE_COMPLETED_RETENTION", min=0, max=10 * 365 * 86400,
+                     help="Seconds completed jobs are kept before workers delete them."),
+    ] = 3600.0,
+    failed_retention: Annotated[
+        float,
+        typer.Option(envvar="PGQUEUE_FAILED_RETENTION", min=0, max=10 * 365 * 86400,
+                     help="Seconds failed and cancelled jobs are kept before workers delete them."),
+    ] = 7 * 86400.0,
 ) -> None:
     """Run jobs: a worker process, or --processes N of them under a supervisor."""
     schema_flag = schema
@@ -275,64 +285,47 @@ def work(
                 "or pass the same --schema"
             )
         schema = os.environ["PGQUEUE_SCHEMA"] = app.schema
+    worker = {
+        "queues": queue_names,
+        "concurrency": concurrency,
+        "burst": burst,
+        "poll_interval": poll_interval,
+        "shutdown_grace": shutdown_grace,
+        "listen": not no_listen,
+        "lease_seconds": lease_seconds,
+        "rescue_interval": rescue_interval,
+        "completed_retention": completed_retention,
+        "failed_retention": failed_retention,
+    }
     if processes > 1:
         # Resolve once, so every child uses the same database (and the embedded server starts once).
         url = app.database_url
         os.environ["PGQUEUE_DATABASE_URL"] = url
         _check_schema(url, schema)
-        raise typer.Exit(
-            _supervise(
-                target,
-                processes,
-                queues=queue_names,
-                concurrency=concurrency,
-                burst=burst,
-                poll_interval=poll_interval,
-                shutdown_grace=shutdown_grace,
-                log_level=log_level.value,
-                log_format=log_format.value,
-                no_listen=no_listen,
-                lease_seconds=lease_seconds,
-                rescue_interval=rescue_interval,
-            )
-        )
+        raise typer.Exit(_supervise(target, processes, worker, log_level.value, log_format.value))
     _check_schema(app.database_url, schema)
     try:
-        app.run_worker(
-            queues=queue_names,
-            concurrency=concurrency,
-            burst=burst,
-            poll_interval=poll_interval,
-            shutdown_grace=shutdown_grace,
-            listen=not no_listen,
-            lease_seconds=lease_seconds,
-            rescue_interval=rescue_interval,
-        )
+        app.run_worker(**worker)
     finally:
         app.close()
 
 
-def _supervise(target: str, processes: int, **flags: Any) -> int:
+def _supervise(target: str, processes: int, worker: dict[str, Any], log_level: str, log_format: str) -> int:
+    """Run ``processes`` children of ``pgqueue work ... --processes 1`` with the same worker settings."""
     from .supervisor import Supervisor
 
-    command = [sys.executable, "-m", "pgqueue", "work", target, "--processes", "1"]
-    if flags["queues"]:
-        command += ["--queues", ",".join(flags["queues"])]
-    command += ["--concurrency", str(flags["concurrency"])]
-    command += ["--poll-interval", repr(flags["poll_interval"])]
-    command += ["--shutdown-grace", repr(flags["shutdown_grace"])]
-    command += [
-        "--lease-seconds",
-        repr(flags["lease_seconds"]),
-        "--rescue-interval",
-        repr(flags["rescue_interval"]),
-    ]
-    command += ["--log-level", flags["log_level"], "--log-format", flags["log_format"]]
-    if flags["burst"]:
-        command.append("--burst")
-    if flags["no_listen"]:
-        command.append("--no-listen")
-    return Supervisor(command, processes, burst=flags["burst"]).run()
+    command = [sys.executable, "-m", "pgqueue", "work", target, "--processes", "1",
+               "--log-level", log_level, "--log-format", log_format]
+    for name, value in worker.items():
+        if name == "queues":
+            command += ["--queues", ",".join(value)] if value else []
+        elif name == "listen":
+            command += [] if value else ["--no-listen"]
+        elif name == "burst":
+            command += ["--burst"] if value else []
+        else:
+            command += ["--" + name.replace("_", "-"), repr(value)]
+    return Supervisor(command, processes, burst=worker["burst"]).run()
 
 
 # --- inspecting jobs ------------------------------------------------------------------------
