@@ -108,6 +108,10 @@ class Database:
         row = self.conn.execute(query, params).fetchone()
         return None if row is None else row[0]
 
+    def cluster_connection(self, application_name: str) -> psycopg.Connection[Any]:
+        """A new superuser connection to this database (the caller closes it)."""
+        return psycopg.connect(self.admin, autocommit=True, application_name=application_name)
+
     def job(self, job_id: int) -> pgqueue.Job:
         """A job as the superuser sees it (the producer role may not read jobs)."""
         return pgqueue.App(self.admin).get_job(job_id, conn=self.conn)
