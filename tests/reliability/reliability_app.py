@@ -39,15 +39,13 @@ def task(name: str, **options: Any) -> Any:
     return collect
 
 
-def make_app(database_url: str | None = None) -> pgqueue.App:
+def make_app(database_url: str | None = None, **settings: Any) -> pgqueue.App:
     """An App with every handler of this module, as a producer importing the tasks module has.
 
     Producers in the scenarios use it with the producer role's DSN, so jobs get the tasks'
     queue, attempts and timeouts; workers load the module's ``app``.
     """
-    application = pgqueue.App(
-        database_url, max_payload_bytes=int(os.environ.get("RELIABILITY_MAX_PAYLOAD", str(1024 * 1024)))
-    )
+    application = pgqueue.App(database_url, **settings)
     for name, options, fn in _TASKS:
         application.task(name, **options)(fn)
     return application
@@ -381,10 +379,17 @@ def hostile_error_thread(kind: str) -> None:
 
 
 @task("echo", max_attempts=1)
-async def echo(**data: Any) -> int:
-    """Takes any data and returns its size as JSON, so that what arrived can be compared."""
+async def echo(**data: Any) -> Any:
+    """Returns its data as it arrived, to be compared with what was enqueued."""
     await arecord()
-    return len(json.dumps(data))
+    return data
+
+
+@task("measure", max_attempts=1)
+async def measure(**data: Any) -> int:
+    """Returns the size of its data as JSON (for payloads too big to echo back)."""
+    await arecord()
+    return len(json.dumps(data, ensure_ascii=False))
 
 
 @task("echo_process", max_attempts=1, executor="process")
