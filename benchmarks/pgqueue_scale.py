@@ -31,8 +31,10 @@ SELECT '{NOOP}', 'default', jsonb_build_object('n', g), 'completed', 1, now(), n
 FROM generate_series(1, %(n)s) AS g
 """
 
-SHORT_RETENTION = {"completed_retention": 10.0, "prune_interval": 5.0}
-"""The churn run's short retention (``App.run_worker`` settings; ``pgqueue work`` has no flag for them)."""
+SHORT_RETENTION = {"completed_retention": 5.0, "prune_interval": 1.0, "rescue_interval": 1.0}
+"""The churn run's short retention, through ``App.run_worker`` (``pgqueue work`` has no flags for
+these). The maintenance loop checks whether a prune is due once per ``rescue_interval``, so
+that is shortened too."""
 CHURN_PROCESSES = 2
 
 
@@ -72,7 +74,11 @@ def drain_first(bench: Bench, key: str, title: str, note: str = "") -> Result:
         metrics={"cpu_s": usage.cpu_s, "rss_mb": usage.peak_rss_mb},
         note="; ".join(
             n
-            for n in (note, f"first {measure:,} completions; concurrency {concurrency}", usage.hung and HUNG)
+            for n in (
+                note,
+                f"first {measure:,} completions; concurrency {concurrency}; {got.jobs_per_claim:.1f} jobs per claim",
+                usage.hung and HUNG,
+            )
             if n
         ),
     )
@@ -197,8 +203,8 @@ def churn(bench: Bench, short_retention: bool) -> Result:
     peak_mb = max(peak[0], size[0]) / 2**20
     if short_retention:
         how = (
-            f"completed_retention {SHORT_RETENTION['completed_retention']:g} s, prune_interval "
-            f"{SHORT_RETENTION['prune_interval']:g} s (App.run_worker: pgqueue work has no flags for them)"
+            ", ".join(f"{k} {v:g} s" for k, v in SHORT_RETENTION.items())
+            + " (App.run_worker: pgqueue work has no flags for them)"
         )
     else:
         how = "pruning defaults (completed kept 3600 s, pruned every 60 s)"

@@ -9,12 +9,18 @@ are in :mod:`benchmarks.pgqueue_scale`.
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from pgqueue.client import channel
 
 from .clock import now_ns
-from .harness import Bench, Ready, Result, percentile
+from .harness import APPLICATION_NAME, Bench, Ready, Result, percentile
 from .pgqueue_scenarios import WARMUP, reset
 from .tasks import NOOP, SCHEMA, SLEEP, STAMP, build_app
 from .workers import Usage, WorkerRun, wait_for, work_command
@@ -74,6 +80,15 @@ class Span:
     """Worker processes that claimed at least one of the jobs."""
     lag: float
     """Seconds between the first claims of the first and the last of those processes."""
+    claims: int
+    """Claim transactions that took the completed jobs (all of them, not only the first
+    ``first``): jobs claimed together share ``started_at`` (the transaction's ``now()``) and worker."""
+    completed: int
+    """All the jobs claimed since the moment and completed."""
+
+    @property
+    def jobs_per_claim(self) -> float:
+        return self.completed / self.claims
 
     @property
     def seconds(self) -> float:
@@ -94,14 +109,15 @@ def span(bench: Bench, since: datetime, first: int | None = None) -> Span:
         )
         SELECT (SELECT count(*) FROM firsts), (SELECT min(started_at) FROM done),
                (SELECT max(finished_at) FROM firsts), (SELECT count(*) FROM starts),
-               extract(epoch FROM (SELECT max(at) - min(at) FROM starts))
+               extract(epoch FROM (SELECT max(at) - min(at) FROM starts)),
+               (SELECT count(DISTINCT (worker_id, started_at)) FROM done), (SELECT count(*) FROM done)
         """,
         {"since": since, "first": first},
     ).fetchone()
     assert row is not None
     if not row[0]:
         raise RuntimeError("no job was completed")
-    return Span(int(row[0]), row[1], row[2], int(row[3]), float(row[4] or 0.0))
+    return Span(int(row[0]), row[1], row[2], int(row[3]), float(row[4] or 0.0), int(row[5]), int(row[6]))
 
 
 def states(bench: Bench) -> dict[str, int]:
@@ -177,6 +193,7 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -
     early, end, peak = usage.memory(*window)
     notes = [
         f"concurrency {concurrency}",
+        f"{got.jobs_per_claim:.1f} jobs per claim",
         "1 process" if processes == 1 else f"--processes {processes}",
         f"--log-level {log_level}" + (" (the default)" if info else ""),
         f"worker CPU {usage.cpu_s:.2f} s ({startup:.2f} s of it start-up)",
@@ -202,6 +219,7 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -
             "rss_growth_mb": end - early,
             "rss_drain_peak_mb": peak,
             "start_lag_ms": got.lag * 1000,
+            "jobs_per_claim": got.jobs_per_claim,
         },
         client_cpu_us_per_job=max(0.0, usage.cpu_s - startup) / done * 1e6,
         note="; ".join(notes),
@@ -238,6 +256,27 @@ def stamp_producer(ready: Ready, dsn: str, events: int, rate: float) -> list[tup
     return out
 
 
+def wake_listener(ready: Ready, dsn: str, seconds: float) -> list[int]:
+    """LISTEN on pgqueue's channel beside the worker, for ``seconds`` after the group starts;
+    return when each wake-up arrived: it splits the pick-up latency into the enqueuer's part
+    (commit → wake-up delivered) and the worker's (wake-up → handler started)."""
+    received = []
+    with psycopg.connect(dsn, autocommit=True, application_name=f"{APPLICATION_NAME}-listener") as conn:
+        conn.execute(f"LISTEN {channel(SCHEMA)}")
+        ready()
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            for _ in conn.notifies(timeout=left):
+                received.append(now_ns())
+    return received
+
+
+def _after(times: list[int], moment: int) -> int | None:
+    """The first of the sorted ``times`` at or after ``moment``."""
+    i = bisect.bisect_left(times, moment)
+    return times[i] if i < len(times) else None
+
+
 def _worker_ready(bench: Bench, listen: bool) -> bool:
     row = bench.admin.execute(
         f"""
@@ -268,7 +307,10 @@ def latency(bench: Bench, listen: bool) -> Result:
     run = WorkerRun(bench, [work_command(*flags)]).start()
     try:
         wait_for(lambda: _worker_ready(bench, listen), "the worker to start", run=run)
-        [sent] = bench.group([(stamp_producer, (bench.dsn, events, rate))], timeout=events / rate + 120)
+        members: list[tuple[Any, tuple[Any, ...]]] = [(stamp_producer, (bench.dsn, events, rate))]
+        if listen:
+            members.append((wake_listener, (bench.dsn, events / rate + 1.5)))
+        sent, *woken = bench.group(members, timeout=events / rate + 120)
         ids = [job_id for job_id, _, _ in sent]
         wait_for(lambda: _completed(bench, ids) == len(ids), "the jobs to be run", timeout=60, run=run)
     except BaseException:
@@ -279,6 +321,19 @@ def latency(bench: Bench, listen: bool) -> Result:
     sample = [(started[job_id] - returned) / 1e6 for job_id, _, returned in sent]
     from_send = [(started[job_id] - at) / 1e6 for job_id, at, _ in sent]
     mode = "LISTEN" if listen else "--no-listen (poll every 1 s, the default)"
+    split = ""
+    metrics: dict[str, float] = {}
+    if woken:
+        wakes = sorted(woken[0])
+        pairs = [(_after(wakes, at), returned, started[job_id]) for job_id, at, returned in sent]
+        to_wake = [(wake - returned) / 1e6 for wake, returned, _ in pairs if wake is not None]
+        to_start = [(start - wake) / 1e6 for wake, _, start in pairs if wake is not None and wake <= start]
+        if to_wake and to_start:
+            metrics = {"p50_to_wake": percentile(to_wake, 50), "p50_wake_to_start": percentile(to_start, 50)}
+            split = (
+                f"; commit → wake-up received p50 {metrics['p50_to_wake']:.2f}, wake-up → handler "
+                f"started p50 {metrics['p50_wake_to_start']:.2f} (a listener beside the worker)"
+            )
     return bench.record(
         Result(
             key="pgq.latency.listen" if listen else "pgq.latency.poll",
@@ -292,10 +347,12 @@ def latency(bench: Bench, listen: bool) -> Result:
                 "max": max(sample),
                 "p50_from_send": percentile(from_send, 50),
                 "p99_from_send": percentile(from_send, 99),
+                **metrics,
             },
             note=(
                 f"{events} at {rate:g}/s; concurrency 10 (the default); from the enqueue call made: p50 "
                 f"{percentile(from_send, 50):.2f}, p99 {percentile(from_send, 99):.2f}"
+                + split
                 + (f"; {HUNG}" if usage.hung else "")
             ),
         )
@@ -367,7 +424,8 @@ def many_workers(bench: Bench) -> Result:
             note=(
                 f"--processes {MANY_PROCESSES}; peak {usage.peak_connections} connections "
                 f"({idle_connections} while idle); handler-bound limit {bound:,.0f} jobs/s; "
-                f"{got.processes} processes took jobs; jobs enqueued to running workers (no ANALYZE); "
+                f"{got.processes} processes took jobs, {got.jobs_per_claim:.1f} jobs per claim; "
+                "jobs enqueued to running workers (no ANALYZE); "
                 f"worker CPU {usage.cpu_s:.1f} s; "
                 f"{memory_note(usage, (mark.on(run, got.first_claim), mark.on(run, got.last_finish)))}"
                 + (f"; {HUNG}" if usage.hung else "")

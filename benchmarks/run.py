@@ -1,4 +1,4 @@
-"""Run the benchmark suite: ``python -m benchmarks.run [--quick] [--dsn DSN]``.
+"""Run the benchmark suite: ``python -m benchmarks.run [--quick | --scale] [--rounds N] [--dsn DSN]``.
 
 Creates a throwaway database on the server, measures the raw-SQL ceiling and pgqueue in the
 same run, drops the database, and prints markdown tables: each side's figures, then pgqueue
@@ -69,6 +69,7 @@ def _count(n: int) -> str:
 def comparisons(sizes: Sizes) -> Sequence[Comparison]:
     """The ratio table's rows (the scale rows name the run's sizes)."""
     big, small = _count(sizes.scale_big), _count(sizes.scale_small)
+    retention = pgqueue_scale.SHORT_RETENTION["completed_retention"]
     return (
         _c("enqueue 1/tx, 1 client, notify on", "pgq.enqueue.c1", "raw.enqueue.c1", (">=", 0.9)),
         _c("  same, against raw INSERT + NOTIFY", "pgq.enqueue.c1", "raw.enqueue.c1.notify"),
@@ -110,7 +111,7 @@ def comparisons(sizes: Sizes) -> Sequence[Comparison]:
             "pgq.churn.defaults",
             None,
         ),
-        _c("  same, completed_retention 10 s (MB)", "pgq.churn.short", None),
+        _c(f"  same, completed_retention {retention:g} s (MB)", "pgq.churn.short", None),
     )
 
 
