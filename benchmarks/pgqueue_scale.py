@@ -32,9 +32,10 @@ FROM generate_series(1, %(n)s) AS g
 """
 
 SHORT_RETENTION = {"completed_retention": 5.0, "prune_interval": 1.0, "rescue_interval": 1.0}
-"""The churn run's short retention, through ``App.run_worker`` (``pgqueue work`` has no flags for
-these). The maintenance loop checks whether a prune is due once per ``rescue_interval``, so
-that is shortened too."""
+"""The churn run's short retention, through ``App.run_worker``: ``pgqueue work`` takes
+``--completed-retention`` and ``--rescue-interval`` but has no flag for ``prune_interval``. The
+maintenance loop checks whether a prune is due once per ``rescue_interval``, so that is
+shortened too."""
 CHURN_PROCESSES = 2
 
 
@@ -204,7 +205,7 @@ def churn(bench: Bench, short_retention: bool) -> Result:
     if short_retention:
         how = (
             ", ".join(f"{k} {v:g} s" for k, v in SHORT_RETENTION.items())
-            + " (App.run_worker: pgqueue work has no flags for them)"
+            + " (App.run_worker: pgqueue work has no --prune-interval)"
         )
     else:
         how = "pruning defaults (completed kept 3600 s, pruned every 60 s)"
