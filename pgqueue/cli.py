@@ -140,6 +140,35 @@ def migrate(
     )
 
 
+RoleName = Annotated[str, typer.Option(help="A role name (quoted as an identifier).")]
+
+
+@cli.command()
+def grants(
+    worker: RoleName,
+    producer: RoleName,
+    database_url: DatabaseUrl = None,
+    schema: Schema = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Run the GRANTs instead of printing them.")] = False,
+) -> None:
+    """Least privilege: GRANTs for a worker role (DML on pgqueue's tables) and a producer role
+    (insert jobs). Run by the schema's owner after `pgqueue migrate`; the roles must exist."""
+    from .sql import grants as grants_sql
+
+    schema = _settings(database_url, schema)
+    for flag, role in (("--worker", worker), ("--producer", producer)):
+        if not role or len(role) > 63 or "\x00" in role:
+            raise typer.BadParameter("must be a role name of 1-63 characters", param_hint=flag)
+    text = grants_sql(schema, worker, producer)
+    if not apply:
+        typer.echo(text, nl=False)
+        return
+    url = resolve_database_url()
+    with _connect(url) as conn:
+        conn.execute(text.encode())
+    typer.echo(f"granted: {worker!r} works jobs, {producer!r} enqueues them, in schema {schema!r}")
+
+
 # --- work ---------------------------------------------------------------------------------
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")

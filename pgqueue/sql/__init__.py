@@ -35,19 +35,28 @@ class Queries:
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
-        names = {"schema": sql.Identifier(schema), "channel": sql.Identifier(channel(schema))}
-        self._statements = {
-            name: sql.SQL(sql.SQL(text).format(**names).as_string(None))  # type: ignore[arg-type]
-            for name, text in _raw().items()
-        }
+        self._names = {"schema": sql.Identifier(schema), "channel": sql.Identifier(channel(schema))}
+        self._statements: dict[str, sql.SQL] = {}
 
     def __getattr__(self, name: str) -> sql.SQL:
-        try:
-            return self._statements[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        statement = self._statements.get(name)
+        if statement is None:
+            try:
+                text = _raw()[name]
+            except KeyError:
+                raise AttributeError(name) from None
+            rendered = sql.SQL(text).format(**self._names).as_string(None)  # type: ignore[arg-type]
+            statement = self._statements[name] = sql.SQL(rendered)  # type: ignore[arg-type]
+        return statement
 
 
 @functools.cache
 def queries(schema: str) -> Queries:
     return Queries(schema)
+
+
+def grants(schema: str, worker: str, producer: str) -> str:
+    """The least-privilege GRANTs for a worker role and a producer role, as SQL text."""
+    names = {"schema": sql.Identifier(schema), "worker": sql.Identifier(worker),
+             "producer": sql.Identifier(producer)}
+    return sql.SQL(_raw()["grants"]).format(**names).as_string(None) + ";\n"  # type: ignore[arg-type]

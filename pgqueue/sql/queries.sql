@@ -245,3 +245,17 @@ SELECT id, hostname, pid, queues, concurrency, started_at, last_seen_at,
        extract(epoch FROM now() - last_seen_at)::float8 AS seen_seconds_ago
 FROM {schema}.worker
 ORDER BY started_at DESC, id;
+
+-- name: grants
+-- Least privilege, run by the schema's owner after `pgqueue migrate` (and after any
+-- migration that adds tables). Workers get DML on pgqueue's tables and nothing else;
+-- producers may insert jobs and read back only what an insert returns and its unique-key
+-- test needs (not the data, output or errors of any job); bulk inserts reserve ids.
+REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+GRANT USAGE ON SCHEMA {schema} TO {worker}, {producer};
+GRANT SELECT ON {schema}.pgqueue_alembic_version TO {worker}, {producer};
+GRANT SELECT, UPDATE, DELETE ON {schema}.job TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
+GRANT INSERT ON {schema}.job TO {producer};
+GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
+GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
