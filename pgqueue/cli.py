@@ -296,6 +296,11 @@ def work(
         typer.Option(envvar="PGQUEUE_FAILED_RETENTION", min=0, max=10 * 365 * 86400,
                      help="Seconds failed and cancelled jobs are kept before workers delete them."),
     ] = 7 * 86400.0,
+    xmin_warning: Annotated[
+        float,
+        typer.Option(envvar="PGQUEUE_XMIN_WARNING", min=1, max=10 * 365 * 86400,
+                     help="Warn when a transaction holds the xmin horizon back this many seconds."),
+    ] = 300.0,
 ) -> None:
     """Run jobs: a worker process, or --processes N of them under a supervisor."""
     schema_flag = schema
@@ -325,6 +330,7 @@ def work(
         "rescue_interval": rescue_interval,
         "completed_retention": completed_retention,
         "failed_retention": failed_retention,
+        "xmin_warning": xmin_warning,
     }
     if processes > 1:
         # Resolve once, so every child uses the same database (and the embedded server starts once).

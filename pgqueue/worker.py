@@ -66,6 +66,9 @@ class WorkerConfig:
     """Seconds a failed or cancelled job is kept before it is deleted."""
     worker_id: str | None = None
     """A name for this worker in the worker table and job rows; default host:pid:random."""
+    xmin_warning: float = 300.0
+    """Seconds a transaction (or replication slot, or prepared transaction) may hold the xmin
+    horizon back before workers warn: meanwhile dead job rows pile up and claims slow down."""
     listen_database_url: str | None = None
     """A direct connection for LISTEN when the app's URL goes through a pooler in transaction mode
     (where LISTEN cannot work). Default: $PGQUEUE_LISTEN_DATABASE_URL, else the app's URL."""
@@ -78,7 +81,7 @@ class WorkerConfig:
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be a positive integer, got {self.concurrency!r}")
         for name in ("poll_interval", "shutdown_grace", "lease_seconds", "rescue_interval", "prune_interval",
-                     "completed_retention", "failed_retention"):
+                     "completed_retention", "failed_retention", "xmin_warning"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigurationError(f"{name} must be a non-negative number of seconds, got {value!r}")
@@ -133,6 +136,8 @@ class Worker:
         self.stopping = False
         self.signals = 0
         self.stats: Counter[str] = Counter()
+        self._xmin_seen: dict[tuple[str, str], float] = {}
+        self._xmin_warned: set[tuple[str, str]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -546,7 +551,7 @@ class Worker:
 
     async def _maintenance_loop(self) -> None:
         """Rescue expired leases and prune old jobs. Every worker runs this; the SQL lets one act at a time."""
-        last_prune = 0.0
+        last_prune = last_xmin_check = 0.0
         lock_key = _lock_key(f"pgqueue rescue {self.app.schema}")
         while True:
             try:
@@ -561,9 +566,36 @@ class Worker:
                     if time.monotonic() - last_prune >= self.config.prune_interval:
                         last_prune = time.monotonic()
                         await self._prune(conn)
+                    if time.monotonic() - last_xmin_check >= min(self.config.xmin_warning / 2, 10.0):
+                        last_xmin_check = time.monotonic()
+                        await self._check_xmin_horizon(conn)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 log.warning("maintenance failed (%s)", exc)
             await asyncio.sleep(self.config.rescue_interval)
+
+    async def _check_xmin_horizon(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Warn about whatever holds the xmin horizon back for longer than ``xmin_warning``.
+
+        While it does, no finished or claimed job's old row can be vacuumed: the table and
+        its indexes bloat and every claim walks more dead entries. A role without
+        pg_read_all_stats cannot see another session's xact_start, so holders are also timed
+        here from when this worker first saw their (pid, xmin) pair.
+        """
+        cur = await conn.execute(self.q.xmin_holders)
+        now = time.monotonic()
+        seen = {}
+        for holder, xmin, held_for in await cur.fetchall():
+            key = (holder, xmin)
+            seen[key] = first = self._xmin_seen.get(key, now - (held_for or 0.0))
+            if now - first >= self.config.xmin_warning and key not in self._xmin_warned:
+                self._xmin_warned.add(key)
+                log.warning(
+                    "%s has held the xmin horizon back for %.0fs or more: dead job rows cannot be vacuumed "
+                    "and claims slow down until it ends", holder, now - first,
+                    extra={"outcome": "xmin-horizon-held"},
+                )
+        self._xmin_seen = seen
+        self._xmin_warned &= set(seen)
 
     async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
         params = {"completed_seconds": self.config.completed_retention,

@@ -200,6 +200,23 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 );
 
+-- name: xmin_holders
+-- Whatever holds back the xmin horizon: sessions (their xmin is visible to any role; their
+-- transaction start only to privileged ones), replication slots, prepared transactions.
+SELECT format('backend %%s (%%s, %%s)', pid, coalesce(usename, '?'), coalesce(nullif(application_name, ''), '?'))
+           AS holder,
+       backend_xmin::text AS xmin,
+       extract(epoch FROM now() - xact_start)::float8 AS held_for
+FROM pg_stat_activity
+WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
+UNION ALL
+SELECT 'replication slot ' || slot_name, coalesce(xmin, catalog_xmin)::text, NULL
+FROM pg_replication_slots
+WHERE xmin IS NOT NULL OR catalog_xmin IS NOT NULL
+UNION ALL
+SELECT 'prepared transaction ' || gid, transaction::text, extract(epoch FROM now() - prepared)::float8
+FROM pg_prepared_xacts;
+
 -- name: cancel
 -- Cancel a job that has not finished. A running job's worker is fenced out.
 UPDATE {schema}.job

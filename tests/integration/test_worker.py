@@ -506,3 +506,26 @@ async def test_a_listen_that_never_hears_its_probe_falls_back_to_polling(app, co
         worker.stop()
         await running
 
+
+
+async def test_a_transaction_holding_the_xmin_horizon_is_reported(app, dsn, caplog):
+    @app.task("ping")
+    async def ping() -> None: ...
+
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SET application_name = 'long-report'")
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM pgqueue.job")  # takes the snapshot that pins the horizon
+        holder_pid = holder.info.backend_pid
+        worker = Worker(app, WorkerConfig(poll_interval=0.2, rescue_interval=0.2, xmin_warning=1.0))
+        running = asyncio.create_task(worker.run())
+        try:
+            deadline = time.monotonic() + 15
+            while "held the xmin horizon" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text[-2000:]
+                await asyncio.sleep(0.1)
+        finally:
+            worker.stop()
+            await running
+        holder.rollback()
+    assert f"backend {holder_pid} " in caplog.text and "long-report" in caplog.text
