@@ -203,8 +203,8 @@ WHERE id IN (
 -- name: xmin_holders
 -- Whatever holds back the xmin horizon: sessions (their xmin is visible to any role; their
 -- transaction start only to privileged ones), replication slots, prepared transactions.
-SELECT format('backend %%s (%%s, %%s)', pid, coalesce(usename, '?'), coalesce(nullif(application_name, ''), '?'))
-           AS holder,
+SELECT 'backend ' || pid || ' (' || coalesce(usename, '?') || ', '
+           || coalesce(nullif(application_name, ''), '?') || ')' AS holder,
        backend_xmin::text AS xmin,
        extract(epoch FROM now() - xact_start)::float8 AS held_for
 FROM pg_stat_activity
