@@ -36,15 +36,23 @@ from throwaway_cluster import Cluster, as_server_user, free_port
 HERE = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every test here is a scenario against the throwaway cluster: mark them for selection.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark this directory's tests ``reliability`` (selected with ``-m reliability``); leave
+    the long (``slow``) variants out unless the marker expression names them
+    (``-m "reliability and slow"``)."""
+    wants_slow = "slow" in (config.option.markexpr or "")
+    kept, dropped = [], []
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.reliability)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "reliability: fault-injection scenarios on a throwaway cluster")
+            if item.get_closest_marker("slow") and not wants_slow:
+                dropped.append(item)
+                continue
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def pgqueue_command(*args: str) -> list[str]:
@@ -65,8 +73,12 @@ def cluster() -> Iterator[Cluster]:
         migrated = subprocess.run(pgqueue_command("migrate", "--database-url", owner),
                                   capture_output=True, text=True, timeout=120)
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-        with psycopg.connect(owner, autocommit=True) as conn:
-            conn.execute(roles.grants())
+        granted = subprocess.run(
+            pgqueue_command("grants", "--worker", roles.WORKER, "--producer", roles.PRODUCER, "--apply",
+                            "--database-url", owner),
+            capture_output=True, text=True, timeout=60,
+        )
+        assert granted.returncode == 0, granted.stdout + granted.stderr
         with psycopg.connect(server.dsn("reliability_template"), autocommit=True) as admin:
             admin.execute(scoreboard.LEDGER_DDL)
             admin.execute(roles.ledger_grants())

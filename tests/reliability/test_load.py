@@ -47,7 +47,7 @@ def run_soak(db: Any, producer: Any, fleet: Fleet, name: str, jobs: int, max_gro
 
 @pytest.mark.timeout(150)
 def test_s07_soak_with_one_percent_failing(db, producer, fleet):
-    run_soak(db, producer, fleet, "s07 soak", 5_000, max_growth_mib=30)
+    run_soak(db, producer, fleet, "s07 soak", 4_000, max_growth_mib=30)
 
 
 @pytest.mark.slow

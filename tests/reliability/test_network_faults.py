@@ -104,7 +104,7 @@ def run_partition(db: Any, producer: Any, fleet: Fleet, proxy: FaultProxy, name:
         recovery = wait_for(
             lambda: db.scalar("SELECT count(*) FROM pgqueue.job WHERE id = ANY(%s) AND state = 'completed' "
                               "AND worker_id LIKE %s", more, f"%:{cut_off.pid}:%") > 0,
-            30, "the cut-off worker to complete jobs again",
+            25, "the cut-off worker to complete jobs again",
         )
     except AssertionError:
         recovery = None

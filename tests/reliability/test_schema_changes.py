@@ -29,7 +29,7 @@ def reliability_env() -> dict[str, str]:
 @pytest.mark.timeout(120)
 def test_s15_four_concurrent_migrations_while_workers_run(db, producer, fleet):
     started = time.monotonic()
-    ids = producer.enqueue_many([("work", {"n": n, "ms": 10}) for n in range(2000)])
+    ids = producer.enqueue_many([("work", {"n": n, "ms": 10}) for n in range(1000)])
     fleet.start("--concurrency", "8")
     fleet.start("--concurrency", "8")
     time.sleep(1.0)
