@@ -395,13 +395,14 @@ def describe_server(dsn: str) -> str:
     with psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
         row = conn.execute(
             "SELECT current_setting('server_version'), current_setting('fsync'),"
-            " current_setting('synchronous_commit'), current_setting('shared_buffers')"
+            " current_setting('synchronous_commit'), current_setting('shared_buffers'),"
+            " current_setting('autovacuum')"
         ).fetchone()
     assert row is not None
     host = params.get("host", "local socket")
     return (
         f"PostgreSQL {row[0]} at {host}:{params.get('port', 5432)} (fsync={row[1]}, "
-        f"synchronous_commit={row[2]}, shared_buffers={row[3]}); client: Python "
+        f"synchronous_commit={row[2]}, shared_buffers={row[3]}, autovacuum={row[4]}); client: Python "
         f"{sys.version.split()[0]}, psycopg {psycopg.__version__}, {os.cpu_count()} CPUs"
     )
 

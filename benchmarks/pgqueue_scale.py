@@ -9,11 +9,14 @@ first ``scale_measure`` completions, on the database's clock.
 
 from __future__ import annotations
 
+import threading
 import time
+
+import psycopg
 
 from pgqueue.client import channel
 
-from .harness import Bench, Result, throughput
+from .harness import APPLICATION_NAME, Bench, Result, throughput
 from .pgqueue_scenarios import enqueue_client, reset
 from .pgqueue_workers import HUNG, JOB, db_now, finished_since, memory_note, span
 from .tasks import NOOP, SCHEMA
@@ -121,6 +124,76 @@ def retained(bench: Bench) -> None:
 
 # --- churn ---------------------------------------------------------------------------------
 
+# When the table is due a vacuum, by autovacuum's own rule: dead rows over the threshold plus
+# the scale factor (the job table sets its own) times the rows.
+VACUUM_DUE = f"""
+SELECT coalesce(s.n_dead_tup, 0) > current_setting('autovacuum_vacuum_threshold')::float8
+       + greatest(c.reltuples, 0) * coalesce(
+             (SELECT split_part(o, '=', 2)::float8 FROM unnest(c.reloptions) AS o
+              WHERE o LIKE 'autovacuum_vacuum_scale_factor=%'),
+             current_setting('autovacuum_vacuum_scale_factor')::float8)
+FROM pg_class AS c LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid = '{JOB}'::regclass
+"""
+
+
+class Autovacuum:
+    """Autovacuum's part in a churn run.
+
+    With ``autovacuum`` on, only counts how often it vacuumed the job table. With it off (the
+    server's choice, which no queue's table survives for long), plays its part: every
+    ``autovacuum_naptime`` seconds, if the table is due by autovacuum's own rule, VACUUM it
+    from a thread of its own (unthrottled, so a little kinder than autovacuum would be).
+    """
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        row = bench.admin.execute(
+            "SELECT current_setting('autovacuum')::bool,"
+            " (SELECT setting::float8 FROM pg_settings WHERE name = 'autovacuum_naptime'),"
+            " (SELECT coalesce(autovacuum_count, 0) FROM pg_stat_user_tables WHERE relid = %s::regclass)",
+            (JOB,),
+        ).fetchone()
+        assert row is not None
+        self.on, self.naptime, self.before = bool(row[0]), float(row[1]), int(row[2] or 0)
+        self.checked = time.monotonic()
+        self.runs = 0
+        self.thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        """Called often; acts at most once per naptime."""
+        if self.on or time.monotonic() - self.checked < self.naptime:
+            return
+        self.checked = time.monotonic()
+        if self.thread is not None and self.thread.is_alive():
+            return
+        due = self.bench.admin.execute(VACUUM_DUE).fetchone()
+        if due and due[0]:
+            self.runs += 1
+            self.thread = threading.Thread(target=self._vacuum, name="bench-vacuum", daemon=True)
+            self.thread.start()
+
+    def _vacuum(self) -> None:
+        with psycopg.connect(
+            self.bench.dsn, autocommit=True, application_name=f"{APPLICATION_NAME}-vacuum"
+        ) as c:
+            c.execute(f"VACUUM {JOB}")
+
+    def finish(self) -> str:
+        """Wait for a vacuum in progress; say what vacuumed the table."""
+        if self.thread is not None:
+            self.thread.join()
+        if not self.on:
+            return (
+                f"autovacuum is off on this server: the runner VACUUMed the table {self.runs} time(s), "
+                f"as autovacuum would (due checked every {self.naptime:g} s)"
+            )
+        row = self.bench.admin.execute(
+            "SELECT coalesce(autovacuum_count, 0) FROM pg_stat_user_tables WHERE relid = %s::regclass", (JOB,)
+        ).fetchone()
+        return f"autovacuum vacuumed the table {int(row[0] if row else 0) - self.before} time(s)"
+
+
 SIZES = f"""
 SELECT pg_total_relation_size('{JOB}'), pg_relation_size('{JOB}'), pg_indexes_size('{JOB}')
 """
@@ -161,6 +234,7 @@ def churn(bench: Bench, short_retention: bool) -> Result:
 
     add(2 * batch)
     bench.admin.execute(f"ANALYZE {JOB}")
+    vacuum = Autovacuum(bench)
     peak = [0, 0, 0]
     state = {"checked": 0.0, "sized": 0.0}
 
@@ -170,6 +244,7 @@ def churn(bench: Bench, short_retention: bool) -> Result:
         if now - state["checked"] < 0.1:
             return False
         state["checked"] = now
+        vacuum.tick()
         if now - state["sized"] >= 1.0:
             state["sized"] = now
             sizes = bench.admin.execute(SIZES).fetchone()
@@ -192,6 +267,7 @@ def churn(bench: Bench, short_retention: bool) -> Result:
 
     usage = WorkerRun(bench, commands, timeout=3600).start().wait(until=step)
     seconds = usage.wall_s
+    vacuumed = vacuum.finish()
     size = bench.admin.execute(SIZES).fetchone()
     counts = bench.admin.execute(
         f"SELECT count(*), count(*) FILTER (WHERE state = 'completed') FROM {JOB}"
@@ -228,7 +304,7 @@ def churn(bench: Bench, short_retention: bool) -> Result:
             note=(
                 f"{how}; {CHURN_PROCESSES} processes × concurrency {concurrency}; heap {mb[1]:.1f} MB + "
                 f"indexes {mb[2]:.1f} MB (+ TOAST/FSM/VM); peak {peak_mb:.1f} MB; {counts[0]:,} rows left "
-                f"({counts[1]:,} completed, {dead[0]:,} dead); {total / seconds:,.0f} jobs/s over "
+                f"({counts[1]:,} completed, {dead[0]:,} dead); {vacuumed}; {total / seconds:,.0f} jobs/s over "
                 f"{seconds:.0f} s incl. start-up; {memory_note(usage, (seconds / 10, seconds))}"
                 + (f"; {HUNG}" if usage.hung else "")
             ),

@@ -232,6 +232,8 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 class Step(NamedTuple):
     suite: str
     """``ceiling`` or ``pgqueue``."""
+    name: str
+    """What ``--scenario`` matches: the key of the result the step records (or their common prefix)."""
     run: Callable[[Bench], object]
     once: bool = False
     """Run in the first round only (the long churn runs)."""
@@ -248,42 +250,62 @@ def plan(bench: Bench) -> list[Step]:
     see the same machine weather."""
     sizes = bench.sizes
     steps: list[Step] = [
-        Step("ceiling", lambda b: ceiling.enqueue(b, 1, notify=False)),
-        Step("pgqueue", lambda b: pgqueue_scenarios.enqueue(b, 1)),
-        Step("ceiling", lambda b: ceiling.enqueue(b, 1, notify=True)),
-        Step("ceiling", lambda b: ceiling.enqueue(b, 4, notify=False)),
-        Step("pgqueue", lambda b: pgqueue_scenarios.enqueue(b, 4)),
-        Step("ceiling", lambda b: ceiling.enqueue(b, 4, notify=True)),
-        Step("ceiling", ceiling.bulk_copy),
-        Step("pgqueue", pgqueue_scenarios.bulk),
-        Step("ceiling", ceiling.bulk_unnest),
+        Step("ceiling", "raw.enqueue.c1", lambda b: ceiling.enqueue(b, 1, notify=False)),
+        Step("pgqueue", "pgq.enqueue.c1", lambda b: pgqueue_scenarios.enqueue(b, 1)),
+        Step("ceiling", "raw.enqueue.c1.notify", lambda b: ceiling.enqueue(b, 1, notify=True)),
+        Step("ceiling", "raw.enqueue.c4", lambda b: ceiling.enqueue(b, 4, notify=False)),
+        Step("pgqueue", "pgq.enqueue.c4", lambda b: pgqueue_scenarios.enqueue(b, 4)),
+        Step("ceiling", "raw.enqueue.c4.notify", lambda b: ceiling.enqueue(b, 4, notify=True)),
+        Step("ceiling", "raw.bulk.copy", ceiling.bulk_copy),
+        Step("pgqueue", "pgq.bulk", pgqueue_scenarios.bulk),
+        Step("ceiling", "raw.bulk.unnest", ceiling.bulk_unnest),
     ]
     for batch in sizes.drain_batches:
         for connections in sizes.drain_connections:
-            steps.append(Step("ceiling", lambda b, k=batch, c=connections: ceiling.drain(b, k, c)))
+            steps.append(
+                Step(
+                    "ceiling",
+                    f"raw.drain.k{batch}.c{connections}",
+                    lambda b, k=batch, c=connections: ceiling.drain(b, k, c),
+                )
+            )
     steps += [
-        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP, 1)),
-        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP, 2)),
-        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP_SYNC, 1)),
-        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP_SYNC, 2)),
-        Step("pgqueue", lambda b: pgqueue_workers.drain(b, NOOP, 1, log_level="info"), once=True),
-        Step("ceiling", ceiling.latency),
-        Step("pgqueue", lambda b: pgqueue_workers.latency(b, listen=True)),
-        Step("pgqueue", lambda b: pgqueue_workers.latency(b, listen=False)),
-        Step("pgqueue", pgqueue_workers.many_workers),
-        Step("pgqueue", pgqueue_scale.small_backlog),
-        Step("pgqueue", pgqueue_scale.big_backlog),
-        Step("pgqueue", pgqueue_scale.retained),
-        Step("pgqueue", lambda b: pgqueue_scale.churn(b, short_retention=False), once=True),
-        Step("pgqueue", lambda b: pgqueue_scale.churn(b, short_retention=True), once=True),
+        Step("pgqueue", "pgq.drain.async.p1", lambda b: pgqueue_workers.drain(b, NOOP, 1)),
+        Step("pgqueue", "pgq.drain.async.p2", lambda b: pgqueue_workers.drain(b, NOOP, 2)),
+        Step("pgqueue", "pgq.drain.sync.p1", lambda b: pgqueue_workers.drain(b, NOOP_SYNC, 1)),
+        Step("pgqueue", "pgq.drain.sync.p2", lambda b: pgqueue_workers.drain(b, NOOP_SYNC, 2)),
+        Step(
+            "pgqueue",
+            "pgq.drain.async.p1.info",
+            lambda b: pgqueue_workers.drain(b, NOOP, 1, log_level="info"),
+            once=True,
+        ),
+        Step("ceiling", "raw.latency", ceiling.latency),
+        Step("pgqueue", "pgq.latency.listen", lambda b: pgqueue_workers.latency(b, listen=True)),
+        Step("pgqueue", "pgq.latency.poll", lambda b: pgqueue_workers.latency(b, listen=False)),
+        Step("pgqueue", "pgq.many_workers", pgqueue_workers.many_workers),
+        Step("pgqueue", "pgq.scale.backlog_small", pgqueue_scale.small_backlog),
+        Step("pgqueue", "pgq.scale.backlog_big", pgqueue_scale.big_backlog),
+        Step("pgqueue", "pgq.scale.retained", pgqueue_scale.retained),
+        Step(
+            "pgqueue",
+            "pgq.churn.defaults",
+            lambda b: pgqueue_scale.churn(b, short_retention=False),
+            once=True,
+        ),
+        Step("pgqueue", "pgq.churn.short", lambda b: pgqueue_scale.churn(b, short_retention=True), once=True),
     ]
     return steps
 
 
-def run(bench: Bench, suites: Sequence[str], rounds: int) -> None:
+def run(bench: Bench, suites: Sequence[str], rounds: int, scenarios: Sequence[str] = ()) -> None:
     for suite in suites:
         SETUP[suite](bench)
-    steps = [step for step in plan(bench) if step.suite in suites]
+    steps = [
+        step
+        for step in plan(bench)
+        if step.suite in suites and (not scenarios or any(s in step.name for s in scenarios))
+    ]
     for round_ in range(1, rounds + 1):
         if rounds > 1:
             bench.log(f"round {round_} of {rounds}:")
@@ -303,6 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only", choices=sorted(SETUP), action="append", help="run only this suite (repeatable)"
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        help="run only the scenarios whose key contains this text, e.g. pgq.churn or raw.drain (repeatable)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every scenario this many times; report the median round"
@@ -334,7 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with throwaway_database(server_dsn, keep=args.keep_db) as dsn:
         bench = Bench(dsn, sizes, log=log)
         try:
-            run(bench, [s for s in SETUP if not args.only or s in args.only], max(1, args.rounds))
+            run(
+                bench,
+                [s for s in SETUP if not args.only or s in args.only],
+                max(1, args.rounds),
+                args.scenario,
+            )
             text = report(bench, server, started, (load_before, os.getloadavg()[0]))
         finally:
             bench.close()
