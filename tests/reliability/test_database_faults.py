@@ -90,6 +90,9 @@ def run_terminations(db: Any, producer: Any, fleet: Fleet, name: str, seconds: f
     started = time.monotonic()
     fleet.start("--concurrency", "8", "--lease-seconds", "3", "--rescue-interval", "0.5")
     fleet.start("--concurrency", "8", "--lease-seconds", "3", "--rescue-interval", "0.5")
+    # Once both are up: the start-up check's short-lived connection ('pgqueue-cli') is not the point.
+    wait_for(lambda: db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND application_name = 'pgqueue-listener'") == 2, 30, "both workers listening")
     feeder = Producer(producer)
     feeder.start()
     rng = random.Random(4)
