@@ -14,7 +14,7 @@ A scenario passes only with lost = 0 and double-completed = 0. Each prints one l
 from __future__ import annotations
 
 import json
-import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,5 +183,18 @@ def wait_finished(conn: psycopg.Connection[Any], job_ids: list[int], timeout: fl
         time.sleep(0.2)
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "no")
+def rescue_delays(db: Any, kills: dict[int, float]) -> list[float]:
+    """Seconds from each kill to the rescue of the last job the killed worker held."""
+    rows = db.conn.execute(
+        "SELECT e->>'error', extract(epoch FROM (e->>'at')::timestamptz) "
+        "FROM pgqueue.job, jsonb_array_elements(coalesce(errors, '[]')) AS e "
+        "WHERE e->>'error' LIKE 'lease expired%%'"
+    ).fetchall()
+    last: dict[int, float] = {}
+    for error, at in rows:
+        found = re.search(r"the worker [^ ]*:(\d+):", error)
+        if found and int(found.group(1)) in kills:
+            pid = int(found.group(1))
+            last[pid] = max(last.get(pid, 0.0), float(at))
+    return [at - kills[pid] for pid, at in last.items()]
+

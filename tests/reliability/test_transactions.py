@@ -11,10 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
-import reliability_app
 import scoreboard
 from fleet import FAST_RESCUE, Fleet
-from test_worker_crashes import rescue_delays
+from scoreboard import rescue_delays
 
 
 class OrderProducer(threading.Thread):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import signal
 import time
 from typing import Any
@@ -12,22 +11,7 @@ import pytest
 
 import scoreboard
 from fleet import FAST_RESCUE, Fleet, wait_for
-
-
-def rescue_delays(db: Any, kills: dict[int, float]) -> list[float]:
-    """Seconds from each kill to the rescue of the last job the killed worker held."""
-    rows = db.conn.execute(
-        "SELECT e->>'error', extract(epoch FROM (e->>'at')::timestamptz) "
-        "FROM pgqueue.job, jsonb_array_elements(coalesce(errors, '[]')) AS e "
-        "WHERE e->>'error' LIKE 'lease expired%%'"
-    ).fetchall()
-    last: dict[int, float] = {}
-    for error, at in rows:
-        found = re.search(r"the worker [^ ]*:(\d+):", error)
-        if found and int(found.group(1)) in kills:
-            pid = int(found.group(1))
-            last[pid] = max(last.get(pid, 0.0), float(at))
-    return [at - kills[pid] for pid, at in last.items()]
+from scoreboard import rescue_delays
 
 
 def kill_randomly(fleet: Fleet, slots: list[Any], db: Any, job_ids: list[int], every: float,
