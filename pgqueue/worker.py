@@ -365,7 +365,13 @@ class Worker:
         failed = [r for r in batch if not r.outcome.ok]
         done_cur = failed_cur = claim_cur = None
         async with self.pool.connection() as conn:
-            async with conn.pipeline(), conn.transaction():
+            if not batch and claim is not None:  # a lone claim: one autocommit statement
+                claim_cur = await conn.execute(self.q.claim, claim)
+                rows = await claim_cur.fetchall()
+                return self._claimed(claim_cur, rows)
+            # Statements sent together in a pipeline, before one Sync, run in one implicit
+            # transaction on the server: one round trip and one commit for the whole exchange.
+            async with conn.pipeline():
                 if done:
                     done_cur = await conn.execute(self.q.complete, {
                         "id": [r.job["id"] for r in done],
@@ -391,7 +397,11 @@ class Worker:
             if claim_cur is None:
                 return []
             rows = await claim_cur.fetchall()
-        names = [d.name for d in claim_cur.description or ()]
+        return self._claimed(claim_cur, rows)
+
+    @staticmethod
+    def _claimed(cur: psycopg.AsyncCursor[Any], rows: list[Any]) -> list[dict[str, Any]]:
+        names = [d.name for d in cur.description or ()]
         return [dict(zip(names, row)) for row in rows]
 
     def _retry_in(self, job: dict[str, Any]) -> float | None:
