@@ -610,7 +610,8 @@ class Worker:
     async def _prune(self, conn: psycopg.AsyncConnection[Any]) -> None:
         params = {"completed_seconds": self.config.completed_retention,
                   "failed_seconds": self.config.failed_retention, "batch": 5000}
-        for _ in range(20):
+        deadline = time.monotonic() + 5.0  # keep pace with high rates without hogging the connection
+        while time.monotonic() < deadline:
             cur = await conn.execute(self.q.prune, params)
             if cur.rowcount < params["batch"]:
                 return

@@ -191,14 +191,16 @@ SELECT id, queue, state FROM rescued;
 
 -- name: prune
 -- Delete up to %(batch)s finished jobs older than their retention.
+-- (= ANY(ARRAY(...)) keeps the delete on the primary key; IN (...) planned a hash
+-- semi-join over the whole table.)
 DELETE FROM {schema}.job
-WHERE id IN (
+WHERE id = ANY(ARRAY(
     SELECT id FROM {schema}.job
     WHERE (state = 'completed' AND finished_at < now() - make_interval(secs => %(completed_seconds)s))
        OR (state IN ('failed', 'cancelled') AND finished_at < now() - make_interval(secs => %(failed_seconds)s))
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
-);
+));
 
 -- name: xmin_holders
 -- Whatever holds back the xmin horizon: sessions (their xmin is visible to any role; their
