@@ -121,6 +121,7 @@ class Fleet:
         with self._lock:
             self.slots.extend(slots)
         if self._monitor is None:
+            self._stop.clear()
             self._monitor = threading.Thread(target=self._watch, name="fleet-monitor", daemon=True)
             self._monitor.start()
         return slots
