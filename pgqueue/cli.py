@@ -296,6 +296,11 @@ def work(
         typer.Option(envvar="PGQUEUE_FAILED_RETENTION", min=0, max=10 * 365 * 86400,
                      help="Seconds failed and cancelled jobs are kept before workers delete them."),
     ] = 7 * 86400.0,
+    prune_interval: Annotated[
+        float,
+        typer.Option(envvar="PGQUEUE_PRUNE_INTERVAL", min=0.1, max=86400,
+                     help="Seconds between deletions of finished jobs past their retention."),
+    ] = 60.0,
     xmin_warning: Annotated[
         float,
         typer.Option(envvar="PGQUEUE_XMIN_WARNING", min=1, max=10 * 365 * 86400,
@@ -330,6 +335,7 @@ def work(
         "rescue_interval": rescue_interval,
         "completed_retention": completed_retention,
         "failed_retention": failed_retention,
+        "prune_interval": prune_interval,
         "xmin_warning": xmin_warning,
     }
     if processes > 1:

@@ -40,7 +40,8 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """How one worker process runs. Every field has a ``PGQUEUE_*`` twin in ``pgqueue work``."""
+    """How one worker process runs. ``pgqueue work`` sets each field but ``worker_id`` from a flag
+    or its ``PGQUEUE_*`` environment twin (``listen_database_url``: ``PGQUEUE_LISTEN_DATABASE_URL``)."""
 
     queues: Sequence[str] | None = None
     """Queues to take jobs from; None means every queue of the app's registered tasks."""
