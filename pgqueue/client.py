@@ -242,7 +242,11 @@ def encode_output(value: Any) -> str | None:
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
-        text = json.dumps({"repr": repr(value)[:10_000]}, ensure_ascii=False)
+        try:
+            shown = repr(value)[:10_000]
+        except Exception:  # noqa: BLE001 - a handler's output must never take the worker down
+            shown = f"<unrepresentable {type(value).__name__}>"
+        text = json.dumps({"repr": shown}, ensure_ascii=False)
     text = _SURROGATE.sub("\ufffd", text)
     return _ESCAPED_NUL.sub(lambda m: m.group(1) + "\\ufffd", text)
 

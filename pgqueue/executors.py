@@ -66,7 +66,12 @@ class Outcome:
 
 
 def error_text(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
+    """The exception with its traceback, as text PostgreSQL accepts (no NUL, no lone surrogates)."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+        text = f"{type(exc).__name__} (its message could not be shown)"
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "\n[truncated]"
 
 

@@ -42,3 +42,25 @@ def test_nul_and_lone_surrogates_become_the_replacement_character() -> None:
 def test_an_escaped_backslash_before_u0000_is_text_not_nul() -> None:
     assert json.loads(encode_output("\\u0000")) == "\\u0000"  # type: ignore[arg-type]
     assert json.loads(encode_output("\\\x00")) == "\\\ufffd"  # type: ignore[arg-type]
+
+
+def test_outputs_that_cannot_even_be_shown_do_not_raise() -> None:
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    import json as _json
+
+    from pgqueue.client import encode_output as _encode
+
+    assert _json.loads(_encode(Hostile())) == {"repr": "<unrepresentable Hostile>"}  # type: ignore[arg-type]
+    assert "repr" in _json.loads(_encode(10**5000))  # type: ignore[arg-type]
+
+
+def test_error_text_is_storable() -> None:
+    from pgqueue.executors import error_text
+
+    text = error_text(ValueError("nul\x00 and \ud800 surrogate"))
+    assert "\x00" not in text
+    text.encode("utf-8")
+    assert "ValueError" in text
