@@ -18,6 +18,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -116,25 +117,24 @@ class ThreadRunner:
         self._idle = 0
         self._threads = 0
 
-    def _loop(self) -> None:
-        while True:
+    def _loop(self, item: Callable[[], None] | None) -> None:
+        # A thread counts as idle only once its item has returned: a thread stuck in a hung
+        # handler is never counted, so no job waits behind it.
+        while item is not None:
+            item()
             with self._lock:
                 self._idle += 1
             item = self._work.get()
-            if item is None:
-                return
-            item()
 
     def _submit(self, item: Callable[[], None]) -> None:
         with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
+            if self._idle:
                 self._idle -= 1
-            else:
-                self._threads += 1
-        self._work.put(item)
-        if spawn:
-            threading.Thread(target=self._loop, name=f"pgqueue-handler-{self._threads}", daemon=True).start()
+                self._work.put(item)
+                return
+            self._threads += 1
+            name = f"pgqueue-handler-{self._threads}"
+        threading.Thread(target=self._loop, args=(item,), name=name, daemon=True).start()
 
     async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -172,9 +172,18 @@ class ThreadRunner:
 # --- processes -----------------------------------------------------------------------------
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this child as soon as its worker is gone (killed with SIGKILL, say), even in the
+    middle of a handler: an orphan would keep running a job that is rescued and runs again."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _child_main(conn: Any) -> None:
     """A process-executor child: run handlers named by module and qualified name, JSON in and out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when children stop
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="pgqueue-orphan-watch", daemon=True).start()
     while True:
         try:
             request = json.loads(conn.recv_bytes())
