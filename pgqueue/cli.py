@@ -232,7 +232,7 @@ def work(
     ] = None,
     concurrency: Annotated[
         int,
-        typer.Option(envvar="PGQUEUE_CONCURRENCY", min=1, help="Jobs run at once by each worker process."),
+        typer.Option(envvar="PGQUEUE_CONCURRENCY", min=1, max=10_000, help="Jobs run at once by each worker process."),
     ] = 10,
     processes: Annotated[
         int,

@@ -67,6 +67,12 @@ def normalize_url(url: str) -> str:
         raise ConfigurationError(
             f"unsupported URL scheme {scheme!r}: use postgresql:// (or postgres://)"
         )
+    if re.search(r"%(?![0-9A-Fa-f]{2})", rest):
+        # Not echoed, and not handed to libpq, whose error would quote the password.
+        raise ConfigurationError(
+            "the database URL has a '%' that is not a percent-escape: write a literal '%' in a "
+            "password or name as %25"
+        )
     return "postgresql://" + rest
 
 
