@@ -331,7 +331,9 @@ class App:
 
         Takes the :class:`pgqueue.WorkerConfig` fields as keywords.
         """
-        asyncio.run(self.arun_worker(**config))
+        from .worker import run_blocking
+
+        run_blocking(self.arun_worker(**config))
 
     async def arun_worker(self, **config: Any) -> None:
         from .worker import Worker, WorkerConfig

@@ -17,8 +17,9 @@ import socket
 import time
 import uuid
 from collections import Counter
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Coroutine, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -26,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from . import client
 from .client import arun, channel
 from .errors import ConfigurationError
-from .executors import JobContext, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .executors import CANCEL_GRACE, JobContext, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
 from .job import retry_delay_seconds, validate_name
 from .sql import queries
 
@@ -35,7 +36,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgqueue.worker")
 
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+              "tcp_user_timeout": 30_000}
+"""TCP settings for the worker's connections: a peer that vanished is noticed in tens of seconds
+(idle: keepalives; with data unacknowledged: tcp_user_timeout, in milliseconds), not in hours.
+A connection that the network still acknowledges but that never answers (a half-open link
+behind a proxy or NAT) is caught by the worker's own time limit on every round trip."""
+
+
+MAX_CONCURRENCY = 10_000
+"""More jobs than this at once in one process is a typo, not a configuration: use more processes."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,16 @@ class WorkerConfig:
             object.__setattr__(self, "listen_database_url", os.environ["PGQUEUE_LISTEN_DATABASE_URL"])
 
     def validated(self) -> "WorkerConfig":
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be a positive integer, got {self.concurrency!r}")
+        if (isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
+                or not 1 <= self.concurrency <= MAX_CONCURRENCY):
+            raise ConfigurationError(
+                f"concurrency must be an integer from 1 to {MAX_CONCURRENCY:,}, got {self.concurrency!r}"
+            )
+        if self.worker_id is not None:
+            try:
+                validate_name("worker", self.worker_id)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
         for name in ("poll_interval", "shutdown_grace", "lease_seconds", "rescue_interval", "prune_interval",
                      "completed_retention", "failed_retention", "xmin_warning"):
             value = getattr(self, name)
@@ -137,6 +155,10 @@ class Worker:
         self.stopping = False
         self.signals = 0
         self.stats: Counter[str] = Counter()
+        self.io_timeout = max(5.0, self.config.lease_seconds / 2)
+        """Longest wait for one exchange with the database before its connection is given up for
+        a new one (the driver then spends up to 5 s more cancelling): well inside a lease, so a
+        worker on a dead link notices before its jobs are rescued elsewhere."""
         self._xmin_seen: dict[tuple[str, str], float] = {}
         self._xmin_warned: set[tuple[str, str]] = set()
 
@@ -223,12 +245,22 @@ class Worker:
                 continue
             self.wake.clear()
             try:
-                claimed = await self._claim(free)
+                claimed = await self._claim_unless_stopped(free)
                 failures = 0
+            except asyncio.CancelledError:
+                if self.hard_stop.is_set() and not _cancelling():
+                    return
+                raise
+            except psycopg.errors.InsufficientPrivilege as exc:
+                # Not a passing fault: retrying would hide it.
+                raise ConfigurationError(
+                    f"the worker's database role may not claim jobs ({_describe(exc)}): grant it the "
+                    f"worker privileges printed by `pgqueue grants --worker ROLE`"
+                ) from None
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
                 delay = min(0.25 * 2**failures, 10.0)
-                log.warning("claim failed (%s); retrying in %.1fs", str(exc).strip() or type(exc).__name__, delay)
+                log.warning("claim failed (%s); retrying in %.1fs", _describe(exc), delay)
                 await self._sleep(delay)
                 continue
             for job in claimed:
@@ -260,6 +292,19 @@ class Worker:
         self.wake.clear()
         if not self.stopping:
             await self._wait_any(self.wake, timeout=seconds)
+
+    async def _claim_unless_stopped(self, limit: int) -> list[dict[str, Any]]:
+        """Claim, but give up the round trip at once on a hard stop (raising CancelledError): a
+        claim that committed all the same leaves its jobs to be rescued when their leases expire."""
+        claiming = asyncio.ensure_future(self._claim(limit))
+        stop = asyncio.ensure_future(self.hard_stop.wait())
+        try:
+            await asyncio.wait({claiming, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not claiming.done():
+                claiming.cancel()
+        return await claiming
 
     async def _claim(self, limit: int) -> list[dict[str, Any]]:
         """Claim up to ``limit`` jobs, recording the outcomes waiting to be recorded in the same
@@ -337,7 +382,7 @@ class Worker:
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
                 delay = min(0.25 * 2**failures, 10.0)
-                log.warning("recording job outcomes failed (%s); retrying in %.1fs", exc, delay)
+                log.warning("recording job outcomes failed (%s); retrying in %.1fs", _describe(exc), delay)
                 await asyncio.sleep(delay)
                 self.results_ready.set()
 
@@ -365,7 +410,7 @@ class Worker:
         done = [r for r in batch if r.outcome.ok]
         failed = [r for r in batch if not r.outcome.ok]
         done_cur = failed_cur = claim_cur = None
-        async with self.pool.connection() as conn:
+        async with self._pooled() as conn:
             if not batch and claim is not None:  # a lone claim: one autocommit statement
                 claim_cur = await conn.execute(self.q.claim, claim)
                 rows = await claim_cur.fetchall()
@@ -450,7 +495,7 @@ class Worker:
                 await self._flush()
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("recording outcomes at shutdown failed (%s)", exc)
+                log.warning("recording outcomes at shutdown failed (%s)", _describe(exc))
                 await asyncio.sleep(0.5 * (attempt + 1))
         if self.results:
             log.error("%d job outcomes could not be recorded; their leases will expire and they will run again",
@@ -488,7 +533,7 @@ class Worker:
     async def _release(self, jobs: list[dict[str, Any]]) -> None:
         for attempt in range(3):
             try:
-                async with self.pool.connection() as conn:
+                async with self._pooled() as conn:
                     cur = await conn.execute(self.q.release, {
                         "id": [job["id"] for job in jobs], "lease_id": [job["lease_id"] for job in jobs],
                     })
@@ -500,11 +545,26 @@ class Worker:
                 log.info("handed %d unfinished job(s) back to the queue", len(rows))
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("handing jobs back failed (%s)", exc)
+                log.warning("handing jobs back failed (%s)", _describe(exc))
                 await asyncio.sleep(0.5 * (attempt + 1))
         log.error("could not hand %d job(s) back; they will be rescued when their leases expire", len(jobs))
 
     # --- background duties ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _pooled(self, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pool connection whose work must end within ``timeout`` (default: ``io_timeout``).
+
+        A connection that the network still acknowledges but that never answers (half-open)
+        would otherwise hang the worker forever. When one does, its idle siblings are probably
+        just as dead (same network path): the pool is drained and refilled with new ones.
+        """
+        try:
+            async with asyncio.timeout(timeout or self.io_timeout), self.pool.connection() as conn:
+                yield conn
+        except TimeoutError:
+            await self.pool.drain()
+            raise
 
     async def _dedicated(self, application_name: str, url: str | None = None) -> psycopg.AsyncConnection[Any]:
         kwargs = {**self.connect_kwargs, "application_name": application_name}
@@ -530,9 +590,10 @@ class Worker:
                 try:
                     if conn is None or conn.closed:
                         conn = await self._dedicated("pgqueue-heartbeat")
-                    await self._heartbeat(conn)
+                    async with asyncio.timeout(max(interval, 2.0)):
+                        await self._heartbeat(conn)
                 except (psycopg.Error, OSError, TimeoutError) as exc:
-                    log.warning("heartbeat failed (%s); reconnecting", exc)
+                    log.warning("heartbeat failed (%s); reconnecting", _describe(exc))
                     if conn is not None:
                         await conn.close()
                     conn = None
@@ -566,7 +627,7 @@ class Worker:
         lock_key = _lock_key(f"pgqueue rescue {self.app.schema}")
         while True:
             try:
-                async with self.pool.connection() as conn:
+                async with self._pooled(self.io_timeout + 5.0) as conn:
                     cur = await conn.execute(self.q.rescue, {"lock_key": lock_key})
                     rescued = await cur.fetchall()
                     if rescued:
@@ -581,7 +642,7 @@ class Worker:
                         last_xmin_check = time.monotonic()
                         await self._check_xmin_horizon(conn)
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("maintenance failed (%s)", exc)
+                log.warning("maintenance failed (%s)", _describe(exc))
             await asyncio.sleep(self.config.rescue_interval)
 
     async def _check_xmin_horizon(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -619,10 +680,10 @@ class Worker:
 
     async def _forget_worker(self) -> None:
         try:
-            async with self.pool.connection(timeout=5) as conn:
+            async with self._pooled(5.0) as conn:
                 await conn.execute(self.q.worker_gone, {"id": self.worker_id})
         except Exception as exc:  # noqa: BLE001 - best effort at exit
-            log.debug("could not remove the worker row: %s", exc)
+            log.debug("could not remove the worker row: %s", _describe(exc))
 
     async def _listen_loop(self) -> None:
         """LISTEN on the schema's channel, and prove it works: when no notification has come for a
@@ -638,7 +699,8 @@ class Worker:
             conn = None
             try:
                 conn = await self._dedicated("pgqueue-listener", self.config.listen_database_url)
-                await conn.execute(self.q.listen)
+                async with asyncio.timeout(self.io_timeout):
+                    await conn.execute(self.q.listen)
                 backoff = 0.5
                 self.wake.set()  # anything sent while we were not listening
                 quiet = 0.0  # probe at once after (re)connecting, then after each quiet spell
@@ -656,7 +718,7 @@ class Worker:
                         self.config.poll_interval,
                     )
                     return
-                log.warning("listener connection lost (%s); polling until it is back", exc)
+                log.warning("listener connection lost (%s); polling until it is back", _describe(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
@@ -669,7 +731,7 @@ class Worker:
             async for note in conn.notifies(timeout=quiet):
                 if note.payload in self.queue_set:
                     self.wake.set()
-        async with self.pool.connection() as sender:
+        async with self._pooled() as sender:
             await sender.execute(self.q.notify, {"channel": channel(self.app.schema), "queues": [probe]})
         async for note in conn.notifies(timeout=3.0):
             if note.payload in self.queue_set:
@@ -677,6 +739,29 @@ class Worker:
             elif note.payload == probe:
                 return True
         return False
+
+
+def run_blocking(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` in a new event loop, like :func:`asyncio.run`, but without waiting forever at
+    exit for tasks that ignore cancellation (an abandoned handler stuck in a ``while True`` that
+    swallows ``CancelledError``): they get ``CANCEL_GRACE`` seconds, then are left behind."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    finally:
+        try:
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                _, stuck = loop.run_until_complete(asyncio.wait(leftover, timeout=CANCEL_GRACE))
+                if stuck:
+                    log.warning("%d abandoned handler(s) still running at exit are left behind", len(stuck))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
@@ -693,6 +778,16 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed: %r", task.get_name(), task.exception())
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+def _cancelling() -> bool:
+    """Whether the current task itself has been asked to stop (not merely a task it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _lock_key(text: str) -> int:
