@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# System tools the reliability suite drives: pgbouncer (transaction pooling) and
-# libfaketime (clock skew on one worker process). Installs only what is missing.
+# System tools the reliability suite drives: PostgreSQL's server programs (for a throwaway
+# cluster it may crash), pgbouncer (transaction pooling) and libfaketime (clock skew on one
+# worker process). Installs only what is missing.
 set -euo pipefail
 
 missing=()
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && [ -z "${PGQUEUE_PG_BINDIR:-}" ]; then
+    missing+=(postgresql)
+fi
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
     missing+=(libfaketime faketime)
