@@ -70,14 +70,51 @@ ORDER BY i.id;
 -- name: get_job
 SELECT * FROM {schema}.job WHERE id = %(id)s;
 
--- name: claim
--- Claim up to %(limit)s runnable jobs for one worker: per queue, walk the fetch index in
--- its own order (priority DESC, run_at, id), skipping rows other workers hold, then keep
--- the best %(limit)s over all queues and at most cap[type] of each capped type. Types
--- in %(full)s are at their concurrency limit in this worker and are not claimed.
--- Each claim counts an attempt and gets a fresh lease id: every later write for the
--- job is guarded by that lease.
-WITH candidates AS (
+-- name: exchange
+-- The worker's one statement per round trip: record outcomes and claim more, in one
+-- transaction. A worker that lost a job's lease (it was rescued, or cancelled) updates
+-- nothing for it: every write is guarded by the claim's lease id.
+--
+-- done_*: successes. lease_id is set only while a job is active, so the guard needs no
+-- state test; a state test would let the planner walk the job_lease index, whose dead
+-- entries grow with every claim, once per row of a generic plan (quadratic in the batch).
+-- An absent output array (NULL) stands for all-NULL outputs: unnest pads it.
+--
+-- failed_*: failed attempts go back to 'retry' after retry_in seconds while attempts
+-- remain, else to 'failed' (retry_in NULL forces 'failed').
+--
+-- The claim takes up to %(limit)s runnable jobs: per queue, walk the fetch index in its own
+-- order (priority DESC, run_at, id), skipping rows other workers hold, then keep the best
+-- %(limit)s over all queues and at most cap[type] of each capped type. Types in %(full)s
+-- are at their concurrency limit in this worker and are not claimed. Each claim counts an
+-- attempt and gets a fresh lease id. Claimed rows come back as one JSON array (decoding
+-- JSON is far cheaper for the worker than building rows).
+WITH done AS (
+    UPDATE {schema}.job AS j
+    SET state = 'completed', output = v.output::jsonb, duration = v.duration, error = NULL,
+        finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+    FROM unnest(%(done_id)s::bigint[], %(done_lease)s::uuid[], %(done_output)s::text[],
+                %(done_duration)s::float8[]) AS v(id, lease_id, output, duration)
+    WHERE j.id = v.id AND j.lease_id = v.lease_id
+    RETURNING j.id
+), failed AS (
+    UPDATE {schema}.job AS j
+    SET state = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
+                     THEN 'failed' ELSE 'retry' END::{schema}.job_state,
+        run_at = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
+                      THEN j.run_at ELSE now() + make_interval(secs => v.retry_in) END,
+        finished_at = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
+                           THEN now() END,
+        error = v.error, duration = v.duration,
+        errors = coalesce(j.errors, '[]'::jsonb)
+                 || jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'error', v.error, 'at', now())),
+        lease_id = NULL, lease_expires_at = NULL
+    FROM unnest(%(failed_id)s::bigint[], %(failed_lease)s::uuid[], %(failed_error)s::text[],
+                %(failed_retry_in)s::float8[], %(failed_duration)s::float8[])
+         AS v(id, lease_id, error, retry_in, duration)
+    WHERE j.id = v.id AND j.lease_id = v.lease_id
+    RETURNING j.id, j.state
+), candidates AS (
     SELECT c.id, c.type, c.priority, c.run_at
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
@@ -100,19 +137,23 @@ WITH candidates AS (
     WHERE cap.slots IS NULL OR r.nth <= cap.slots
     ORDER BY r.priority DESC, r.run_at, r.id
     LIMIT %(limit)s
+), claimed AS (
+    UPDATE {schema}.job AS j
+    SET state = 'active',
+        attempts = j.attempts + 1,
+        lease_id = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = now(),
+        finished_at = NULL,
+        worker_id = %(worker_id)s
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
+              j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace
 )
-UPDATE {schema}.job AS j
-SET state = 'active',
-    attempts = j.attempts + 1,
-    lease_id = gen_random_uuid(),
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    started_at = now(),
-    finished_at = NULL,
-    worker_id = %(worker_id)s
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
-          j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace;
+SELECT (SELECT array_agg(id) FROM done) AS completed,
+       (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
+       (SELECT json_agg(claimed) FROM claimed) AS claimed;
 
 -- name: complete
 -- Record successes. Guarded by the lease: a worker that lost its job updates nothing.
@@ -126,26 +167,6 @@ FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[], %(output)s::text[], %(durati
      AS v(id, lease_id, output, duration)
 WHERE j.id = v.id AND j.lease_id = v.lease_id
 RETURNING j.id;
-
--- name: fail
--- Record failed attempts: back to 'retry' after retry_in seconds while attempts remain,
--- else 'failed' (retry_in NULL forces 'failed'). Guarded by the lease.
-UPDATE {schema}.job AS j
-SET state = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
-                 THEN 'failed' ELSE 'retry' END::{schema}.job_state,
-    run_at = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
-                  THEN j.run_at ELSE now() + make_interval(secs => v.retry_in) END,
-    finished_at = CASE WHEN v.retry_in IS NULL OR j.attempts >= j.max_attempts
-                       THEN now() END,
-    error = v.error, duration = v.duration,
-    errors = coalesce(j.errors, '[]'::jsonb)
-             || jsonb_build_array(jsonb_build_object('attempt', j.attempts, 'error', v.error, 'at', now())),
-    lease_id = NULL, lease_expires_at = NULL
-FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[], %(error)s::text[], %(retry_in)s::float8[],
-            %(duration)s::float8[])
-     AS v(id, lease_id, error, retry_in, duration)
-WHERE j.id = v.id AND j.lease_id = v.lease_id
-RETURNING j.id, j.state;
 
 -- name: release
 -- Hand unfinished jobs back to the queue at once (graceful shutdown): the interrupted
