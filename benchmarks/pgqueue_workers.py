@@ -167,7 +167,7 @@ def memory_note(usage: Usage, window: tuple[float, float] = (0.0, float("inf")))
 # --- drain ---------------------------------------------------------------------------------
 
 
-def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -> Result:
+def drain(bench: Bench, task: str, processes: int, log_level: str = "warning", async_commit: bool = False) -> Result:
     """``drain_jobs`` waiting no-op jobs worked off by ``pgqueue work --burst`` with
     ``--processes N`` (one supervisor, N worker processes), concurrency ``worker_concurrency``."""
     jobs = bench.sizes.drain_jobs
@@ -175,6 +175,7 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -
     startup = startup_cpu(bench, processes)
     load_with_enqueue_many(bench, task, jobs)
     flags = ["--burst", "--concurrency", str(concurrency), "--log-level", log_level]
+    flags += ["--async-commit"] if async_commit else []
     if processes > 1:
         flags += ["--processes", str(processes)]
     with bench.meter(SCHEMA) as meter:
@@ -188,7 +189,7 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -
     done, seconds = got.jobs, got.seconds
     kind = "async" if task == NOOP else "sync"
     info = log_level != "warning"
-    key = f"pgq.drain.{kind}.p{processes}" + (f".{log_level}" if info else "")
+    key = f"pgq.drain.{kind}.p{processes}" + (f".{log_level}" if info else "") + (".async_commit" if async_commit else "")
     window = (mark.on(run, got.first_claim), mark.on(run, got.last_finish))
     early, end, peak = usage.memory(*window)
     notes = [
@@ -196,6 +197,7 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -
         f"{got.jobs_per_claim:.1f} jobs per claim",
         "1 process" if processes == 1 else f"--processes {processes}",
         f"--log-level {log_level}" + (" (the default)" if info else ""),
+        *(["--async-commit"] if async_commit else []),
         f"worker CPU {usage.cpu_s:.2f} s ({startup:.2f} s of it start-up)",
         memory_note(usage, window),
     ]
@@ -206,7 +208,7 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning") -
     result = Result(
         key=key,
         title=f"drain, {kind} no-op, {processes} process{'es' if processes > 1 else ''}"
-        + (f", {log_level.upper()} logs" if info else ""),
+        + (f", {log_level.upper()} logs" if info else "") + (", --async-commit" if async_commit else ""),
         value=done / seconds,
         unit="jobs/s",
         jobs=done,

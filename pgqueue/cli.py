@@ -306,6 +306,15 @@ def work(
         typer.Option(envvar="PGQUEUE_XMIN_WARNING", min=1, max=10 * 365 * 86400,
                      help="Warn when a transaction holds the xmin horizon back this many seconds."),
     ] = 300.0,
+    async_commit: Annotated[
+        bool,
+        typer.Option(
+            "--async-commit", envvar="PGQUEUE_ASYNC_COMMIT",
+            help="Commit the worker's claims and outcomes without waiting for the WAL flush: about "
+                 "twice the throughput; a database crash may then forget the last fraction of a "
+                 "second of them, and those jobs run again (enqueues are never affected).",
+        ),
+    ] = False,
 ) -> None:
     """Run jobs: a worker process, or --processes N of them under a supervisor."""
     schema_flag = schema
@@ -337,6 +346,7 @@ def work(
         "failed_retention": failed_retention,
         "prune_interval": prune_interval,
         "xmin_warning": xmin_warning,
+        "async_commit": async_commit,
     }
     if processes > 1:
         # Resolve once, so every child uses the same database (and the embedded server starts once).
@@ -362,8 +372,8 @@ def _supervise(target: str, processes: int, worker: dict[str, Any], log_level: s
             command += ["--queues", ",".join(value)] if value else []
         elif name == "listen":
             command += [] if value else ["--no-listen"]
-        elif name == "burst":
-            command += ["--burst"] if value else []
+        elif name in ("burst", "async_commit"):
+            command += ["--" + name.replace("_", "-")] if value else []
         else:
             command += ["--" + name.replace("_", "-"), repr(value)]
     return Supervisor(command, processes, burst=worker["burst"]).run()

@@ -439,6 +439,10 @@ async def test_worker_refuses_an_unmigrated_database(empty_dsn):
         {"queues": "emails"},
         {"queues": [""]},
         {"lease_seconds": 0.1},
+        {"concurrency": 10_001},
+        {"worker_id": ""},
+        {"worker_id": "a\x00b"},
+        {"worker_id": "x" * 500},
     ],
 )
 def test_bad_worker_config_is_refused(app, config):
@@ -530,3 +534,28 @@ async def test_a_transaction_holding_the_xmin_horizon_is_reported(app, dsn, capl
             await running
         holder.rollback()
     assert f"backend {holder_pid} " in caplog.text and "long-report" in caplog.text
+
+
+async def test_async_commit_sets_the_worker_connections_only_and_runs_jobs(app, conn):
+    @app.task("add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    ids = add.enqueue_many([{"a": n, "b": 1} for n in range(50)])
+    seen: list[str] = []
+
+    worker = Worker(app, WorkerConfig(poll_interval=0.2, async_commit=True))
+    running = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 20
+        while not all_final(conn)():
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.05)
+        async with worker.pool.connection() as wconn:
+            seen.append((await (await wconn.execute("SHOW synchronous_commit")).fetchone())[0])
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, timeout=15)
+    assert seen == ["off"]
+    assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"  # producers are untouched
+    assert [app.get_job(i).output for i in ids] == [n + 1 for n in range(50)]
