@@ -133,6 +133,14 @@ def current_job() -> JobContext:
     >>> @app.task("charge")
     ... def charge(order_id: int) -> None:
     ...     stripe.charge(order_id, idempotency_key=f"job-{pgqueue.current_job().id}")
+
+    Its :meth:`~JobContext.complete` (``acomplete`` in async handlers) completes the job in the
+    handler's own transaction, so that the handler's database writes and the completion commit
+    together:
+
+    >>> with psycopg.connect(DSN) as conn:
+    ...     conn.execute("INSERT INTO payments (order_id) VALUES (%s)", (order_id,))
+    ...     pgqueue.current_job().complete(conn, output={"charged": True})
     """
     try:
         return _current.get()

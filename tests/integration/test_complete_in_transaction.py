@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import pgqueue
@@ -98,6 +99,49 @@ async def test_a_sqlalchemy_session_completes_with_its_own_commit(app, dsn, conn
     assert payments() == [(7, job_id, 1)]
     assert app.get_job(job_id).output == "charged through the ORM"
     assert warnings_logged() == []
+
+
+async def test_an_async_sqlalchemy_session_completes_with_its_own_commit(app, dsn, conn, payments,
+                                                                         warnings_logged):
+    engine = create_async_engine(sqlalchemy_url(dsn))
+
+    @app.task("pay-async-orm")
+    async def pay_async_orm(order_id: int) -> None:
+        job = pgqueue.current_job()
+        async with AsyncSession(engine) as session:
+            await session.execute(text("INSERT INTO payments VALUES (:o, :j, :a)"),
+                                  {"o": order_id, "j": job.id, "a": job.attempt})
+            await job.acomplete(session, output="charged through the async ORM")
+            await session.commit()
+
+    try:
+        job_id = pay_async_orm.enqueue(order_id=8)
+        await run_until(app, all_final(conn))
+    finally:
+        await engine.dispose()
+    assert payments() == [(8, job_id, 1)]
+    assert app.get_job(job_id).output == "charged through the async ORM"
+    assert warnings_logged() == []
+
+
+async def test_a_handler_that_raises_after_its_completion_committed_leaves_the_job_completed(
+    app, dsn, conn, payments, caplog
+):
+    @app.task("raises-afterwards", max_attempts=3)
+    def raises_afterwards(order_id: int) -> None:
+        with psycopg.connect(dsn) as tconn:
+            insert_payment(tconn, order_id)
+            pgqueue.current_job().complete(tconn, output="paid")
+        raise RuntimeError("the receipt e-mail could not be sent")
+
+    job_id = raises_afterwards.enqueue(order_id=3)
+    worker = await run_until(app, all_final(conn))
+    job = app.get_job(job_id)
+    assert job.state is pgqueue.JobState.COMPLETED and job.output == "paid" and job.attempts == 1
+    assert payments() == [(3, job_id, 1)]
+    assert worker.stats["completed"] == 1 and worker.stats["fenced"] == 0 and worker.stats["failed"] == 0
+    assert "then raised (the job stays completed): RuntimeError: the receipt e-mail" in caplog.text
+    assert "outcome discarded" not in caplog.text
 
 
 async def test_a_rolled_back_completion_leaves_the_worker_its_usual_outcome(app, dsn, conn, payments,
