@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .errors import JobNotFound
+from .errors import JobNotFound, LeaseLost
 from .job import Job
 from .migrate import check_version
 from .sql import channel, queries
@@ -254,3 +254,27 @@ def encode_output(value: Any) -> str | None:
 def workers(schema: str) -> Operation[Rows]:
     """The rows of the worker registry, newest first."""
     return (yield queries(schema).workers, None)
+
+
+# --- completion in the handler's own transaction -----------------------------------------
+
+
+def complete_job(
+    schema: str, job_id: int, lease_id: Any, output: Any, duration: float | None
+) -> Operation[None]:
+    """Complete one job under its claim's lease, on the caller's connection and in its open
+    transaction (nothing is committed here): the caller's writes and the completion commit
+    together, or neither does. The worker's own ``complete`` statement, with one-element arrays.
+
+    Raises LeaseLost, having written nothing, when the lease is no longer the job's (rescued
+    after it expired, cancelled, or completed already); the caller's transaction stays usable
+    but should be rolled back, which letting the error propagate does.
+    """
+    rows = yield queries(schema).complete, {
+        "id": [job_id], "lease_id": [lease_id], "output": [encode_output(output)], "duration": [duration],
+    }
+    if not rows:
+        raise LeaseLost(
+            f"job {job_id}: this attempt no longer holds the job (rescued after its lease expired, "
+            "cancelled, or completed already); roll back so that its effects are not written"
+        )

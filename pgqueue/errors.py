@@ -32,3 +32,9 @@ class JobNotFound(PgQueueError, LookupError):
 
 class UnknownTask(PgQueueError, LookupError):
     """No handler is registered under that job type."""
+
+
+class LeaseLost(PgQueueError):
+    """This attempt no longer holds its job: it was rescued after its lease expired, cancelled,
+    or completed already. Raised by :meth:`pgqueue.JobContext.complete`; let it propagate so that
+    the handler's transaction rolls back and its effects are not written twice."""

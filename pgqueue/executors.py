@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import importlib
 import json
 import logging
@@ -20,8 +21,15 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import psycopg
+
+from . import client
+from .connections import async_connection, sync_connection
+from .errors import ConfigurationError
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -32,7 +40,8 @@ CANCEL_GRACE = 1.0
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running handler may know of its own job, from :func:`pgqueue.current_job`."""
+    """What a running handler may know of its own job, from :func:`pgqueue.current_job`; and
+    :meth:`complete` / :meth:`acomplete`, to complete the job in the handler's own transaction."""
 
     id: int
     type: str
@@ -40,6 +49,79 @@ class JobContext:
     attempt: int
     """This attempt's number, from 1."""
     max_attempts: int
+    lease_id: uuid.UUID | None = field(default=None, repr=False)
+    """The claim's lease: :meth:`complete` writes only while this attempt still holds it."""
+    schema: str = field(default="pgqueue", repr=False)
+    """The schema of the App whose worker runs the job."""
+    started: float = field(default=0.0, repr=False)
+    """``time.monotonic()`` when the handler was started, for the duration :meth:`complete` records
+    (the clock is the machine's, shared by the worker and its child processes)."""
+    _completed: bool = field(default=False, init=False, repr=False, compare=False)
+    """Set once :meth:`complete` succeeded in this attempt (its transaction may still roll back)."""
+
+    def complete(self, conn: Any, output: Any = None) -> None:
+        """Complete this job inside the caller's open transaction on ``conn``, so that the handler's
+        writes and the job's completion commit together: a crash before the commit leaves neither.
+
+        ``conn`` is what ``enqueue(conn=...)`` accepts: a psycopg ``Connection``, a SQLAlchemy
+        ``Session`` or ``Connection``, or Django's ``connection`` (inside ``transaction.atomic()``).
+        Nothing is committed here; ``output`` is stored as the job's output (the handler's return
+        value is then not). Raises :class:`pgqueue.LeaseLost`, having written nothing, when this
+        attempt no longer holds the job (rescued after its lease expired, or cancelled): let it
+        propagate, so that the transaction rolls back and its effects are not written.
+
+        >>> @app.task("charge")
+        ... def charge(order_id: int) -> None:
+        ...     with psycopg.connect(DSN) as conn:
+        ...         conn.execute("INSERT INTO payments (order_id) VALUES (%s)", (order_id,))
+        ...         pgqueue.current_job().complete(conn, output={"charged": True})
+
+        If the transaction rolls back and the handler returns normally, the worker completes the
+        job as usual; if the handler raises, the failed attempt is recorded as usual.
+        """
+        operation = client.complete_job(self.schema, self.id, self._lease(), output, self._duration())
+        client.run(_in_transaction(sync_connection(conn)), operation)
+        object.__setattr__(self, "_completed", True)
+
+    async def acomplete(self, conn: Any, output: Any = None) -> None:
+        """:meth:`complete` for async handlers: ``conn`` is a psycopg ``AsyncConnection`` or a
+        SQLAlchemy ``AsyncSession`` / ``AsyncConnection``.
+
+        >>> await pgqueue.current_job().acomplete(aconn, output={"charged": True})
+        """
+        operation = client.complete_job(self.schema, self.id, self._lease(), output, self._duration())
+        await client.arun(_in_transaction(await async_connection(conn)), operation)
+        object.__setattr__(self, "_completed", True)
+
+    def _lease(self) -> uuid.UUID:
+        if self.lease_id is None:
+            raise RuntimeError(f"job {self.id}: this JobContext carries no lease; complete() needs the one "
+                               "pgqueue.current_job() returns inside a running handler")
+        return self.lease_id
+
+    def _duration(self) -> float | None:
+        return max(0.0, time.monotonic() - self.started) if self.started else None
+
+    def _to_json(self) -> dict[str, Any]:
+        """The fields a process-executor child rebuilds the context from (the lease id as text)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        fields["lease_id"] = None if self.lease_id is None else str(self.lease_id)
+        return fields
+
+    @classmethod
+    def _from_json(cls, fields: dict[str, Any]) -> "JobContext":
+        lease_id = fields.get("lease_id")
+        return cls(**{**fields, "lease_id": None if lease_id is None else uuid.UUID(lease_id)})
+
+
+def _in_transaction(conn: Any) -> Any:
+    """The connection, unless a statement on it would commit at once (autocommit, no transaction open)."""
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        raise ConfigurationError(
+            "complete() joins the caller's transaction, but this connection is in autocommit mode with no "
+            "transaction open: call it inside `with conn.transaction():` (Django: `transaction.atomic()`)"
+        )
+    return conn
 
 
 _current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("pgqueue_current_job")
@@ -51,6 +133,14 @@ def current_job() -> JobContext:
     >>> @app.task("charge")
     ... def charge(order_id: int) -> None:
     ...     stripe.charge(order_id, idempotency_key=f"job-{pgqueue.current_job().id}")
+
+    Its :meth:`~JobContext.complete` (``acomplete`` in async handlers) completes the job in the
+    handler's own transaction, so that the handler's database writes and the completion commit
+    together:
+
+    >>> with psycopg.connect(DSN) as conn:
+    ...     conn.execute("INSERT INTO payments (order_id) VALUES (%s)", (order_id,))
+    ...     pgqueue.current_job().complete(conn, output={"charged": True})
     """
     try:
         return _current.get()
@@ -189,19 +279,21 @@ def _child_main(conn: Any) -> None:
             request = json.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
+        job = JobContext._from_json(request["job"])
+        _current.set(job)
         try:
-            _current.set(JobContext(**request["job"]))
             target: Any = importlib.import_module(request["module"])
             for part in request["qualname"].split("."):
                 target = getattr(target, part)
             output = target(**request["data"])
-            reply = {"ok": True, "output": output}
+            reply = {"ok": True, "output": output, "completed": job._completed}
             try:
                 body = json.dumps(reply, allow_nan=False)
             except (TypeError, ValueError):
-                body = json.dumps({"ok": True, "output": {"repr": repr(output)[:10_000]}})
+                reply["output"] = {"repr": repr(output)[:10_000]}
+                body = json.dumps(reply)
         except BaseException as exc:  # noqa: BLE001
-            body = json.dumps({"ok": False, "error": error_text(exc)})
+            body = json.dumps({"ok": False, "error": error_text(exc), "completed": job._completed})
         conn.send_bytes(body.encode())
 
 
@@ -242,7 +334,7 @@ class ProcessRunner:
             if not reply.done():
                 reply.set_result(body)
 
-        request = {"module": fn.__module__, "qualname": fn.__qualname__, "data": data, "job": vars(job)}
+        request = {"module": fn.__module__, "qualname": fn.__qualname__, "data": data, "job": job._to_json()}
         try:
             child.conn.send_bytes(json.dumps(request).encode())
         except OSError:
@@ -267,6 +359,8 @@ class ProcessRunner:
             return Outcome(False, error=f"the handler's process {how}")
         self._idle.append(child)
         answer = json.loads(body)
+        if answer.get("completed"):  # the child's handler completed the job in its own transaction
+            object.__setattr__(job, "_completed", True)
         if answer["ok"]:
             return Outcome(True, answer["output"])
         return Outcome(False, error=answer["error"])

@@ -139,6 +139,9 @@ class Result:
     job: dict[str, Any]
     outcome: Outcome
     duration: float
+    handler_completed: bool = False
+    """The handler completed the job itself, with JobContext.complete (its transaction may have
+    rolled back since)."""
 
 
 class Worker:
@@ -354,25 +357,41 @@ class Worker:
         job = running.job
         task = self.app.tasks.get(job["type"])
         started = time.monotonic()
+        context = None
         try:
             if task is None:
                 outcome = Outcome(False, error=f"no handler is registered for job type {job['type']!r} in this worker")
             else:
                 timeout = job["timeout"] if job["timeout"] is not None else task.options.timeout
-                context = JobContext(job["id"], job["type"], job["queue"], job["attempts"], job["max_attempts"])
+                context = JobContext(
+                    job["id"], job["type"], job["queue"], job["attempts"], job["max_attempts"],
+                    lease_id=job["lease_id"], schema=self.app.schema, started=started,
+                )
                 outcome = await self._execute(task, job["data"], timeout, context)
         finally:
             self.running.pop(job["id"], None)
             self.per_type[job["type"]] -= 1
             self.slot_freed.set()
         duration = time.monotonic() - started
+        handler_completed = context is not None and context._completed
         if running.lost:
+            if handler_completed:
+                # Lost after complete() had succeeded: either that transaction rolled back (the
+                # heartbeat then found the lease gone: it has warned) or the job was being handed
+                # back at shutdown after it committed. The row says which; nothing is recorded here.
+                log.info("job %s stopped after its handler completed it in its own transaction "
+                         "(completed if that transaction committed)", job["id"],
+                         extra={"job_id": job["id"], "type": job["type"], "outcome": "handler-completed"})
+                return
             log.warning(
                 "job %s finished after its lease was lost; its outcome is not recorded",
                 job["id"], extra={"job_id": job["id"], "type": job["type"], "outcome": "lease-lost"},
             )
             return
-        self.results.append(Result(job, outcome, duration))
+        # A job its handler completed still goes through the usual batch: if the handler's
+        # transaction rolled back, the worker's own completion (or failure) applies as usual;
+        # if it committed, the worker's statement is fenced and _report counts it completed.
+        self.results.append(Result(job, outcome, duration, handler_completed))
         self.results_ready.set()
 
     async def _execute(
@@ -477,6 +496,22 @@ class Worker:
             job = result.job
             extra = {"job_id": job["id"], "type": job["type"], "queue": job["queue"], "attempt": job["attempts"],
                      "duration": round(result.duration, 6)}
+            if job["id"] not in applied and result.handler_completed:
+                # The lease is gone because the handler's own transaction completed the job and
+                # committed (a rollback would have left the lease for this statement to apply).
+                # Only if it rolled back and the job was then rescued or cancelled in the moments
+                # before this statement would this be another's doing: too rare to cost a query.
+                self.stats["completed"] += 1
+                if what == "completed":
+                    if log.isEnabledFor(logging.INFO):
+                        log.info("job %s %s completed in %.3fs (in its handler's transaction)", job["id"],
+                                 job["type"], result.duration, extra={**extra, "outcome": "completed"})
+                else:
+                    first_line = (result.outcome.error or "").strip().splitlines()[-1:] or [""]
+                    log.warning("job %s %s: its handler completed it in its own transaction, then raised "
+                                "(the job stays completed): %s", job["id"], job["type"], first_line[0],
+                                extra={**extra, "outcome": "completed"})
+                continue
             if job["id"] not in applied:
                 self.stats["fenced"] += 1
                 log.warning("job %s: lease no longer held, outcome discarded (another worker owns it now)",
@@ -618,7 +653,7 @@ class Worker:
             return
         cur = await conn.execute(self.q.heartbeat, {
             "id": [r.job["id"] for r in held], "lease_id": [r.job["lease_id"] for r in held],
-            "lease_seconds": self.config.lease_seconds,
+            "attempt": [r.job["attempts"] for r in held], "lease_seconds": self.config.lease_seconds,
         })
         renewed = {row[0] for row in await cur.fetchall()}
         for running in held:

@@ -180,19 +180,48 @@ WHERE j.id = v.id AND j.lease_id = v.lease_id
 RETURNING j.id, j.queue;
 
 -- name: heartbeat
--- Extend the leases of a worker's running jobs; returns the ones it still holds.
-UPDATE {schema}.job AS j
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[]) AS v(id, lease_id)
-WHERE j.id = v.id AND j.lease_id = v.lease_id
-RETURNING j.id;
+-- Extend the leases of a worker's running jobs; returns the ones that are still its own.
+-- A handler may complete its job in its own transaction (JobContext.complete): that UPDATE
+-- holds the job's row lock until the handler commits or rolls back. So the renewal skips
+-- locked rows instead of waiting behind them (and stalling every other renewal): a missed
+-- renewal is harmless, the next comes within a third of the lease, and rescue skips locked
+-- rows too. The answer is read from the last committed rows, not from the renewal: a row
+-- locked by an uncommitted completion still shows this lease, so the job is not taken for
+-- lost; and a job that this very attempt completed and committed (state 'completed' at the
+-- same attempt number: every claim adds one, and only the lease holder's hand-back takes one
+-- away) is still this worker's to finish, not a lost one.
+WITH mine AS (
+    SELECT v.id, v.lease_id, v.attempt
+    FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[], %(attempt)s::int[]) AS v(id, lease_id, attempt)
+), renewed AS (
+    UPDATE {schema}.job AS j
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    FROM (
+        SELECT k.id
+        FROM {schema}.job AS k JOIN mine AS m ON k.id = m.id AND k.lease_id = m.lease_id
+        FOR UPDATE OF k SKIP LOCKED
+    ) AS free
+    WHERE j.id = free.id
+)
+SELECT j.id
+FROM {schema}.job AS j JOIN mine AS m ON j.id = m.id
+WHERE j.lease_id = m.lease_id OR (j.state = 'completed' AND j.attempts = m.attempt);
 
 -- name: rescue
 -- Jobs whose lease expired belong to a worker that died or stalled. The attempt was
 -- counted at claim, so a job that keeps killing its worker ends 'failed'.
 -- Only one instance sweeps at a time (transaction-scoped advisory lock).
+-- Locked rows are skipped: they are being finished right now, by a worker's batch or by a
+-- handler's own transaction (JobContext.complete), whose lock the heartbeat could not renew
+-- past. Waiting would stall the sweep behind that transaction; if it commits, the job is
+-- done, and if it rolls back, the next sweep finds the job as it was.
 WITH leader AS (
     SELECT pg_try_advisory_xact_lock(%(lock_key)s) AS ok
+), expired AS (
+    SELECT j.id
+    FROM {schema}.job AS j, leader
+    WHERE leader.ok AND j.state = 'active' AND j.lease_expires_at < now()
+    FOR UPDATE OF j SKIP LOCKED
 ), rescued AS (
     UPDATE {schema}.job AS j
     SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'retry' END::{schema}.job_state,
@@ -204,8 +233,8 @@ WITH leader AS (
                         'attempt', j.attempts, 'at', now(),
                         'error', 'lease expired: the worker ' || coalesce(j.worker_id, '?') || ' stopped renewing it')),
         lease_id = NULL, lease_expires_at = NULL
-    FROM leader
-    WHERE leader.ok AND j.state = 'active' AND j.lease_expires_at < now()
+    FROM expired
+    WHERE j.id = expired.id
     RETURNING j.id, j.queue, j.state
 )
 SELECT id, queue, state FROM rescued;

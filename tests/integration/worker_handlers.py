@@ -21,3 +21,17 @@ def whoami() -> dict:
 
     job = pgqueue.current_job()
     return {"id": job.id, "attempt": job.attempt, "type": job.type}
+
+
+def pay_in_own_transaction(dsn: str, order_id: int) -> str:
+    """Write a payment and complete the job in one transaction, from a process-executor child."""
+    import psycopg
+
+    import pgqueue
+
+    job = pgqueue.current_job()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO payments (order_id, job_id, attempt) VALUES (%s, %s, %s)",
+                     (order_id, job.id, job.attempt))
+        job.complete(conn, output={"paid": order_id, "pid": os.getpid()})
+    return "not stored: the handler completed the job itself"

@@ -211,20 +211,19 @@ async def effect(crash_at: str | None = None) -> str:
 
 @task("effect_tx", max_attempts=10, retry_delay=0, retry_backoff=False)
 async def effect_tx(crash_at: str | None = None) -> str:
-    """The effect and the job's completion in one transaction, guarded by the claim (this
-    attempt must still be the job's active one). pgqueue has no API for it yet, so this
-    handler completes its own row with SQL; the worker's later completion is then fenced."""
+    """The effect and the job's completion in one transaction, with ``JobContext.acomplete``:
+    the completion comes first, so that an attempt that no longer holds the job (LeaseLost)
+    never writes the effect. ``crash_at`` as for ``effect``; neither point can leave an effect
+    without its completion, nor run the effect twice."""
     job = await arecord()
     conn = await _effect_connection()
     try:
-        cur = await conn.execute(
-            "SELECT 1 FROM pgqueue.job WHERE id = %s AND attempts = %s AND state = 'active' FOR UPDATE",
-            (job.id, job.attempt),
-        )
-        if await cur.fetchone() is None:
+        try:
+            await job.acomplete(conn, output="effect and completion in one transaction")
+        except pgqueue.LeaseLost:
             await conn.rollback()
             await arecord("claim-lost")
-            raise RuntimeError("this attempt no longer holds the job")
+            raise
         try:
             await conn.execute(
                 "INSERT INTO effects (job_id, attempt, pid) VALUES (%s, %s, %s)", (job.id, job.attempt, os.getpid())
@@ -233,11 +232,6 @@ async def effect_tx(crash_at: str | None = None) -> str:
             await conn.rollback()
             await arecord("duplicate-effect")
             raise
-        await conn.execute(
-            "UPDATE pgqueue.job SET state = 'completed', finished_at = now(), output = %s::jsonb, "
-            "lease_id = NULL, lease_expires_at = NULL WHERE id = %s",
-            (json.dumps("effect and completion in one transaction"), job.id),
-        )
         if crash_at == "before_commit" and job.attempt == 1:
             crash()
         await conn.commit()

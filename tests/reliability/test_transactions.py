@@ -177,8 +177,8 @@ def test_s09_effects_and_completions_under_sigkill(db, producer, fleet):
 
 @pytest.mark.timeout(240)
 def test_s09_effect_and_completion_in_one_transaction_never_runs_twice(db, producer, fleet):
-    # The effect and the completion commit together (pgqueue has no API for this yet; the
-    # handler does it with SQL): no crash point leaves an effect without a completion.
+    # The effect and the completion commit together (JobContext.acomplete): no crash point
+    # leaves an effect without a completion, and none runs the effect twice.
     together = run_effects(db, producer, fleet, "s09 effect + completion in one transaction", "effect_tx",
                            crashes=12)
     assert together["duplicates"] == 0
