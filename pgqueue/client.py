@@ -264,14 +264,14 @@ def complete_job(
 ) -> Operation[None]:
     """Complete one job under its claim's lease, on the caller's connection and in its open
     transaction (nothing is committed here): the caller's writes and the completion commit
-    together, or neither does. The worker's own ``complete`` statement, with one-element arrays.
+    together, or neither does.
 
     Raises LeaseLost, having written nothing, when the lease is no longer the job's (rescued
     after it expired, cancelled, or completed already); the caller's transaction stays usable
     but should be rolled back, which letting the error propagate does.
     """
     rows = yield queries(schema).complete, {
-        "id": [job_id], "lease_id": [lease_id], "output": [encode_output(output)], "duration": [duration],
+        "id": job_id, "lease_id": str(lease_id), "output": encode_output(output), "duration": duration,
     }
     if not rows:
         raise LeaseLost(

@@ -156,17 +156,13 @@ SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(claimed) FROM claimed) AS claimed;
 
 -- name: complete
--- Record successes. Guarded by the lease: a worker that lost its job updates nothing.
--- lease_id is set only while a job is active, so it needs no state test here; a state
--- test would let the planner walk the job_lease index, whose dead entries grow with
--- every claim, once per row of a generic plan (quadratic in the batch).
-UPDATE {schema}.job AS j
-SET state = 'completed', output = v.output::jsonb, duration = v.duration, error = NULL,
+-- A handler completes its own job in its own transaction (JobContext.complete), guarded by
+-- the claim's lease like the worker's exchange: a lost lease updates nothing.
+UPDATE {schema}.job
+SET state = 'completed', output = %(output)s::jsonb, duration = %(duration)s, error = NULL,
     finished_at = now(), lease_id = NULL, lease_expires_at = NULL
-FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[], %(output)s::text[], %(duration)s::float8[])
-     AS v(id, lease_id, output, duration)
-WHERE j.id = v.id AND j.lease_id = v.lease_id
-RETURNING j.id;
+WHERE id = %(id)s AND lease_id = %(lease_id)s::uuid
+RETURNING id;
 
 -- name: release
 -- Hand unfinished jobs back to the queue at once (graceful shutdown): the interrupted
