@@ -9,8 +9,9 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from json.encoder import c_make_encoder
 from json.encoder import encode_basestring as _quote
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import InvalidJob, PayloadTooLarge
 
@@ -217,7 +218,8 @@ def encode_data(data: Any, max_bytes: int) -> str:
         parts: list[str] = []
         _encode(data, "data", 0, set(), parts)
         text = "".join(parts)
-    size = len(text.encode("utf-8"))
+    # Both paths have refused lone surrogates, so the text encodes; ASCII text is its own size.
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > max_bytes:
         raise PayloadTooLarge(f"job data is {size} bytes as JSON, over the limit of {max_bytes} bytes")
     return text
@@ -226,6 +228,27 @@ def encode_data(data: Any, max_bytes: int) -> str:
 _FLAT_TYPES = frozenset({str, int, bool, type(None)})
 _INT_LIMIT = 10**300
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _flat_encoder() -> Callable[[dict[str, Any]], str]:
+    """Compact JSON text of a dict of plain scalars, as ``_ENCODER.encode`` writes it.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs more than
+    encoding a small dict; one built once serves every call. (No circular-reference
+    markers: a dict of scalars has no cycle.) Falls back to ``_ENCODER`` where the C
+    encoder is missing or does not take these arguments.
+    """
+    try:
+        encoder = c_make_encoder(None, None, _quote, None, ":", ",", False, False, False)  # type: ignore[misc]
+        sample = {"a": 1, "b": "é\n\"", "c": 1.5, "d": None, "e": True}
+        if "".join(encoder(sample, 0)) == _ENCODER.encode(sample):
+            return lambda data: "".join(encoder(data, 0))
+    except Exception:  # noqa: BLE001 - any surprise: the pure-Python path is always right
+        pass
+    return _ENCODER.encode
+
+
+_encode_flat_dict = _flat_encoder()
 
 
 def _encode_flat(data: Any) -> str | None:
@@ -251,11 +274,12 @@ def _encode_flat(data: Any) -> str | None:
                 return None
         elif kind not in _FLAT_TYPES:
             return None
-    text = _ENCODER.encode(data)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: the walk says where
-        return None
+    text = _encode_flat_dict(data)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the walk says where
+            return None
     return text
 
 
