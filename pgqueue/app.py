@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import threading
@@ -15,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from . import client
 from .client import JobTemplate, NewJob, Operation, arun, run
 from .config import resolve_database_url, resolve_schema
-from .connections import async_connection, sync_connection
+from .connections import AsyncPooledConnection, PooledConnection, async_connection, sync_connection
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, encode_data, validate_name
 from .notify import Notifier
@@ -53,24 +54,28 @@ class Task(Generic[F]):
         """
         return TaskCall(self, JobOptions.build(**options))
 
+    @functools.cached_property
+    def _call(self) -> "TaskCall":
+        return TaskCall(self, JobOptions())
+
     def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         """Enqueue one job with ``data`` as the handler's keyword arguments; return its id.
 
         With ``conn=`` (psycopg, SQLAlchemy or Django), the job joins that connection's open
         transaction: it exists if and only if the transaction commits.
         """
-        return TaskCall(self, JobOptions()).enqueue(conn, **data)
+        return self._call.enqueue(conn, **data)
 
     async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         """Async twin of :meth:`enqueue`."""
-        return await TaskCall(self, JobOptions()).aenqueue(conn, **data)
+        return await self._call.aenqueue(conn, **data)
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
         """Enqueue one job per mapping of arguments, in one statement; return the ids in order."""
-        return TaskCall(self, JobOptions()).enqueue_many(items, conn)
+        return self._call.enqueue_many(items, conn)
 
     async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        return await TaskCall(self, JobOptions()).aenqueue_many(items, conn)
+        return await self._call.aenqueue_many(items, conn)
 
 
 @dataclass(frozen=True)
@@ -83,15 +88,21 @@ class TaskCall:
     def using(self, /, **options: Any) -> "TaskCall":
         return TaskCall(self.task, self.options.merged(JobOptions.build(**options)))
 
+    @functools.cached_property
+    def _template(self) -> JobTemplate:
+        return self.task.app._template(self.task.name, self.options)
+
     def _jobs(self, items: Iterable[Mapping[str, Any]]) -> list[NewJob]:
-        app = self.task.app
-        return [app._new_job(self.task.name, data, self.options) for data in items]
+        template, limit = self._template, self.task.app.max_payload_bytes
+        return [(template, encode_data({} if data is None else data, limit)) for data in items]
 
     def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        return self.task.app._insert(self._jobs([data]), conn)[0]
+        app = self.task.app
+        return app._insert([(self._template, encode_data(data, app.max_payload_bytes))], conn)[0]
 
     async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        return (await self.task.app._ainsert(self._jobs([data]), conn))[0]
+        app = self.task.app
+        return (await app._ainsert([(self._template, encode_data(data, app.max_payload_bytes))], conn))[0]
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
         return self.task.app._insert(self._jobs(items), conn)
@@ -280,6 +291,8 @@ class App:
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is not None:
             return self._execute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+        # On the App's own pool each statement commits by itself: no NOTIFY in it (it would
+        # serialise concurrent commits); the notifier thread wakes the workers just after.
         ids = self._execute(client.insert_jobs(self.schema, jobs, notify=False), None)
         self._wake(jobs, ids)
         return ids
@@ -293,15 +306,24 @@ class App:
 
     def _wake(self, jobs: Sequence[NewJob], ids: Sequence[int | None]) -> None:
         """After a commit on the App's own pool: wake the inserted jobs' queues from the notifier thread."""
-        queues = {template.queue for (template, _), job_id in zip(jobs, ids) if job_id is not None}
-        if not self.notify or not queues:
+        if not self.notify:
             return
-        with self._lock:
-            if self._notifier is None:
-                self._notifier = Notifier(
-                    lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify, client.channel(self.schema)
-                )
-        self._notifier.poke(queues)
+        if len(jobs) == 1:
+            queues: Iterable[str] = (jobs[0][0].queue,) if ids[0] is not None else ()
+        else:
+            queues = {template.queue for (template, _), job_id in zip(jobs, ids) if job_id is not None}
+        if not queues:
+            return
+        notifier = self._notifier
+        if notifier is None:
+            with self._lock:
+                if self._notifier is None:
+                    self._notifier = Notifier(
+                        lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify,
+                        client.channel(self.schema),
+                    )
+                notifier = self._notifier
+        notifier.poke(queues)
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -356,16 +378,27 @@ class App:
         return kwargs
 
     def _checked(self, operation: Operation[R]) -> Operation[R]:
-        if not self._schema_checked:
-            yield from client.check_schema(self.schema)
-            self._schema_checked = True
+        if self._schema_checked:
+            return operation
+        return self._checking(operation)
+
+    def _checking(self, operation: Operation[R]) -> Operation[R]:
+        yield from client.check_schema(self.schema)
+        self._schema_checked = True
         return (yield from operation)
 
     def _execute(self, operation: Operation[R], conn: Any) -> R:
         if conn is not None:
             return run(sync_connection(conn), self._checked(operation))
-        with self._sync_pool().connection() as pooled:
+        pool = self._pool or self._sync_pool()
+        # getconn/putconn rather than pool.connection(): the connections are in autocommit, so
+        # the commit/rollback of `with conn` has nothing to do, and putconn rolls back a
+        # connection left in a transaction anyway.
+        pooled = pool.getconn()
+        try:
             return run(pooled, self._checked(operation))
+        finally:
+            pool.putconn(pooled)
 
     async def _aexecute(self, operation: Operation[R], conn: Any) -> R:
         if conn is not None:
@@ -380,7 +413,7 @@ class App:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=True,
-                    name="pgqueue",
+                    name="pgqueue", connection_class=PooledConnection,
                 )
             return self._pool
 
@@ -390,7 +423,7 @@ class App:
             url = self.database_url
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=False,
-                name="pgqueue-async",
+                name="pgqueue-async", connection_class=AsyncPooledConnection,
             )
             await pool.open()
             self._apool, self._apool_loop = pool, loop

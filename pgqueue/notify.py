@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable
 
 import psycopg
@@ -45,15 +46,14 @@ class Notifier:
         self._pending: set[str] = set()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._closed = False
+        _live.add(self)
 
     def poke(self, queues: Iterable[str]) -> None:
         """Wake the workers of these queues soon (the jobs are committed already)."""
         with self._cond:
             self._pending.update(queues)
-            if self._thread is None or self._pid != os.getpid():  # first use, or a forked child
-                self._pid = os.getpid()
+            if self._thread is None:
                 self._closed = False
                 self._thread = threading.Thread(target=self._run, name="pgqueue-notifier", daemon=True)
                 self._thread.start()
@@ -61,6 +61,7 @@ class Notifier:
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
+        cur: psycopg.Cursor[Any] | None = None
         try:
             while True:
                 with self._cond:
@@ -70,19 +71,28 @@ class Notifier:
                         return
                     queues, self._pending = sorted(self._pending), set()
                 try:
-                    if conn is None or conn.closed:
+                    if conn is None or cur is None or conn.closed:
                         conn = self._connect()
-                    conn.execute(self._statement, {"channel": self._channel, "queues": queues})
+                        cur = conn.cursor()
+                    cur.execute(self._statement, {"channel": self._channel, "queues": queues})
                     time.sleep(self._min_interval)
                 except psycopg.Error as exc:
                     # Workers poll too: a lost wake-up costs at most one poll interval.
                     log.warning("could not send a wake-up for queues %s: %s", ", ".join(queues), exc)
                     if conn is not None:
                         conn.close()
-                    conn = None
+                    conn = cur = None
         finally:
             if conn is not None:
                 conn.close()
+
+    def _forked(self) -> None:
+        # In a forked child the thread is gone and the lock may have been held mid-fork:
+        # start afresh; the first poke starts a thread of the child's own.
+        self._cond = threading.Condition()
+        self._pending = set()
+        self._thread = None
+        self._closed = False
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is pending, then stop the thread."""
@@ -91,5 +101,17 @@ class Notifier:
             self._cond.notify()
             thread = self._thread
             self._thread = None
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+        if thread is not None and thread.is_alive():
             thread.join(timeout)
+
+
+_live: "weakref.WeakSet[Notifier]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for notifier in list(_live):
+        notifier._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

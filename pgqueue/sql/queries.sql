@@ -15,8 +15,33 @@ SELECT EXISTS (
 SELECT version_num FROM {schema}.pgqueue_alembic_version;
 
 -- name: insert_job
--- Insert one job and, with %(notify)s, wake its queue's workers on commit. Skipped (no
--- row) when its unique_key matches a job that still waits or runs.
+-- Insert one job without a unique key: the common enqueue, one plain INSERT. (A job without
+-- a key can never conflict, and ON CONFLICT would cost a speculative insertion anyway.)
+-- Positional, in this order: data, type, queue, priority, max_attempts, run_at, delay,
+-- retry_delay, retry_backoff, retry_delay_max, timeout.
+INSERT INTO {schema}.job (data, type, queue, priority, max_attempts, run_at,
+                          retry_delay, retry_backoff, retry_delay_max, timeout)
+VALUES (%s::jsonb, %s, %s, %s, %s,
+        coalesce(%s::timestamptz, now() + make_interval(secs => coalesce(%s::float8, 0))),
+        %s, %s, %s, %s)
+RETURNING id;
+
+-- name: insert_job_notify
+-- insert_job, and wake the job's queue on commit: for enqueues in the caller's transaction.
+-- Positional, as insert_job, then the channel.
+WITH inserted AS (
+    INSERT INTO {schema}.job (data, type, queue, priority, max_attempts, run_at,
+                              retry_delay, retry_backoff, retry_delay_max, timeout)
+    VALUES (%s::jsonb, %s, %s, %s, %s,
+            coalesce(%s::timestamptz, now() + make_interval(secs => coalesce(%s::float8, 0))),
+            %s, %s, %s, %s)
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%s, queue) FROM inserted;
+
+-- name: insert_unique_job
+-- Insert one job with a unique key and, with %(notify)s, wake its queue's workers on commit.
+-- Skipped (no row) when its unique_key matches a job that still waits or runs.
 WITH inserted AS (
     INSERT INTO {schema}.job (type, queue, data, priority, max_attempts, run_at,
                               retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
