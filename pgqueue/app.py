@@ -319,7 +319,7 @@ class App:
             with self._lock:
                 if self._notifier is None:
                     self._notifier = Notifier(
-                        lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify,
+                        lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify_bare,
                         client.channel(self.schema),
                     )
                 notifier = self._notifier

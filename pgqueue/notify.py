@@ -20,6 +20,7 @@ import weakref
 from typing import Any, Callable, Iterable
 
 import psycopg
+from psycopg import pq, sql
 
 log = logging.getLogger("pgqueue")
 
@@ -35,13 +36,13 @@ class Notifier:
     def __init__(
         self,
         connect: Callable[[], psycopg.Connection[Any]],
-        statement: Any,
+        statement: sql.Composable | bytes,
         channel: str,
         min_interval: float = 0.005,
     ) -> None:
         self._connect = connect
         self._min_interval = min_interval
-        self._statement = statement
+        self._statement = statement.as_bytes(None) if isinstance(statement, sql.Composable) else statement
         self._channel = channel
         self._pending: set[str] = set()
         self._cond = threading.Condition()
@@ -61,7 +62,6 @@ class Notifier:
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
-        cur: psycopg.Cursor[Any] | None = None
         try:
             while True:
                 with self._cond:
@@ -71,20 +71,42 @@ class Notifier:
                         return
                     queues, self._pending = sorted(self._pending), set()
                 try:
-                    if conn is None or cur is None or conn.closed:
-                        conn = self._connect()
-                        cur = conn.cursor()
-                    cur.execute(self._statement, {"channel": self._channel, "queues": queues})
-                    time.sleep(self._min_interval)
-                except psycopg.Error as exc:
-                    # Workers poll too: a lost wake-up costs at most one poll interval.
+                    conn = self._send_on(conn, queues)
+                except Exception as exc:  # noqa: BLE001 - the thread must live on: workers poll too,
+                    # so a lost wake-up costs at most one poll interval.
                     log.warning("could not send a wake-up for queues %s: %s", ", ".join(queues), exc)
-                    if conn is not None:
-                        conn.close()
-                    conn = cur = None
+                    conn = None
+                time.sleep(self._min_interval)
         finally:
             if conn is not None:
                 conn.close()
+
+    def _send_on(self, conn: psycopg.Connection[Any] | None, queues: list[str]) -> psycopg.Connection[Any]:
+        """Send on ``conn``, else on a new connection; return the connection that worked."""
+        if conn is not None and not conn.closed:
+            try:
+                self._send(conn, queues)
+                return conn
+            except psycopg.OperationalError:
+                conn.close()  # gone stale (a restart, an idle timeout): one retry on a new connection
+        conn = self._connect()
+        try:
+            self._send(conn, queues)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _send(self, conn: psycopg.Connection[Any], queues: list[str]) -> None:
+        # The bare libpq call, not a cursor: this thread wakes every few milliseconds with
+        # cold caches, where a cursor's Python code cost three times the libpq call (which
+        # releases the GIL while it waits for the server).
+        encoding = conn.info.encoding
+        params = [self._channel.encode(encoding), _text_array(queues).encode(encoding)]
+        result = conn.pgconn.exec_params(self._statement, params)
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            message = result.error_message.decode("utf-8", "replace").strip()
+            raise psycopg.OperationalError(message or "the wake-up statement failed")
 
     def _forked(self) -> None:
         # In a forked child the thread is gone and the lock may have been held mid-fork:
@@ -103,6 +125,12 @@ class Notifier:
             self._thread = None
         if thread is not None and thread.is_alive():
             thread.join(timeout)
+
+
+def _text_array(items: list[str]) -> str:
+    """A PostgreSQL text[] literal of these strings."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
 
 
 _live: "weakref.WeakSet[Notifier]" = weakref.WeakSet()

@@ -267,6 +267,11 @@ LISTEN {channel};
 -- Wake the workers of the given queues.
 SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)s::text[]) AS q;
 
+-- name: notify_bare
+-- notify, in libpq's own placeholders ($1 the channel, $2 a text array of queues): the
+-- notifier thread sends it through the bare libpq call, without a cursor.
+SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q;
+
 -- name: counts
 -- Jobs per queue and state, for status displays.
 SELECT queue, state::text AS state, count(*) AS jobs

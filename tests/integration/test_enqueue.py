@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -394,6 +396,56 @@ def test_each_autocommitted_enqueue_notifies_its_queue(
     app.enqueue("t", {}, queue="a")
     app.enqueue("t", {}, queue=HOSTILE)
     assert notifications(listener, expect=2) == [("pgqueue_jobs", "a"), ("pgqueue_jobs", HOSTILE)]
+
+
+def test_queues_woken_together_arrive_one_notification_each(
+    app: pgqueue.App, listener: psycopg.Connection[Any], notifications: Notifications
+) -> None:
+    queues = ["a", HOSTILE, 'quo"te', "back\\slash", "com,ma", "{braces}", "NULL", "é 漢"]
+    app.enqueue_many([("t", {}, {"queue": queue}) for queue in queues])
+    assert sorted(notifications(listener, expect=len(queues))) == sorted(("pgqueue_jobs", q) for q in queues)
+
+
+def test_wake_ups_outlive_the_notifiers_connection(
+    app: pgqueue.App, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any],
+    notifications: Notifications,
+) -> None:
+    app.enqueue("t", {}, queue="before")
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "before")]
+    killed = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'pgqueue-notifier'"
+    ).fetchone()
+    assert killed == (1,)
+    # The next wake-up finds its connection gone and is sent again on a new one: not lost.
+    app.enqueue("t", {}, queue="after")
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "after")]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_sends_its_own_wake_ups(
+    app: pgqueue.App, listener: psycopg.Connection[Any], notifications: Notifications
+) -> None:
+    app.enqueue("t", {}, queue="parent")  # the parent's notifier thread is running
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "parent")]
+    notifier = app._notifier
+    assert notifier is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # the child: its notifier starts a thread and a connection of its own
+        code = 1
+        try:
+            notifier.poke(["child"])
+            notifier.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "child")]
+    app.enqueue("t", {}, queue="parent-again")
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "parent-again")]
 
 
 def test_notify_false_stays_silent(
