@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generator, Sequence, TypeVar
+from typing import Any, Generator, Iterable, Iterator, Sequence, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -32,10 +32,14 @@ Operation = Generator["tuple[sql.Composable | CopyIn, dict[str, Any] | tuple[Any
 
 @dataclass(frozen=True)
 class CopyIn:
-    """A ``COPY ... FROM STDIN`` statement and its data, for an operation to yield in place of a query."""
+    """A ``COPY ... FROM STDIN`` statement and its data, for an operation to yield in place of a query.
+
+    The data comes in chunks of text (encoded in the connection's encoding), sent as they are
+    made: PostgreSQL loads the first rows while the client still formats the last ones.
+    """
 
     statement: sql.Composable
-    data: bytes
+    chunks: Iterable[str]
 
 
 def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
@@ -52,7 +56,8 @@ def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
             rows: Rows = []
             if isinstance(statement, CopyIn):
                 with cur.copy(statement.statement) as copy:
-                    copy.write(statement.data)
+                    for chunk in statement.chunks:
+                        copy.write(chunk)
             else:
                 factory = tuple_row if type(params) is tuple else dict_row
                 if cur.row_factory is not factory:
@@ -78,7 +83,8 @@ async def arun(conn: psycopg.AsyncConnection[Any], operation: Operation[T]) -> T
             rows: Rows = []
             if isinstance(statement, CopyIn):
                 async with cur.copy(statement.statement) as copy:
-                    await copy.write(statement.data)
+                    for chunk in statement.chunks:
+                        await copy.write(chunk)
             else:
                 factory = tuple_row if type(params) is tuple else dict_row
                 if cur.row_factory is not factory:
@@ -127,11 +133,18 @@ class JobTemplate:
                   self.retry_delay, self.retry_backoff, self.retry_delay_max, self.timeout)
         object.__setattr__(self, "values", values)
 
-    def copy_suffix(self, now: datetime) -> str:
-        """This template's columns as a tail of a COPY text line (after id and data)."""
-        run_at = self.run_at if self.run_at is not None else now + timedelta(seconds=self.delay or 0)
-        values = (self.type, self.queue, self.priority, self.max_attempts, run_at.isoformat(),
-                  self.retry_delay, self.retry_backoff, self.retry_delay_max, self.timeout)
+    @property
+    def runs_at_once(self) -> bool:
+        return self.run_at is None and not self.delay
+
+    def copy_suffix(self, now: datetime | None) -> str:
+        """This template's columns as a tail of a COPY text line (after id and data): those of
+        ``copy_jobs``, or with ``now`` None those of ``copy_jobs_now`` (no run_at)."""
+        values: tuple[Any, ...] = (self.type, self.queue, self.priority, self.max_attempts)
+        if now is not None:
+            run_at = self.run_at if self.run_at is not None else now + timedelta(seconds=self.delay or 0)
+            values += (run_at.isoformat(),)
+        values += (self.retry_delay, self.retry_backoff, self.retry_delay_max, self.timeout)
         return "\t".join(_copy_text(value) for value in values)
 
 
@@ -210,22 +223,30 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
 def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[list[int | None]]:
     q = queries(schema)
     rows = yield q.reserve_job_ids, {"n": len(jobs)}
-    ids: list[int] = rows[0]["ids"]
-    now: datetime = rows[0]["now"]
-    suffixes: dict[int, str] = {}
-    lines = []
-    for job_id, (template, data) in zip(ids, jobs):
-        suffix = suffixes.get(id(template))
-        if suffix is None:
-            suffix = suffixes[id(template)] = template.copy_suffix(now)
-        if "\\" in data:  # COPY's text format reads a backslash as an escape
-            data = data.replace("\\", "\\\\")
-        lines.append(f"{job_id}\t{data}\t{suffix}\n")
-    yield CopyIn(q.copy_jobs, "".join(lines).encode()), None
+    ids: list[int | None] = rows[0]["ids"]
+    templates = {id(template): template for template, _ in jobs}.values()
+    at_once = all(template.runs_at_once for template in templates)
+    # Delays count from the reservation's now(); jobs that run at once take the COPY's.
+    now: datetime | None = None if at_once else rows[0]["now"]
+    suffixes = {id(template): template.copy_suffix(now) for template in templates}
+    yield CopyIn(q.copy_jobs_now if at_once else q.copy_jobs, _copy_lines(jobs, ids, suffixes)), None
     if notify:
-        queues = sorted({template.queue for template, _ in jobs})
+        queues = sorted({template.queue for template in templates})
         yield q.notify, {"channel": channel(schema), "queues": queues}
-    return list(ids)
+    return ids
+
+
+def _copy_lines(
+    jobs: Sequence[NewJob], ids: Sequence[int | None], suffixes: dict[int, str], rows: int = 2000
+) -> Iterator[str]:
+    """The jobs as COPY text lines, ``rows`` lines a chunk."""
+    for start in range(0, len(jobs), rows):
+        lines = []
+        for job_id, (template, data) in zip(ids[start:start + rows], jobs[start:start + rows]):
+            if "\\" in data:  # COPY's text format reads a backslash as an escape
+                data = data.replace("\\", "\\\\")
+            lines.append(f"{job_id}\t{data}\t{suffixes[id(template)]}\n")
+        yield "".join(lines)
 
 
 def _checked_id(job_id: Any) -> int:

@@ -64,6 +64,12 @@ SELECT now() AS now,
 COPY {schema}.job (id, data, type, queue, priority, max_attempts, run_at,
                    retry_delay, retry_backoff, retry_delay_max, timeout) FROM STDIN;
 
+-- name: copy_jobs_now
+-- copy_jobs for jobs that may run at once: run_at takes its default, now(), which spares
+-- PostgreSQL parsing a timestamp per row (a fifth of the COPY's server time).
+COPY {schema}.job (id, data, type, queue, priority, max_attempts,
+                   retry_delay, retry_backoff, retry_delay_max, timeout) FROM STDIN;
+
 -- name: insert_jobs
 -- Insert one row per element of the parallel arrays, in one round trip, and wake the
 -- workers of each queue once (delivered on commit; identical notifications in one

@@ -274,6 +274,39 @@ def test_app_enqueue_many_mixes_types_queues_and_options(
     assert app.enqueue_many([]) == []
 
 
+def test_bulk_copy_keeps_each_jobs_options_time_and_awkward_text(
+    app: pgqueue.App, dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "é 漢 😀", "\\u0000 as text", "'; --"]
+    when = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    options: list[dict[str, Any]] = [
+        {},
+        {"delay": 10},
+        {"run_at": when},
+        {"queue": "other", "priority": 5, "max_attempts": 9, "retry_delay": 2, "retry_backoff": False,
+         "retry_delay_max": 30, "timeout": 4},
+    ]
+    items = [("t", {"n": n, "s": awkward[n % len(awkward)]}, options[n % len(options)]) for n in range(100)]
+    with psycopg.connect(dsn) as caller:
+        now = caller.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        ids = app.enqueue_many(items, conn=caller)
+        at_once = app.enqueue_many([("t", {"n": n}) for n in range(100)], conn=caller)
+        caller.commit()
+    rows = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT id, data, queue, priority, max_attempts, run_at, retry_delay, retry_backoff, "
+            "retry_delay_max, timeout FROM pgqueue.job"
+        )
+    }
+    run_at = {0: now, 1: now + timedelta(seconds=10), 2: when, 3: now}
+    for job_id, (_, data, option) in zip(ids, items):
+        kind = data["n"] % len(options)
+        expected = ("other", 5, 9, 2.0, False, 30.0, 4.0) if kind == 3 else ("default", 0, 5, None, None, None, None)
+        assert rows[job_id] == (data, *expected[:3], run_at[kind], *expected[3:])
+    assert all(rows[job_id][:5] == ({"n": n}, "default", 0, 5, now) for n, job_id in enumerate(at_once))
+
+
 # --- unique keys -------------------------------------------------------------------------
 
 
