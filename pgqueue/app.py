@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from . import client
 from .client import JobTemplate, NewJob, Operation, arun, run
 from .config import resolve_database_url, resolve_schema
-from .connections import AsyncPooledConnection, PooledConnection, async_connection, sync_connection
+from .connections import AsyncPooledConnection, PooledConnection, Stash, async_connection, sync_connection
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, encode_data, validate_name
 from .notify import Notifier
@@ -64,11 +64,13 @@ class Task(Generic[F]):
         With ``conn=`` (psycopg, SQLAlchemy or Django), the job joins that connection's open
         transaction: it exists if and only if the transaction commits.
         """
-        return self._call.enqueue(conn, **data)
+        app = self.app
+        return app._insert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn)[0]
 
     async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         """Async twin of :meth:`enqueue`."""
-        return await self._call.aenqueue(conn, **data)
+        app = self.app
+        return (await app._ainsert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn))[0]
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
         """Enqueue one job per mapping of arguments, in one statement; return the ids in order."""
@@ -159,7 +161,9 @@ class App:
         self._notifier: Notifier | None = None
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = None
+        self._stash: Stash[PooledConnection] = Stash(pool_size)
         self._apool: AsyncConnectionPool[Any] | None = None
+        self._astash: Stash[AsyncPooledConnection] = Stash(pool_size)
         self._apool_loop: asyncio.AbstractEventLoop | None = None
 
     # --- registry ------------------------------------------------------------------------
@@ -390,22 +394,37 @@ class App:
     def _execute(self, operation: Operation[R], conn: Any) -> R:
         if conn is not None:
             return run(sync_connection(conn), self._checked(operation))
-        pool = self._pool or self._sync_pool()
-        # getconn/putconn rather than pool.connection(): the connections are in autocommit, so
-        # the commit/rollback of `with conn` has nothing to do, and putconn rolls back a
-        # connection left in a transaction anyway.
-        pooled = pool.getconn()
+        # The pool's connections are in autocommit: there is no transaction for `with conn`
+        # to end, and putconn rolls back a connection left in one anyway.
+        pooled = self._stash.take()
+        if pooled is None:
+            pool = self._sync_pool()
+            pooled = self._stash.lent(pool.getconn(), pool)
         try:
-            return run(pooled, self._checked(operation))
-        finally:
-            pool.putconn(pooled)
+            result = run(pooled, self._checked(operation))
+        except BaseException:
+            pooled.home.putconn(pooled)
+            raise
+        if not self._stash.keep(pooled):
+            pooled.home.putconn(pooled)
+        return result
 
     async def _aexecute(self, operation: Operation[R], conn: Any) -> R:
         if conn is not None:
             return await arun(await async_connection(conn), self._checked(operation))
         pool = await self._async_pool()
-        async with pool.connection() as pooled:
-            return await arun(pooled, self._checked(operation))
+        stash = self._astash
+        pooled = stash.take()
+        if pooled is None:
+            pooled = stash.lent(await pool.getconn(), pool)
+        try:
+            result = await arun(pooled, self._checked(operation))
+        except BaseException:
+            await pooled.home.putconn(pooled)
+            raise
+        if not stash.keep(pooled):
+            await pooled.home.putconn(pooled)
+        return result
 
     def _sync_pool(self) -> ConnectionPool[Any]:
         url = self.database_url
@@ -427,6 +446,7 @@ class App:
             )
             await pool.open()
             self._apool, self._apool_loop = pool, loop
+            self._astash = Stash(self.pool_size)
         return self._apool
 
     def connect(self, application_name: str = "pgqueue") -> psycopg.Connection[Any]:
@@ -438,12 +458,16 @@ class App:
         if self._notifier is not None:
             self._notifier.close()
             self._notifier = None
+        for pooled in self._stash.drain():
+            pooled.home.putconn(pooled)
         if self._pool is not None:
             self._pool.close()
             self._pool = None
 
     async def aclose(self) -> None:
         self.close()
+        for apooled in self._astash.drain():
+            await apooled.home.putconn(apooled)
         if self._apool is not None:
             await self._apool.close()
             self._apool = None

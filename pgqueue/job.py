@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from json.encoder import c_make_encoder
 from json.encoder import encode_basestring as _quote
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import InvalidJob, PayloadTooLarge
 
@@ -230,8 +230,8 @@ _INT_LIMIT = 10**300
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def _flat_encoder() -> Callable[[dict[str, Any]], str]:
-    """Compact JSON text of a dict of plain scalars, as ``_ENCODER.encode`` writes it.
+def _flat_encoder() -> Callable[[dict[str, Any], int], Iterable[str]]:
+    """The chunks of compact JSON text of a dict of plain scalars, as ``_ENCODER`` writes them.
 
     ``JSONEncoder.encode`` builds a new C encoder on every call, which costs more than
     encoding a small dict; one built once serves every call. (No circular-reference
@@ -242,13 +242,13 @@ def _flat_encoder() -> Callable[[dict[str, Any]], str]:
         encoder = c_make_encoder(None, None, _quote, None, ":", ",", False, False, False)  # type: ignore[misc]
         sample = {"a": 1, "b": "é\n\"", "c": 1.5, "d": None, "e": True}
         if "".join(encoder(sample, 0)) == _ENCODER.encode(sample):
-            return lambda data: "".join(encoder(data, 0))
+            return encoder  # type: ignore[no-any-return]
     except Exception:  # noqa: BLE001 - any surprise: the pure-Python path is always right
         pass
-    return _ENCODER.encode
+    return lambda data, _: (_ENCODER.encode(data),)
 
 
-_encode_flat_dict = _flat_encoder()
+_flat_chunks = _flat_encoder()
 
 
 def _encode_flat(data: Any) -> str | None:
@@ -271,7 +271,7 @@ def _encode_flat(data: Any) -> str | None:
                 return None
         elif kind not in _FLAT_TYPES:
             return None
-    text = _encode_flat_dict(data)
+    text = "".join(_flat_chunks(data, 0))
     # A NUL in a key or a string is written \u0000 (so is a backslash followed by "u0000",
     # which the walk accepts): one search of the text instead of one per string.
     if "\\u0000" in text:

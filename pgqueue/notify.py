@@ -47,18 +47,29 @@ class Notifier:
         self._pending: set[str] = set()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._idle = False  # the thread waits for a poke
         self._closed = False
         _live.add(self)
 
     def poke(self, queues: Iterable[str]) -> None:
         """Wake the workers of these queues soon (the jobs are committed already)."""
+        # Queues already pending need nothing: whichever set they are seen in, that set is
+        # sent after this moment, so after these jobs' commit. (The common case while busy,
+        # taken without the lock.)
+        pending = self._pending
+        for queue in queues:
+            if queue not in pending:
+                break
+        else:
+            return
         with self._cond:
             self._pending.update(queues)
             if self._thread is None:
                 self._closed = False
                 self._thread = threading.Thread(target=self._run, name="pgqueue-notifier", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._idle:
+                self._cond.notify()
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
@@ -66,7 +77,9 @@ class Notifier:
             while True:
                 with self._cond:
                     while not self._pending and not self._closed:
+                        self._idle = True
                         self._cond.wait()
+                        self._idle = False
                     if not self._pending:
                         return
                     queues, self._pending = sorted(self._pending), set()
@@ -114,6 +127,7 @@ class Notifier:
         self._cond = threading.Condition()
         self._pending = set()
         self._thread = None
+        self._idle = False
         self._closed = False
 
     def close(self, timeout: float = 5.0) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 
 import pgqueue
@@ -103,6 +104,70 @@ async def test_aenqueue_without_conn_commits_on_the_async_pool(
         (many[0], {"x": 3}),
         (many[1], {"x": 4}),
     ]
+
+
+def _pool_backends(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pgqueue'"
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def test_the_pool_connections_kept_between_enqueues_are_closed_with_the_app(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    app = pgqueue.App(dsn, notify=False)
+    with ThreadPoolExecutor(4) as threads:
+        ids = list(threads.map(lambda n: app.enqueue("t", {"n": n}), range(200)))
+    assert len(set(ids)) == 200
+    assert 1 <= _pool_backends(conn) <= app.pool_size
+    app.close()
+    deadline = time.monotonic() + 5
+    while _pool_backends(conn) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pool_backends(conn) == 0
+    assert app.enqueue("t", {"n": 200}) is not None  # a closed App opens a new pool when used again
+    app.close()
+
+
+def test_a_broken_pool_connection_is_not_kept(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    app.enqueue("t", {})
+    killed = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'pgqueue'"
+    ).fetchone()
+    assert killed is not None and killed[0] >= 1
+    failures = 0
+    for _ in range(killed[0] + 1):
+        try:
+            app.enqueue("t", {})
+        except psycopg.OperationalError:  # as with any pool without a check: a dead connection fails once
+            failures += 1
+    assert failures <= killed[0]
+    # Each went back to the pool, which replaced it.
+    assert [app.get_job(app.enqueue("t", {"n": n}) or 0).data for n in range(3)] == [{"n": n} for n in range(3)]
+
+
+def test_a_kept_connection_goes_back_to_its_pool_in_time(dsn: str) -> None:
+    from pgqueue.connections import PooledConnection, Stash
+
+    stash: Stash[PooledConnection] = Stash(size=2, hold=0.2)
+    with psycopg_pool.ConnectionPool(
+        dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, connection_class=PooledConnection
+    ) as pool:
+        lent = stash.lent(pool.getconn(), pool)
+        assert stash.keep(lent) and stash.take() is lent
+        lent.execute("BEGIN")
+        assert not stash.keep(lent)  # not idle: back to the pool, which rolls it back
+        lent.execute("ROLLBACK")
+        time.sleep(0.25)
+        assert not stash.keep(lent)  # held long enough: back to the pool, whose rules apply
+        pool.putconn(lent)
+        full = [stash.lent(pool.getconn(), pool) for _ in range(2)]
+        assert [stash.keep(c) for c in full] == [True, True]
+        assert sorted(map(id, stash.drain())) == sorted(map(id, full)) and stash.take() is None
+        for c in full:
+            pool.putconn(c)
 
 
 # --- options -----------------------------------------------------------------------------
