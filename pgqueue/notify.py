@@ -31,6 +31,12 @@ class Notifier:
     After each NOTIFY it waits ``min_interval`` seconds, gathering the queues poked meanwhile
     into the next one: the first job after a quiet spell wakes workers at once; a busy
     producer sends at most one wake-up per ``min_interval``, whatever its rate.
+
+    A wake-up costs ~250 µs of CPU, in this thread and in PostgreSQL; several producer
+    processes each pay it. At 10 ms a busy producer spends ~2.5 % of a core on them, and a
+    job enqueued while workers sit idle waits 5 ms for its wake-up on average (at 5 ms,
+    twice the CPU for 2.5 ms: four enqueuing processes on two cores lost 15 % of their
+    throughput to wake-ups, against 6 % at 10 ms).
     """
 
     def __init__(
@@ -38,7 +44,7 @@ class Notifier:
         connect: Callable[[], psycopg.Connection[Any]],
         statement: sql.Composable | bytes,
         channel: str,
-        min_interval: float = 0.005,
+        min_interval: float = 0.010,
     ) -> None:
         self._connect = connect
         self._min_interval = min_interval
