@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import threading
@@ -15,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from . import client
 from .client import JobTemplate, NewJob, Operation, arun, run
 from .config import resolve_database_url, resolve_schema
-from .connections import async_connection, sync_connection
+from .connections import AsyncPooledConnection, PooledConnection, Stash, async_connection, sync_connection
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, encode_data, validate_name
 from .notify import Notifier
@@ -53,24 +54,30 @@ class Task(Generic[F]):
         """
         return TaskCall(self, JobOptions.build(**options))
 
+    @functools.cached_property
+    def _call(self) -> "TaskCall":
+        return TaskCall(self, JobOptions())
+
     def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         """Enqueue one job with ``data`` as the handler's keyword arguments; return its id.
 
         With ``conn=`` (psycopg, SQLAlchemy or Django), the job joins that connection's open
         transaction: it exists if and only if the transaction commits.
         """
-        return TaskCall(self, JobOptions()).enqueue(conn, **data)
+        app = self.app
+        return app._insert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn)[0]
 
     async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
         """Async twin of :meth:`enqueue`."""
-        return await TaskCall(self, JobOptions()).aenqueue(conn, **data)
+        app = self.app
+        return (await app._ainsert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn))[0]
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
         """Enqueue one job per mapping of arguments, in one statement; return the ids in order."""
-        return TaskCall(self, JobOptions()).enqueue_many(items, conn)
+        return self._call.enqueue_many(items, conn)
 
     async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        return await TaskCall(self, JobOptions()).aenqueue_many(items, conn)
+        return await self._call.aenqueue_many(items, conn)
 
 
 @dataclass(frozen=True)
@@ -83,15 +90,21 @@ class TaskCall:
     def using(self, /, **options: Any) -> "TaskCall":
         return TaskCall(self.task, self.options.merged(JobOptions.build(**options)))
 
+    @functools.cached_property
+    def _template(self) -> JobTemplate:
+        return self.task.app._template(self.task.name, self.options)
+
     def _jobs(self, items: Iterable[Mapping[str, Any]]) -> list[NewJob]:
-        app = self.task.app
-        return [app._new_job(self.task.name, data, self.options) for data in items]
+        template, limit = self._template, self.task.app.max_payload_bytes
+        return [(template, encode_data({} if data is None else data, limit)) for data in items]
 
     def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        return self.task.app._insert(self._jobs([data]), conn)[0]
+        app = self.task.app
+        return app._insert([(self._template, encode_data(data, app.max_payload_bytes))], conn)[0]
 
     async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        return (await self.task.app._ainsert(self._jobs([data]), conn))[0]
+        app = self.task.app
+        return (await app._ainsert([(self._template, encode_data(data, app.max_payload_bytes))], conn))[0]
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
         return self.task.app._insert(self._jobs(items), conn)
@@ -148,7 +161,9 @@ class App:
         self._notifier: Notifier | None = None
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] | None = None
+        self._stash: Stash[PooledConnection] = Stash(pool_size)
         self._apool: AsyncConnectionPool[Any] | None = None
+        self._astash: Stash[AsyncPooledConnection] = Stash(pool_size)
         self._apool_loop: asyncio.AbstractEventLoop | None = None
 
     # --- registry ------------------------------------------------------------------------
@@ -280,6 +295,8 @@ class App:
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is not None:
             return self._execute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+        # On the App's own pool each statement commits by itself: no NOTIFY in it (it would
+        # serialise concurrent commits); the notifier thread wakes the workers just after.
         ids = self._execute(client.insert_jobs(self.schema, jobs, notify=False), None)
         self._wake(jobs, ids)
         return ids
@@ -293,15 +310,24 @@ class App:
 
     def _wake(self, jobs: Sequence[NewJob], ids: Sequence[int | None]) -> None:
         """After a commit on the App's own pool: wake the inserted jobs' queues from the notifier thread."""
-        queues = {template.queue for (template, _), job_id in zip(jobs, ids) if job_id is not None}
-        if not self.notify or not queues:
+        if not self.notify:
             return
-        with self._lock:
-            if self._notifier is None:
-                self._notifier = Notifier(
-                    lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify, client.channel(self.schema)
-                )
-        self._notifier.poke(queues)
+        if len(jobs) == 1:
+            queues: Iterable[str] = (jobs[0][0].queue,) if ids[0] is not None else ()
+        else:
+            queues = {template.queue for (template, _), job_id in zip(jobs, ids) if job_id is not None}
+        if not queues:
+            return
+        notifier = self._notifier
+        if notifier is None:
+            with self._lock:
+                if self._notifier is None:
+                    self._notifier = Notifier(
+                        lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify_bare,
+                        client.channel(self.schema),
+                    )
+                notifier = self._notifier
+        notifier.poke(queues)
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -358,23 +384,49 @@ class App:
         return kwargs
 
     def _checked(self, operation: Operation[R]) -> Operation[R]:
-        if not self._schema_checked:
-            yield from client.check_schema(self.schema)
-            self._schema_checked = True
+        if self._schema_checked:
+            return operation
+        return self._checking(operation)
+
+    def _checking(self, operation: Operation[R]) -> Operation[R]:
+        yield from client.check_schema(self.schema)
+        self._schema_checked = True
         return (yield from operation)
 
     def _execute(self, operation: Operation[R], conn: Any) -> R:
         if conn is not None:
             return run(sync_connection(conn), self._checked(operation))
-        with self._sync_pool().connection() as pooled:
-            return run(pooled, self._checked(operation))
+        # The pool's connections are in autocommit: there is no transaction for `with conn`
+        # to end, and putconn rolls back a connection left in one anyway.
+        pooled = self._stash.take()
+        if pooled is None:
+            pool = self._sync_pool()
+            pooled = self._stash.lent(pool.getconn(), pool)
+        try:
+            result = run(pooled, self._checked(operation))
+        except BaseException:
+            pooled.home.putconn(pooled)
+            raise
+        if not self._stash.keep(pooled):
+            pooled.home.putconn(pooled)
+        return result
 
     async def _aexecute(self, operation: Operation[R], conn: Any) -> R:
         if conn is not None:
             return await arun(await async_connection(conn), self._checked(operation))
         pool = await self._async_pool()
-        async with pool.connection() as pooled:
-            return await arun(pooled, self._checked(operation))
+        stash = self._astash
+        pooled = stash.take()
+        if pooled is None:
+            pooled = stash.lent(await pool.getconn(), pool)
+        try:
+            result = await arun(pooled, self._checked(operation))
+        except BaseException:
+            await pooled.home.putconn(pooled)
+            raise
+        if not stash.keep(pooled):
+            await pooled.home.putconn(pooled)
+        return result
 
     def _sync_pool(self) -> ConnectionPool[Any]:
         url = self.database_url
@@ -382,7 +434,7 @@ class App:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=True,
-                    name="pgqueue",
+                    name="pgqueue", connection_class=PooledConnection,
                 )
             return self._pool
 
@@ -392,10 +444,11 @@ class App:
             url = self.database_url
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=False,
-                name="pgqueue-async",
+                name="pgqueue-async", connection_class=AsyncPooledConnection,
             )
             await pool.open()
             self._apool, self._apool_loop = pool, loop
+            self._astash = Stash(self.pool_size)
         return self._apool
 
     def connect(self, application_name: str = "pgqueue") -> psycopg.Connection[Any]:
@@ -407,12 +460,16 @@ class App:
         if self._notifier is not None:
             self._notifier.close()
             self._notifier = None
+        for pooled in self._stash.drain():
+            pooled.home.putconn(pooled)
         if self._pool is not None:
             self._pool.close()
             self._pool = None
 
     async def aclose(self) -> None:
         self.close()
+        for apooled in self._astash.drain():
+            await apooled.home.putconn(apooled)
         if self._apool is not None:
             await self._apool.close()
             self._apool = None

@@ -9,66 +9,101 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generator, Sequence, TypeVar
+from typing import Any, Generator, Iterable, Iterator, Sequence, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.pq import ExecStatus
+from psycopg.rows import dict_row, tuple_row
 
+from .connections import AsyncPooledConnection, PooledConnection
 from .errors import JobNotFound, LeaseLost
 from .job import Job
 from .migrate import check_version
 from .sql import channel, queries
 
 T = TypeVar("T")
-Rows = list[dict[str, Any]]
-Operation = Generator["tuple[sql.Composable | CopyIn, dict[str, Any] | None]", Rows, T]
+Rows = list[Any]
+"""A statement's rows: dicts for a statement with named parameters, tuples for positional ones."""
+Operation = Generator["tuple[sql.Composable | CopyIn, dict[str, Any] | tuple[Any, ...] | None]", Rows, T]
 
 
 @dataclass(frozen=True)
 class CopyIn:
-    """A ``COPY ... FROM STDIN`` statement and its data, for an operation to yield in place of a query."""
+    """A ``COPY ... FROM STDIN`` statement and its data, for an operation to yield in place of a query.
+
+    The data comes in chunks of text (encoded in the connection's encoding), sent as they are
+    made: PostgreSQL loads the first rows while the client still formats the last ones.
+    """
 
     statement: sql.Composable
-    data: bytes
+    chunks: Iterable[str]
 
 
 def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
-    """Run an operation on a sync connection."""
+    """Run an operation on a sync connection.
+
+    Statements with named parameters (a dict, or None) give their rows as dicts; those with
+    positional parameters (a tuple) give tuples, which cost less on the hot enqueue path.
+    """
+    kept = isinstance(conn, PooledConnection)
+    cur = conn.kept_cursor() if kept else conn.cursor()
     try:
         statement, params = next(operation)
         while True:
-            with conn.cursor(row_factory=dict_row) as cur:
-                if isinstance(statement, CopyIn):
-                    with cur.copy(statement.statement) as copy:
-                        copy.write(statement.data)
-                    rows: Rows = []
-                else:
-                    cur.execute(statement, params)
-                    rows = cur.fetchall() if cur.description else []
+            rows: Rows = []
+            if isinstance(statement, CopyIn):
+                with cur.copy(statement.statement) as copy:
+                    for chunk in statement.chunks:
+                        copy.write(chunk)
+            else:
+                factory = tuple_row if type(params) is tuple else dict_row
+                if cur.row_factory is not factory:
+                    cur.row_factory = factory  # type: ignore[assignment]
+                cur.execute(statement, params)
+                if _has_rows(cur):
+                    rows = cur.fetchall()
             statement, params = operation.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+    finally:
+        if not kept:
+            cur.close()
 
 
 async def arun(conn: psycopg.AsyncConnection[Any], operation: Operation[T]) -> T:
-    """Run an operation on an async connection."""
+    """Run an operation on an async connection (rows as :func:`run` gives them)."""
+    kept = isinstance(conn, AsyncPooledConnection)
+    cur = conn.kept_cursor() if kept else conn.cursor()
     try:
         statement, params = next(operation)
         while True:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                if isinstance(statement, CopyIn):
-                    async with cur.copy(statement.statement) as copy:
-                        await copy.write(statement.data)
-                    rows: Rows = []
-                else:
-                    await cur.execute(statement, params)
-                    rows = await cur.fetchall() if cur.description else []
+            rows: Rows = []
+            if isinstance(statement, CopyIn):
+                async with cur.copy(statement.statement) as copy:
+                    for chunk in statement.chunks:
+                        await copy.write(chunk)
+            else:
+                factory = tuple_row if type(params) is tuple else dict_row
+                if cur.row_factory is not factory:
+                    cur.row_factory = factory  # type: ignore[assignment]
+                await cur.execute(statement, params)
+                if _has_rows(cur):
+                    rows = await cur.fetchall()
             statement, params = operation.send(rows)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+    finally:
+        if not kept:
+            await cur.close()
+
+
+def _has_rows(cur: Any) -> bool:
+    # Cheaper than cur.description, which builds a Column object per column on each call.
+    result = cur.pgresult
+    return result is not None and result.status == ExecStatus.TUPLES_OK
 
 
 # --- producers -------------------------------------------------------------------------
@@ -90,12 +125,26 @@ class JobTemplate:
     retry_delay_max: float | None = None
     timeout: float | None = None
     unique_key: str | None = None
+    values: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+    """The parameters of ``insert_job`` after the data, in its order."""
 
-    def copy_suffix(self, now: datetime) -> str:
-        """This template's columns as a tail of a COPY text line (after id and data)."""
-        run_at = self.run_at if self.run_at is not None else now + timedelta(seconds=self.delay or 0)
-        values = (self.type, self.queue, self.priority, self.max_attempts, run_at.isoformat(),
+    def __post_init__(self) -> None:
+        values = (self.type, self.queue, self.priority, self.max_attempts, self.run_at, self.delay,
                   self.retry_delay, self.retry_backoff, self.retry_delay_max, self.timeout)
+        object.__setattr__(self, "values", values)
+
+    @property
+    def runs_at_once(self) -> bool:
+        return self.run_at is None and not self.delay
+
+    def copy_suffix(self, now: datetime | None) -> str:
+        """This template's columns as a tail of a COPY text line (after id and data): those of
+        ``copy_jobs``, or with ``now`` None those of ``copy_jobs_now`` (no run_at)."""
+        values: tuple[Any, ...] = (self.type, self.queue, self.priority, self.max_attempts)
+        if now is not None:
+            run_at = self.run_at if self.run_at is not None else now + timedelta(seconds=self.delay or 0)
+            values += (run_at.isoformat(),)
+        values += (self.retry_delay, self.retry_backoff, self.retry_delay_max, self.timeout)
         return "\t".join(_copy_text(value) for value in values)
 
 
@@ -114,7 +163,7 @@ def _copy_text(value: Any) -> str:
     return str(value).replace("\\", "\\\\")
 
 
-_TEMPLATE_FIELDS = tuple(JobTemplate.__dataclass_fields__)
+_TEMPLATE_FIELDS = tuple(name for name in JobTemplate.__dataclass_fields__ if name != "values")
 
 
 def check_schema(schema: str) -> Operation[None]:
@@ -142,9 +191,15 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
     q = queries(schema)
     if len(jobs) == 1:
         template, data = jobs[0]
+        if template.unique_key is None:
+            if notify:
+                rows = yield q.insert_job_notify, (data, *template.values, channel(schema))
+            else:
+                rows = yield q.insert_job, (data, *template.values)
+            return [rows[0][0]]
         params: dict[str, Any] = {name: getattr(template, name) for name in _TEMPLATE_FIELDS}
         params.update(data=data, channel=channel(schema), notify=notify)
-        rows = yield q.insert_job, params
+        rows = yield q.insert_unique_job, params
         return [rows[0]["id"] if rows else None]
     if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
         return (yield from _copy_jobs(schema, jobs, notify))
@@ -168,20 +223,30 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
 def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[list[int | None]]:
     q = queries(schema)
     rows = yield q.reserve_job_ids, {"n": len(jobs)}
-    ids: list[int] = rows[0]["ids"]
-    now: datetime = rows[0]["now"]
-    suffixes: dict[int, str] = {}
-    lines = []
-    for job_id, (template, data) in zip(ids, jobs):
-        suffix = suffixes.get(id(template))
-        if suffix is None:
-            suffix = suffixes[id(template)] = template.copy_suffix(now)
-        lines.append(f"{job_id}\t{data.replace(chr(92), chr(92) * 2)}\t{suffix}\n")
-    yield CopyIn(q.copy_jobs, "".join(lines).encode()), None
+    ids: list[int | None] = rows[0]["ids"]
+    templates = {id(template): template for template, _ in jobs}.values()
+    at_once = all(template.runs_at_once for template in templates)
+    # Delays count from the reservation's now(); jobs that run at once take the COPY's.
+    now: datetime | None = None if at_once else rows[0]["now"]
+    suffixes = {id(template): template.copy_suffix(now) for template in templates}
+    yield CopyIn(q.copy_jobs_now if at_once else q.copy_jobs, _copy_lines(jobs, ids, suffixes)), None
     if notify:
-        queues = sorted({template.queue for template, _ in jobs})
+        queues = sorted({template.queue for template in templates})
         yield q.notify, {"channel": channel(schema), "queues": queues}
-    return list(ids)
+    return ids
+
+
+def _copy_lines(
+    jobs: Sequence[NewJob], ids: Sequence[int | None], suffixes: dict[int, str], rows: int = 2000
+) -> Iterator[str]:
+    """The jobs as COPY text lines, ``rows`` lines a chunk."""
+    for start in range(0, len(jobs), rows):
+        lines = []
+        for job_id, (template, data) in zip(ids[start:start + rows], jobs[start:start + rows]):
+            if "\\" in data:  # COPY's text format reads a backslash as an escape
+                data = data.replace("\\", "\\\\")
+            lines.append(f"{job_id}\t{data}\t{suffixes[id(template)]}\n")
+        yield "".join(lines)
 
 
 def _checked_id(job_id: Any) -> int:

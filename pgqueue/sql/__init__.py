@@ -47,6 +47,7 @@ class Queries:
                 raise AttributeError(name) from None
             rendered = sql.SQL(text).format(**self._names).as_string(None)  # type: ignore[arg-type]
             statement = self._statements[name] = sql.SQL(rendered)  # type: ignore[arg-type]
+            setattr(self, name, statement)  # later look-ups find it without calling __getattr__
         return statement
 
 

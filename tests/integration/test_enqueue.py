@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 
 import pgqueue
@@ -101,6 +104,70 @@ async def test_aenqueue_without_conn_commits_on_the_async_pool(
         (many[0], {"x": 3}),
         (many[1], {"x": 4}),
     ]
+
+
+def _pool_backends(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pgqueue'"
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def test_the_pool_connections_kept_between_enqueues_are_closed_with_the_app(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    app = pgqueue.App(dsn, notify=False)
+    with ThreadPoolExecutor(4) as threads:
+        ids = list(threads.map(lambda n: app.enqueue("t", {"n": n}), range(200)))
+    assert len(set(ids)) == 200
+    assert 1 <= _pool_backends(conn) <= app.pool_size
+    app.close()
+    deadline = time.monotonic() + 5
+    while _pool_backends(conn) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pool_backends(conn) == 0
+    assert app.enqueue("t", {"n": 200}) is not None  # a closed App opens a new pool when used again
+    app.close()
+
+
+def test_a_broken_pool_connection_is_not_kept(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    app.enqueue("t", {})
+    killed = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'pgqueue'"
+    ).fetchone()
+    assert killed is not None and killed[0] >= 1
+    failures = 0
+    for _ in range(killed[0] + 1):
+        try:
+            app.enqueue("t", {})
+        except psycopg.OperationalError:  # as with any pool without a check: a dead connection fails once
+            failures += 1
+    assert failures <= killed[0]
+    # Each went back to the pool, which replaced it.
+    assert [app.get_job(app.enqueue("t", {"n": n}) or 0).data for n in range(3)] == [{"n": n} for n in range(3)]
+
+
+def test_a_kept_connection_goes_back_to_its_pool_in_time(dsn: str) -> None:
+    from pgqueue.connections import PooledConnection, Stash
+
+    stash: Stash[PooledConnection] = Stash(size=2, hold=0.2)
+    with psycopg_pool.ConnectionPool(
+        dsn, min_size=1, max_size=2, kwargs={"autocommit": True}, connection_class=PooledConnection
+    ) as pool:
+        lent = stash.lent(pool.getconn(), pool)
+        assert stash.keep(lent) and stash.take() is lent
+        lent.execute("BEGIN")
+        assert not stash.keep(lent)  # not idle: back to the pool, which rolls it back
+        lent.execute("ROLLBACK")
+        time.sleep(0.25)
+        assert not stash.keep(lent)  # held long enough: back to the pool, whose rules apply
+        pool.putconn(lent)
+        full = [stash.lent(pool.getconn(), pool) for _ in range(2)]
+        assert [stash.keep(c) for c in full] == [True, True]
+        assert sorted(map(id, stash.drain())) == sorted(map(id, full)) and stash.take() is None
+        for c in full:
+            pool.putconn(c)
 
 
 # --- options -----------------------------------------------------------------------------
@@ -272,6 +339,39 @@ def test_app_enqueue_many_mixes_types_queues_and_options(
     assert app.enqueue_many([]) == []
 
 
+def test_bulk_copy_keeps_each_jobs_options_time_and_awkward_text(
+    app: pgqueue.App, dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    awkward = ["tab\there", "new\nline", "back\\slash", "\\N", "é 漢 😀", "\\u0000 as text", "'; --"]
+    when = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+    options: list[dict[str, Any]] = [
+        {},
+        {"delay": 10},
+        {"run_at": when},
+        {"queue": "other", "priority": 5, "max_attempts": 9, "retry_delay": 2, "retry_backoff": False,
+         "retry_delay_max": 30, "timeout": 4},
+    ]
+    items = [("t", {"n": n, "s": awkward[n % len(awkward)]}, options[n % len(options)]) for n in range(100)]
+    with psycopg.connect(dsn) as caller:
+        now = caller.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        ids = app.enqueue_many(items, conn=caller)
+        at_once = app.enqueue_many([("t", {"n": n}) for n in range(100)], conn=caller)
+        caller.commit()
+    rows = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT id, data, queue, priority, max_attempts, run_at, retry_delay, retry_backoff, "
+            "retry_delay_max, timeout FROM pgqueue.job"
+        )
+    }
+    run_at = {0: now, 1: now + timedelta(seconds=10), 2: when, 3: now}
+    for job_id, (_, data, option) in zip(ids, items):
+        kind = data["n"] % len(options)
+        expected = ("other", 5, 9, 2.0, False, 30.0, 4.0) if kind == 3 else ("default", 0, 5, None, None, None, None)
+        assert rows[job_id] == (data, *expected[:3], run_at[kind], *expected[3:])
+    assert all(rows[job_id][:5] == ({"n": n}, "default", 0, 5, now) for n, job_id in enumerate(at_once))
+
+
 # --- unique keys -------------------------------------------------------------------------
 
 
@@ -394,6 +494,56 @@ def test_each_autocommitted_enqueue_notifies_its_queue(
     app.enqueue("t", {}, queue="a")
     app.enqueue("t", {}, queue=HOSTILE)
     assert notifications(listener, expect=2) == [("pgqueue_jobs", "a"), ("pgqueue_jobs", HOSTILE)]
+
+
+def test_queues_woken_together_arrive_one_notification_each(
+    app: pgqueue.App, listener: psycopg.Connection[Any], notifications: Notifications
+) -> None:
+    queues = ["a", HOSTILE, 'quo"te', "back\\slash", "com,ma", "{braces}", "NULL", "é 漢"]
+    app.enqueue_many([("t", {}, {"queue": queue}) for queue in queues])
+    assert sorted(notifications(listener, expect=len(queues))) == sorted(("pgqueue_jobs", q) for q in queues)
+
+
+def test_wake_ups_outlive_the_notifiers_connection(
+    app: pgqueue.App, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any],
+    notifications: Notifications,
+) -> None:
+    app.enqueue("t", {}, queue="before")
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "before")]
+    killed = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'pgqueue-notifier'"
+    ).fetchone()
+    assert killed == (1,)
+    # The next wake-up finds its connection gone and is sent again on a new one: not lost.
+    app.enqueue("t", {}, queue="after")
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "after")]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_sends_its_own_wake_ups(
+    app: pgqueue.App, listener: psycopg.Connection[Any], notifications: Notifications
+) -> None:
+    app.enqueue("t", {}, queue="parent")  # the parent's notifier thread is running
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "parent")]
+    notifier = app._notifier
+    assert notifier is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # the child: its notifier starts a thread and a connection of its own
+        code = 1
+        try:
+            notifier.poke(["child"])
+            notifier.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "child")]
+    app.enqueue("t", {}, queue="parent-again")
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "parent-again")]
 
 
 def test_notify_false_stays_silent(
