@@ -16,7 +16,16 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from . import client
 from .client import JobTemplate, NewJob, Operation, arun, run
 from .config import resolve_database_url, resolve_schema
-from .connections import AsyncPooledConnection, PooledConnection, Stash, async_connection, sync_connection
+from .connections import (
+    AsyncPooledConnection,
+    PooledConnection,
+    Stash,
+    acheck_alive,
+    alive,
+    async_connection,
+    check_alive,
+    sync_connection,
+)
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, encode_data, validate_name
 from .notify import Notifier
@@ -399,6 +408,9 @@ class App:
         # The pool's connections are in autocommit: there is no transaction for `with conn`
         # to end, and putconn rolls back a connection left in one anyway.
         pooled = self._stash.take()
+        while pooled is not None and not alive(pooled):
+            pooled.home.putconn(pooled)  # closed: the pool replaces it
+            pooled = self._stash.take()
         if pooled is None:
             pool = self._sync_pool()
             pooled = self._stash.lent(pool.getconn(), pool)
@@ -417,6 +429,9 @@ class App:
         pool = await self._async_pool()
         stash = self._astash
         pooled = stash.take()
+        while pooled is not None and not alive(pooled):
+            await pooled.home.putconn(pooled)  # closed: the pool replaces it
+            pooled = stash.take()
         if pooled is None:
             pooled = stash.lent(await pool.getconn(), pool)
         try:
@@ -434,7 +449,7 @@ class App:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=True,
-                    name="pgqueue", connection_class=PooledConnection,
+                    name="pgqueue", connection_class=PooledConnection, check=check_alive,
                 )
             return self._pool
 
@@ -444,7 +459,7 @@ class App:
             url = self.database_url
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=False,
-                name="pgqueue-async", connection_class=AsyncPooledConnection,
+                name="pgqueue-async", connection_class=AsyncPooledConnection, check=acheck_alive,
             )
             await pool.open()
             self._apool, self._apool_loop = pool, loop

@@ -9,6 +9,7 @@ SQLAlchemy and Django are never imported here: they are recognised by shape.
 
 from __future__ import annotations
 
+import select
 import time
 from typing import Any, Generic, TypeVar
 
@@ -50,6 +51,32 @@ class AsyncPooledConnection(psycopg.AsyncConnection[Any]):
 
 
 Pooled = TypeVar("Pooled", PooledConnection, AsyncPooledConnection)
+
+
+def alive(conn: Any) -> bool:
+    """False if the server has ended this idle connection (a restart, pg_terminate_backend,
+    idle_session_timeout): it then left its goodbye or an EOF on the socket, which an idle
+    connection of ours never has otherwise. One poll, no round trip; a dead connection is
+    closed here, so that its pool replaces it rather than lend it out again."""
+    if conn.closed:
+        return False
+    try:
+        readable = select.select([conn.pgconn.socket], [], [], 0)[0]
+    except (OSError, ValueError, psycopg.Error):
+        readable = True
+    if readable:
+        conn.pgconn.finish()
+    return not readable
+
+
+def check_alive(conn: Any) -> None:
+    """A psycopg_pool ``check``: refuse a connection the server has ended (see :func:`alive`)."""
+    if not alive(conn):
+        raise psycopg.OperationalError("the server ended this idle connection")
+
+
+async def acheck_alive(conn: Any) -> None:
+    check_alive(conn)
 
 
 class Stash(Generic[Pooled]):
