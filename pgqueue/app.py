@@ -20,10 +20,8 @@ from .connections import (
     AsyncPooledConnection,
     PooledConnection,
     Stash,
-    acheck_alive,
     alive,
     async_connection,
-    check_alive,
     sync_connection,
 )
 from .errors import ConfigurationError, InvalidJob
@@ -413,7 +411,12 @@ class App:
             pooled = self._stash.take()
         if pooled is None:
             pool = self._sync_pool()
-            pooled = self._stash.lent(pool.getconn(), pool)
+            pooled = pool.getconn()
+            # Checked here rather than by the pool's own check, which sleeps a second after a failure.
+            while not alive(pooled):
+                pool.putconn(pooled)
+                pooled = pool.getconn()
+            pooled = self._stash.lent(pooled, pool)
         try:
             result = run(pooled, self._checked(operation))
         except BaseException:
@@ -433,7 +436,11 @@ class App:
             await pooled.home.putconn(pooled)  # closed: the pool replaces it
             pooled = stash.take()
         if pooled is None:
-            pooled = stash.lent(await pool.getconn(), pool)
+            pooled = await pool.getconn()
+            while not alive(pooled):
+                await pool.putconn(pooled)
+                pooled = await pool.getconn()
+            pooled = stash.lent(pooled, pool)
         try:
             result = await arun(pooled, self._checked(operation))
         except BaseException:
@@ -449,7 +456,7 @@ class App:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=True,
-                    name="pgqueue", connection_class=PooledConnection, check=check_alive,
+                    name="pgqueue", connection_class=PooledConnection,
                 )
             return self._pool
 
@@ -459,7 +466,7 @@ class App:
             url = self.database_url
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=False,
-                name="pgqueue-async", connection_class=AsyncPooledConnection, check=acheck_alive,
+                name="pgqueue-async", connection_class=AsyncPooledConnection,
             )
             await pool.open()
             self._apool, self._apool_loop = pool, loop

@@ -69,16 +69,6 @@ def alive(conn: Any) -> bool:
     return not readable
 
 
-def check_alive(conn: Any) -> None:
-    """A psycopg_pool ``check``: refuse a connection the server has ended (see :func:`alive`)."""
-    if not alive(conn):
-        raise psycopg.OperationalError("the server ended this idle connection")
-
-
-async def acheck_alive(conn: Any) -> None:
-    check_alive(conn)
-
-
 class Stash(Generic[Pooled]):
     """Idle connections of the App's pool, kept out of it between operations.
 
