@@ -410,12 +410,15 @@ class App:
             pooled.home.putconn(pooled)  # closed: the pool replaces it
             pooled = self._stash.take()
         if pooled is None:
-            pool = self._sync_pool()
-            pooled = pool.getconn()
-            # Checked here rather than by the pool's own check, which sleeps a second after a failure.
-            while not alive(pooled):
-                pool.putconn(pooled)
+            try:
+                pool = self._sync_pool()
                 pooled = pool.getconn()
+                # Checked here rather than by the pool's own check, which sleeps a second after a failure.
+                while not alive(pooled):
+                    pool.putconn(pooled)
+                    pooled = pool.getconn()
+            finally:
+                self._stash.waited()
             pooled = self._stash.lent(pooled, pool)
         try:
             result = run(pooled, self._checked(operation))
@@ -436,10 +439,13 @@ class App:
             await pooled.home.putconn(pooled)  # closed: the pool replaces it
             pooled = stash.take()
         if pooled is None:
-            pooled = await pool.getconn()
-            while not alive(pooled):
-                await pool.putconn(pooled)
+            try:
                 pooled = await pool.getconn()
+                while not alive(pooled):
+                    await pool.putconn(pooled)
+                    pooled = await pool.getconn()
+            finally:
+                stash.waited()
             pooled = stash.lent(pooled, pool)
         try:
             result = await arun(pooled, self._checked(operation))

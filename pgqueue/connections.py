@@ -10,6 +10,7 @@ SQLAlchemy and Django are never imported here: they are recognised by shape.
 from __future__ import annotations
 
 import select
+import threading
 import time
 from typing import Any, Generic, TypeVar
 
@@ -76,21 +77,35 @@ class Stash(Generic[Pooled]):
     (locks, statistics, logging); where several processes share the cores they run with cold
     caches, at ~50 µs an enqueue. A stashed connection is one ``list.pop`` away. A connection
     goes back to its pool when an operation leaves it anything but idle (or fails), when the
-    stash is full, and at the latest ``hold`` seconds after it left the pool, so the pool's
-    own rules (lifetime, idle time, replacing broken connections) still apply to it.
+    stash is full, while any caller waits on the pool, and at the latest ``hold`` seconds after
+    it left the pool, so the pool's own rules (lifetime, idle time, replacing broken
+    connections) still apply to it.
+
+    A caller finding the stash empty counts as waiting, under the same lock that guards the
+    stash, until it has its connection from the pool (:meth:`waited`): from then on every
+    connection that finishes goes back to the pool, where the waiter gets it. Without that, a
+    caller blocked on an exhausted pool could time out while idle connections sat here.
     """
 
     def __init__(self, size: int, hold: float = 30.0) -> None:
         self._conns: list[Pooled] = []
         self._size = size
         self._hold = hold
+        self._waiting = 0
+        self._lock = threading.Lock()
 
     def take(self) -> Pooled | None:
-        """A stashed connection (the most recently used), or None."""
-        try:
-            return self._conns.pop()  # atomic: no lock needed between threads
-        except IndexError:
+        """A stashed connection (the most recently used), or None: the caller then takes one
+        from the pool and calls :meth:`waited` once it has it (or has failed to get one)."""
+        with self._lock:
+            if self._conns:
+                return self._conns.pop()
+            self._waiting += 1
             return None
+
+    def waited(self) -> None:
+        with self._lock:
+            self._waiting -= 1
 
     def lent(self, conn: Pooled, pool: Any) -> Pooled:
         """Note that ``conn`` just left ``pool``."""
@@ -99,18 +114,18 @@ class Stash(Generic[Pooled]):
 
     def keep(self, conn: Pooled) -> bool:
         """Stash ``conn`` after a successful operation; False: give it back to its pool instead."""
-        if (
-            len(self._conns) < self._size
-            and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
-            and time.monotonic() < conn.due
-        ):
+        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE or time.monotonic() >= conn.due:
+            return False
+        with self._lock:
+            if self._waiting or len(self._conns) >= self._size:
+                return False
             self._conns.append(conn)
             return True
-        return False
 
     def drain(self) -> list[Pooled]:
         """Empty the stash (closing the App): its connections, to give back to their pool."""
-        conns, self._conns = self._conns, []
+        with self._lock:
+            conns, self._conns = self._conns, []
         return conns
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import warnings
@@ -732,3 +733,34 @@ def test_handler_arguments_may_have_any_name_but_conn(app: pgqueue.App) -> None:
     assert app.get_job(first).data == {"self": 1, "data": 2, "type": 3, "options": 4}  # type: ignore[arg-type]
     assert app.get_job(second).data == {"self": 5}  # type: ignore[arg-type]
     assert handler(self=6) is None
+
+
+@pytest.mark.timeout(60)
+def test_more_threads_than_pool_connections_never_wait_on_idle_kept_connections(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Connections kept between enqueues must go back to the pool while another thread waits on
+    it: a thread waiting on an exhausted pool while idle connections sit aside would time out."""
+    app = pgqueue.App(dsn, notify=False, pool_size=2)
+    app._sync_pool().timeout = 5.0  # a stranded waiter fails in 5 s instead of 30
+    try:
+        with ThreadPoolExecutor(16) as threads:
+            ids = list(threads.map(lambda n: app.enqueue("t", {"n": n}), range(3000)))
+        assert len(set(ids)) == 3000
+        assert _pool_backends(conn) <= 2
+    finally:
+        app.close()
+
+
+@pytest.mark.timeout(60)
+async def test_more_tasks_than_async_pool_connections_never_wait_on_idle_kept_connections(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    app = pgqueue.App(dsn, notify=False, pool_size=2)
+    (await app._async_pool()).timeout = 5.0
+    try:
+        ids = await asyncio.gather(*(app.aenqueue("t", {"n": n}) for n in range(3000)))
+        assert len(set(ids)) == 3000
+        assert _pool_backends(conn) <= 2
+    finally:
+        await app.aclose()
