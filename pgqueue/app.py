@@ -302,8 +302,11 @@ class App:
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is not None:
             return self._execute(client.insert_jobs(self.schema, jobs, self.notify), conn)
-        # On the App's own pool each statement commits by itself: no NOTIFY in it (it would
-        # serialise concurrent commits); the notifier thread wakes the workers just after.
+        # On the App's own pool each statement commits by itself: as a rule no NOTIFY in it (it
+        # would serialise concurrent commits); the notifier thread wakes the workers just after.
+        # After a quiet spell the statement carries its own, so that workers wake on its commit.
+        if self.notify and self._notifier_for().quiet():
+            return self._execute(client.insert_jobs(self.schema, jobs, notify=True), None)
         ids = self._execute(client.insert_jobs(self.schema, jobs, notify=False), None)
         self._wake(jobs, ids)
         return ids
@@ -311,6 +314,8 @@ class App:
     async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is not None:
             return await self._aexecute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+        if self.notify and self._notifier_for().quiet():
+            return await self._aexecute(client.insert_jobs(self.schema, jobs, notify=True), None)
         ids = await self._aexecute(client.insert_jobs(self.schema, jobs, notify=False), None)
         self._wake(jobs, ids)
         return ids
@@ -323,8 +328,10 @@ class App:
             queues: Iterable[str] = (jobs[0][0].queue,) if ids[0] is not None else ()
         else:
             queues = {template.queue for (template, _), job_id in zip(jobs, ids) if job_id is not None}
-        if not queues:
-            return
+        if queues:
+            self._notifier_for().poke(queues)
+
+    def _notifier_for(self) -> Notifier:
         notifier = self._notifier
         if notifier is None:
             with self._lock:
@@ -334,7 +341,7 @@ class App:
                         client.channel(self.schema),
                     )
                 notifier = self._notifier
-        notifier.poke(queues)
+        return notifier
 
     # --- jobs ----------------------------------------------------------------------------
 

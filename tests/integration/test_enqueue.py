@@ -510,7 +510,8 @@ def test_wake_ups_outlive_the_notifiers_connection(
     app: pgqueue.App, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any],
     notifications: Notifications,
 ) -> None:
-    app.enqueue("t", {}, queue="before")
+    notifier = app._notifier_for()
+    notifier.poke(["before"])  # through the thread (a lone enqueue carries its own wake-up)
     assert notifications(listener, expect=1) == [("pgqueue_jobs", "before")]
     killed = conn.execute(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -518,18 +519,39 @@ def test_wake_ups_outlive_the_notifiers_connection(
     ).fetchone()
     assert killed == (1,)
     # The next wake-up finds its connection gone and is sent again on a new one: not lost.
-    app.enqueue("t", {}, queue="after")
+    notifier.poke(["after"])
     assert notifications(listener, expect=1) == [("pgqueue_jobs", "after")]
+
+
+def test_a_lone_enqueue_wakes_workers_with_its_commit_and_a_burst_is_coalesced(
+    app: pgqueue.App, conn: psycopg.Connection[Any], listener: psycopg.Connection[Any],
+    notifications: Notifications,
+) -> None:
+    """The first enqueue after a quiet spell carries its NOTIFY in its own statement (no wait
+    for the notifier thread); a burst sends few wake-ups, and the last one follows the last commit."""
+    app.enqueue("t", {}, queue="lone")
+    assert notifications(listener, expect=1) == [("pgqueue_jobs", "lone")]
+    assert app._notifier is not None and app._notifier._thread is None  # no thread was needed
+    started = time.monotonic()
+    for n in range(300):
+        app.enqueue("t", {"n": n}, queue="burst")
+    elapsed = time.monotonic() - started
+    received = notifications(listener, expect=1)
+    assert set(received) == {("pgqueue_jobs", "burst")}
+    assert len(received) <= elapsed / 0.010 + 2  # one per 10 ms at most, whatever the rate
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and app._notifier._pending:
+        time.sleep(0.01)
+    assert not app._notifier._pending  # nothing left unsent after the last commit
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_a_forked_child_sends_its_own_wake_ups(
     app: pgqueue.App, listener: psycopg.Connection[Any], notifications: Notifications
 ) -> None:
-    app.enqueue("t", {}, queue="parent")  # the parent's notifier thread is running
+    notifier = app._notifier_for()
+    notifier.poke(["parent"])  # the parent's notifier thread is running
     assert notifications(listener, expect=1) == [("pgqueue_jobs", "parent")]
-    notifier = app._notifier
-    assert notifier is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
         pid = os.fork()
