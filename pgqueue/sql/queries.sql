@@ -186,6 +186,40 @@ SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
        (SELECT json_agg(claimed) FROM claimed) AS claimed;
 
+-- name: claim
+-- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
+-- idle worker woken by a new job): half the exchange's planning and execution time, which
+-- was most of the time from wake-up to handler start. Same claim, same result columns.
+WITH picked AS (
+    SELECT c.id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at
+        FROM {schema}.job
+        WHERE queue = q.name AND state < 'active' AND run_at <= now()
+          AND type <> ALL(%(full)s::text[])
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE {schema}.job AS j
+    SET state = 'active',
+        attempts = j.attempts + 1,
+        lease_id = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = now(),
+        finished_at = NULL,
+        worker_id = %(worker_id)s
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
+              j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace
+)
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+
 -- name: complete
 -- A handler completes its own job in its own transaction (JobContext.complete), guarded by
 -- the claim's lease like the worker's exchange: a lost lease updates nothing.
