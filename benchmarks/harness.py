@@ -52,6 +52,8 @@ class Sizes:
     """Notifications per second the producer sends, on a fixed schedule."""
     worker_concurrency: int
     """``pgqueue work --concurrency`` of each worker process in the drain and scale runs."""
+    tuned_concurrency: int
+    """The drain's tuned rows: a concurrency as large as the ceiling's largest claim."""
     scale_small: int
     """The small backlog of the scale comparison: waiting jobs before the drain starts."""
     scale_big: int
@@ -78,6 +80,7 @@ QUICK = Sizes(
     latency_events=50,
     latency_rate=50.0,
     worker_concurrency=100,
+    tuned_concurrency=100,
     scale_small=2_000,
     scale_big=20_000,
     scale_measure=2_000,
@@ -92,11 +95,12 @@ FULL = Sizes(
     bulk_jobs=20_000,
     bulk_repeats=3,
     drain_jobs=20_000,
-    drain_batches=(1, 10, 100),
+    drain_batches=(1, 10, 100, 500),
     drain_connections=(1, 2, 4, 8),
     latency_events=500,
     latency_rate=50.0,
     worker_concurrency=100,
+    tuned_concurrency=500,
     scale_small=10_000,
     scale_big=100_000,
     scale_measure=10_000,

@@ -167,11 +167,16 @@ def memory_note(usage: Usage, window: tuple[float, float] = (0.0, float("inf")))
 # --- drain ---------------------------------------------------------------------------------
 
 
-def drain(bench: Bench, task: str, processes: int, log_level: str = "warning", async_commit: bool = False) -> Result:
+def drain(
+    bench: Bench, task: str, processes: int, log_level: str = "warning", async_commit: bool = False,
+    concurrency: int | None = None,
+) -> Result:
     """``drain_jobs`` waiting no-op jobs worked off by ``pgqueue work --burst`` with
-    ``--processes N`` (one supervisor, N worker processes), concurrency ``worker_concurrency``."""
+    ``--processes N`` (one supervisor, N worker processes), concurrency ``worker_concurrency``
+    unless given (a worker claims as many jobs at once as it has free slots)."""
     jobs = bench.sizes.drain_jobs
-    concurrency = bench.sizes.worker_concurrency
+    tuned = concurrency is not None
+    concurrency = concurrency or bench.sizes.worker_concurrency
     startup = startup_cpu(bench, processes)
     load_with_enqueue_many(bench, task, jobs)
     flags = ["--burst", "--concurrency", str(concurrency), "--log-level", log_level]
@@ -189,7 +194,8 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning", a
     done, seconds = got.jobs, got.seconds
     kind = "async" if task == NOOP else "sync"
     info = log_level != "warning"
-    key = f"pgq.drain.{kind}.p{processes}" + (f".{log_level}" if info else "") + (".async_commit" if async_commit else "")
+    key = (f"pgq.drain.{kind}.p{processes}" + (f".{log_level}" if info else "")
+           + (".async_commit" if async_commit else "") + (f".c{concurrency}" if tuned else ""))
     window = (mark.on(run, got.first_claim), mark.on(run, got.last_finish))
     early, end, peak = usage.memory(*window)
     notes = [
@@ -208,7 +214,8 @@ def drain(bench: Bench, task: str, processes: int, log_level: str = "warning", a
     result = Result(
         key=key,
         title=f"drain, {kind} no-op, {processes} process{'es' if processes > 1 else ''}"
-        + (f", {log_level.upper()} logs" if info else "") + (", --async-commit" if async_commit else ""),
+        + (f", {log_level.upper()} logs" if info else "") + (", --async-commit" if async_commit else "")
+        + (f", --concurrency {concurrency}" if tuned else ""),
         value=done / seconds,
         unit="jobs/s",
         jobs=done,
