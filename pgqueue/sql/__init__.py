@@ -9,6 +9,7 @@ from pathlib import Path
 from psycopg import sql
 
 _BLOCK = re.compile(r"^-- name: (\w+)\n", re.MULTILINE)
+_PART = re.compile(r"\{(\w+)\}")
 
 
 @functools.cache
@@ -19,7 +20,8 @@ def _raw() -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2]):
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
         queries[name] = "\n".join(lines).strip().rstrip(";")
-    return queries
+    # {name} of another block takes that block's text in (a part two statements share).
+    return {name: _PART.sub(lambda m: queries.get(m.group(1), m.group(0)), text) for name, text in queries.items()}
 
 
 def channel(schema: str) -> str:

@@ -1,4 +1,5 @@
--- Every statement pgqueue runs, one named block each.
+-- Every statement pgqueue runs, one named block each. A block may name another in braces,
+-- {claim_candidates} say, to take its text in: one text for what two statements share.
 -- {schema} is bound once, as a quoted identifier; every value is a bound parameter.
 -- All time maths use the database's now(), never a worker's clock.
 
@@ -148,15 +149,7 @@ WITH done AS (
 ), candidates AS (
     SELECT c.id, c.type, c.priority, c.run_at
     FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT id, type, priority, run_at
-        FROM {schema}.job
-        WHERE queue = q.name AND state < 'active' AND run_at <= now()
-          AND type <> ALL(%(full)s::text[])
-        ORDER BY priority DESC, run_at, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
+    CROSS JOIN LATERAL ({claim_candidates}) AS c
 ), ranked AS (
     SELECT id, type, priority, run_at,
            row_number() OVER (PARTITION BY type ORDER BY priority DESC, run_at, id) AS nth
@@ -168,19 +161,7 @@ WITH done AS (
     WHERE cap.slots IS NULL OR r.nth <= cap.slots
     ORDER BY r.priority DESC, r.run_at, r.id
     LIMIT %(limit)s
-), claimed AS (
-    UPDATE {schema}.job AS j
-    SET state = 'active',
-        attempts = j.attempts + 1,
-        lease_id = gen_random_uuid(),
-        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-        started_at = now(),
-        finished_at = NULL,
-        worker_id = %(worker_id)s
-    FROM picked
-    WHERE j.id = picked.id
-    RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
-              j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace
+), claimed AS ({claim_picked}
 )
 SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
@@ -188,37 +169,45 @@ SELECT (SELECT array_agg(id) FROM done) AS completed,
 
 -- name: claim
 -- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
--- idle worker woken by a new job): half the exchange's planning and execution time, which
--- was most of the time from wake-up to handler start. Same claim, same result columns.
+-- idle worker woken by a new job): a smaller statement to plan and run, which is most of the
+-- time from wake-up to handler start. Same claim, same result columns.
 WITH picked AS (
     SELECT c.id
     FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT id, priority, run_at
-        FROM {schema}.job
-        WHERE queue = q.name AND state < 'active' AND run_at <= now()
-          AND type <> ALL(%(full)s::text[])
-        ORDER BY priority DESC, run_at, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
+    CROSS JOIN LATERAL ({claim_candidates}) AS c
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s
-), claimed AS (
-    UPDATE {schema}.job AS j
-    SET state = 'active',
-        attempts = j.attempts + 1,
-        lease_id = gen_random_uuid(),
-        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-        started_at = now(),
-        finished_at = NULL,
-        worker_id = %(worker_id)s
-    FROM picked
-    WHERE j.id = picked.id
-    RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
-              j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace
+), claimed AS ({claim_picked}
 )
 SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+
+-- name: claim_candidates
+-- A part of exchange and claim, not a statement: up to %(limit)s runnable jobs of the queue
+-- q.name, walking the fetch index in its own order (priority DESC, run_at, id), skipping rows
+-- other workers hold and types in %(full)s.
+SELECT id, type, priority, run_at
+FROM {schema}.job
+WHERE queue = q.name AND state < 'active' AND run_at <= now()
+  AND type <> ALL(%(full)s::text[])
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: claim_picked
+-- A part of exchange and claim, not a statement: claim the jobs of the CTE "picked": count
+-- an attempt, give each a fresh lease; return what the worker needs to run them.
+UPDATE {schema}.job AS j
+SET state = 'active',
+    attempts = j.attempts + 1,
+    lease_id = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = now(),
+    finished_at = NULL,
+    worker_id = %(worker_id)s
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
+          j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace
 
 -- name: complete
 -- A handler completes its own job in its own transaction (JobContext.complete), guarded by
