@@ -14,7 +14,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import client
-from .client import JobTemplate, NewJob, Operation, arun, run
+from .client import JobTemplate, NewJob, Operation, Unencoded, arun, run
 from .config import resolve_database_url, resolve_schema
 from .connections import (
     AsyncPooledConnection,
@@ -101,8 +101,10 @@ class TaskCall:
     def _template(self) -> JobTemplate:
         return self.task.app._template(self.task.name, self.options)
 
-    def _jobs(self, items: Iterable[Mapping[str, Any]]) -> list[NewJob]:
+    def _jobs(self, items: Iterable[Mapping[str, Any]], conn: Any) -> list[NewJob]:
         template, limit = self._template, self.task.app.max_payload_bytes
+        if conn is None:  # the App's pool: encoded as they are sent (see Unencoded)
+            return [(template, Unencoded({} if data is None else data, limit)) for data in items]
         return [(template, encode_data({} if data is None else data, limit)) for data in items]
 
     def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
@@ -114,10 +116,10 @@ class TaskCall:
         return (await app._ainsert([(self._template, encode_data(data, app.max_payload_bytes))], conn))[0]
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        return self.task.app._insert(self._jobs(items), conn)
+        return self.task.app._insert(self._jobs(items, conn), conn)
 
     async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        return await self.task.app._ainsert(self._jobs(items), conn)
+        return await self.task.app._ainsert(self._jobs(items, conn), conn)
 
 
 class App:
@@ -265,11 +267,15 @@ class App:
             self._templates[key] = template
         return template
 
-    def _new_job(self, type_: str, data: Mapping[str, Any] | None, options: JobOptions) -> NewJob:
+    def _new_job(
+        self, type_: str, data: Mapping[str, Any] | None, options: JobOptions, deferred: bool = False
+    ) -> NewJob:
         template = self._template(type_, options)
+        if deferred:  # the App's pool: encoded as it is sent (see Unencoded)
+            return template, Unencoded({} if data is None else data, self.max_payload_bytes)
         return template, encode_data({} if data is None else data, self.max_payload_bytes)
 
-    def _jobs(self, items: Iterable[Any]) -> list[NewJob]:
+    def _jobs(self, items: Iterable[Any], conn: Any) -> list[NewJob]:
         jobs = []
         for item in items:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
@@ -277,7 +283,7 @@ class App:
             options: Any = item[2] if len(item) == 3 else {}
             if not isinstance(options, Mapping) or not all(isinstance(name, str) for name in options):
                 raise InvalidJob(f"job options must be a mapping of option names to values, not {options!r}")
-            jobs.append(self._new_job(item[0], item[1], JobOptions.build(**options)))
+            jobs.append(self._new_job(item[0], item[1], JobOptions.build(**options), deferred=conn is None))
         return jobs
 
     def enqueue(self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any) -> int | None:
@@ -294,10 +300,10 @@ class App:
 
     def enqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[int | None]:
         """Enqueue ``(type, data)`` or ``(type, data, options)`` items in one statement; ids in order."""
-        return self._insert(self._jobs(items), conn)
+        return self._insert(self._jobs(items, conn), conn)
 
     async def aenqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[int | None]:
-        return await self._ainsert(self._jobs(items), conn)
+        return await self._ainsert(self._jobs(items, conn), conn)
 
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is not None:

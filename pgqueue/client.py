@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generator, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Generator, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -20,7 +20,7 @@ from psycopg.rows import dict_row, tuple_row
 
 from .connections import AsyncPooledConnection, PooledConnection
 from .errors import JobNotFound, LeaseLost
-from .job import Job
+from .job import Job, encode_data
 from .migrate import check_version
 from .sql import channel, queries
 
@@ -148,8 +148,18 @@ class JobTemplate:
         return "\t".join(_copy_text(value) for value in values)
 
 
-NewJob = tuple[JobTemplate, str]
-"""A job to insert: its template and its data as JSON text."""
+class Unencoded(NamedTuple):
+    """Job data still to be encoded (``encode_data(data, max_bytes)``), for bulk loads on the
+    App's own pool: a COPY then encodes each chunk while PostgreSQL loads the one before. A
+    bad item aborts the COPY, so nothing is written. (With the caller's connection, data is
+    encoded before anything is sent: bad input must not abort the caller's transaction.)"""
+
+    data: Any
+    max_bytes: int
+
+
+NewJob = tuple[JobTemplate, "str | Unencoded"]
+"""A job to insert: its template and its data as JSON text (or still to encode)."""
 
 COPY_MIN_JOBS = 64
 """Bulk enqueues of at least this many jobs (and no unique keys) are loaded with COPY."""
@@ -189,6 +199,9 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
     if not jobs:
         return []
     q = queries(schema)
+    if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
+        return (yield from _copy_jobs(schema, jobs, notify))
+    jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
     if len(jobs) == 1:
         template, data = jobs[0]
         if template.unique_key is None:
@@ -201,8 +214,6 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
         params.update(data=data, channel=channel(schema), notify=notify)
         rows = yield q.insert_unique_job, params
         return [rows[0]["id"] if rows else None]
-    if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
-        return (yield from _copy_jobs(schema, jobs, notify))
     params = {name: [getattr(template, name) for template, _ in jobs] for name in _TEMPLATE_FIELDS}
     params.update(data=[data for _, data in jobs], channel=channel(schema), notify=notify)
     rows = yield q.insert_jobs, params
@@ -243,6 +254,8 @@ def _copy_lines(
     for start in range(0, len(jobs), rows):
         lines = []
         for job_id, (template, data) in zip(ids[start:start + rows], jobs[start:start + rows]):
+            if type(data) is not str:
+                data = encode_data(*data)
             if "\\" in data:  # COPY's text format reads a backslash as an escape
                 data = data.replace("\\", "\\\\")
             lines.append(f"{job_id}\t{data}\t{suffixes[id(template)]}\n")

@@ -344,3 +344,42 @@ def test_any_data_either_round_trips_or_is_refused_cleanly(
             event("stored")
             assert module_app.get_job(job_id, conn=caller).data == normalized(data)  # type: ignore[arg-type]
         caller.rollback()
+
+
+@pytest.mark.parametrize(
+    "bad", [{"x": {1, 2}}, {"x": "y" * 300}, [1]], ids=["not JSON", "too large", "not a mapping"]
+)
+def test_a_bad_item_deep_in_a_bulk_load_on_the_pool_writes_nothing(dsn: str, bad: Any) -> None:
+    """On the App's pool a bulk load encodes each chunk while the COPY streams: a bad item
+    found late must still abort the whole load, and leave the pool usable."""
+    app = pgqueue.App(dsn, max_payload_bytes=200, notify=False)
+    try:
+        task = app.task("bulk")(lambda **kwargs: None)
+        items: list[Any] = [{"n": n} for n in range(5000)]
+        items[4321] = bad
+        with pytest.raises(InvalidJob):
+            task.enqueue_many(items)
+        with pytest.raises(InvalidJob):
+            app.enqueue_many([("bulk", item) for item in items])
+        with psycopg.connect(dsn) as check:
+            assert check.execute("SELECT count(*) FROM pgqueue.job").fetchone() == (0,)
+        ids = task.enqueue_many([{"n": n} for n in range(100)])
+        assert len(ids) == 100 and None not in ids
+    finally:
+        app.close()
+
+
+async def test_a_bad_item_deep_in_an_async_bulk_load_on_the_pool_writes_nothing(dsn: str) -> None:
+    app = pgqueue.App(dsn, notify=False)
+    try:
+        task = app.task("bulk")(lambda **kwargs: None)
+        items: list[Any] = [{"n": n} for n in range(5000)]
+        items[4999] = {"x": math.nan}
+        with pytest.raises(InvalidJob):
+            await task.aenqueue_many(items)
+        async with await psycopg.AsyncConnection.connect(dsn) as check:
+            cur = await check.execute("SELECT count(*) FROM pgqueue.job")
+            assert await cur.fetchone() == (0,)
+        assert len(await task.aenqueue_many([{"n": n} for n in range(100)])) == 100
+    finally:
+        await app.aclose()
