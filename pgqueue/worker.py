@@ -510,7 +510,7 @@ class Worker:
                 # before this statement would this be another's doing: too rare to cost a query.
                 self.stats["completed"] += 1
                 if what == "completed":
-                    if log.isEnabledFor(logging.INFO):
+                    if info:
                         log.info("job %s %s completed in %.3fs (in its handler's transaction)", job["id"],
                                  job["type"], result.duration, extra={**extra, "outcome": "completed"})
                 else:
@@ -526,7 +526,7 @@ class Worker:
                 continue
             self.stats[what] += 1
             if what == "completed":
-                if log.isEnabledFor(logging.INFO):
+                if info:
                     log.info("job %s %s completed in %.3fs", job["id"], job["type"], result.duration,
                              extra={**extra, "outcome": "completed"})
             else:
