@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +17,70 @@ import pgqueue
 from pgqueue import ConfigurationError, SchemaOutOfDate, migrate
 
 BAD_SCHEMAS = ["Bad", "1x", 'a"b', '"; DROP TABLE x; --', "a" * 57, "", "jobs-x"]
+
+CATALOG_SNAPSHOT = Path(__file__).resolve().parents[1] / "snapshots" / "schema_catalog.txt"
+
+# Everything the migrations can put in a schema, read from pg_catalog in a stable order. The
+# schema's own name is written as {schema}, so that any schema name gives the same text.
+CATALOG_QUERIES = {
+    "type": """
+        SELECT t.typname, t.typtype,
+               coalesce((SELECT string_agg(e.enumlabel, ', ' ORDER BY e.enumsortorder)
+                         FROM pg_enum e WHERE e.enumtypid = t.oid), '')
+        FROM pg_type t
+        WHERE t.typnamespace = %(ns)s AND t.typtype IN ('d', 'e', 'm', 'r')
+        ORDER BY t.typname""",
+    "relation": """
+        SELECT c.relname, c.relkind, c.relpersistence, coalesce(array_to_string(c.reloptions, ', '), '')
+        FROM pg_class c WHERE c.relnamespace = %(ns)s ORDER BY c.relname""",
+    "column": """
+        SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attidentity, a.attgenerated,
+               coalesce(co.collname, '')
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
+        WHERE c.relnamespace = %(ns)s AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0
+              AND NOT a.attisdropped
+        ORDER BY c.relname, a.attnum""",
+    "constraint": """
+        SELECT coalesce(c.relname, ''), k.conname, k.contype, pg_get_constraintdef(k.oid)
+        FROM pg_constraint k LEFT JOIN pg_class c ON c.oid = k.conrelid
+        WHERE k.connamespace = %(ns)s ORDER BY c.relname, k.conname""",
+    "index": """
+        SELECT c.relname, pg_get_indexdef(i.indexrelid)
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE c.relnamespace = %(ns)s ORDER BY c.relname""",
+    "sequence": """
+        SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax,
+               s.seqcache, s.seqcycle
+        FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
+        WHERE c.relnamespace = %(ns)s ORDER BY c.relname""",
+    "function": """
+        SELECT p.proname, pg_get_function_identity_arguments(p.oid), pg_get_functiondef(p.oid)
+        FROM pg_proc p WHERE p.pronamespace = %(ns)s ORDER BY p.proname, 2""",
+    "trigger": """
+        SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        WHERE c.relnamespace = %(ns)s AND NOT t.tgisinternal ORDER BY c.relname, t.tgname""",
+    "comment": """
+        SELECT c.relname, d.objsubid, d.description
+        FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
+        WHERE c.relnamespace = %(ns)s ORDER BY c.relname, d.objsubid""",
+}
+
+
+def catalog(conn: psycopg.Connection[Any], schema: str) -> str:
+    """The schema's catalog as text: types, relations, columns, constraints, indexes and more."""
+    row = conn.execute("SELECT oid FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+    assert row is not None, f"no schema {schema!r}"
+    lines = []
+    for kind, query in CATALOG_QUERIES.items():
+        for values in conn.execute(query, {"ns": row[0]}).fetchall():
+            lines.append(" | ".join([kind, *(str(value) for value in values)]))
+    text = "\n".join(lines) + "\n"
+    return text.replace(f'"{schema}".', "{schema}.").replace(f"{schema}.", "{schema}.")
 
 
 def tables(conn: psycopg.Connection[Any], schema: str) -> set[str]:
@@ -48,6 +113,28 @@ def test_upgrade_from_empty_creates_the_schema_tables_and_fetch_index(empty_dsn:
         assert migrate.current_version(conn, "pgqueue") == migrate.SCHEMA_VERSION
         # Nothing lands outside pgqueue's schema.
         assert tables(conn, "public") == set()
+
+
+@pytest.mark.parametrize("schema", ["pgqueue", "jobs_x"])
+def test_upgrade_gives_the_catalog_in_the_snapshot(empty_dsn: str, schema: str) -> None:
+    migrate.upgrade(empty_dsn, schema)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        migrated = catalog(conn, schema)
+    assert migrated == CATALOG_SNAPSHOT.read_text(encoding="utf-8")
+
+    # Down to nothing and back up gives the same catalog again.
+    migrate.downgrade(empty_dsn, schema, "base")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert tables(conn, schema) <= {"pgqueue_alembic_version"}
+    migrate.upgrade(empty_dsn, schema)
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert catalog(conn, schema) == migrated
+
+    # The offline script, run by hand, gives it too.
+    offline = "jobs_offline"
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(migrate.upgrade_sql(offline))
+        assert catalog(conn, offline) == migrated
 
 
 def test_rerunning_upgrade_changes_nothing(empty_dsn: str) -> None:
