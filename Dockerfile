@@ -1,4 +1,4 @@
-# The pgqueue image for docker-compose.yml: the package, its migrations and the example app.
+# The pgqueue image for docker-compose.yml: the package (its migrations inside) and the example app.
 FROM python:3.12-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -6,7 +6,6 @@ WORKDIR /app
 
 COPY pyproject.toml README.md ./
 COPY pgqueue ./pgqueue
-COPY migrations ./migrations
 RUN pip install . && useradd --create-home --uid 10001 pgqueue
 
 COPY examples ./examples

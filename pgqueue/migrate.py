@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from .config import validate_schema
 from .errors import SchemaOutOfDate
@@ -25,12 +26,28 @@ _alembic_lock = threading.Lock()
 
 
 def migrations_dir() -> Path:
-    """The migrations shipped in the wheel, or the source tree's ``migrations/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_migrations", here.parent / "migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise FileNotFoundError(f"pgqueue's migrations are missing next to {here}")
+    """The alembic scripts, shipped inside the package: ``env.py`` and ``versions/``."""
+    path = Path(__file__).resolve().parent / "migrations"
+    if not (path / "env.py").is_file():
+        raise FileNotFoundError(f"pgqueue's migrations are missing from {path}")
+    return path
+
+
+def run_revision_sql(revision_file: str, direction: str) -> None:
+    """Run a revision's DDL, kept beside it as ``<revision>.<direction>.sql``, through ``op.execute``.
+
+    ``{schema}`` in the file stands for the schema being migrated, quoted as an identifier.
+    Statements are separated by a ``;`` at the end of a line and executed one by one.
+    """
+    from alembic import op
+
+    revision = Path(revision_file)
+    script = revision.with_name(f"{revision.stem}.{direction}.sql").read_text(encoding="utf-8")
+    schema = validate_schema(op.get_context().config.attributes["schema"])
+    quoted = sql.Identifier(schema).as_string(None)  # type: ignore[arg-type]
+    for statement in script.replace("{schema}", quoted).split(";\n"):
+        if statement.strip():
+            op.execute(statement)
 
 
 def alembic_config(dsn: str | None, schema: str, output: io.TextIOBase | None = None) -> Any:

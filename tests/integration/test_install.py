@@ -54,7 +54,14 @@ def test_wheel_installs_into_a_fresh_venv_and_migrates(empty_dsn: str, tmp_path:
     (wheel,) = wheels.glob("pgqueue-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert {"pgqueue/_migrations/env.py", "pgqueue/_migrations/versions/0001_initial.py"} <= names
+    assert {
+        "pgqueue/migrations/env.py",
+        "pgqueue/migrations/script.py.mako",
+        "pgqueue/migrations/versions/0001_initial.py",
+        "pgqueue/migrations/versions/0001_initial.upgrade.sql",
+        "pgqueue/migrations/versions/0001_initial.downgrade.sql",
+    } <= names
+    assert not any(name.startswith("pgqueue/_migrations/") for name in names)
     assert "pgqueue/sql/queries.sql" in names
 
     target = tmp_path / "venv"
@@ -68,8 +75,8 @@ def test_wheel_installs_into_a_fresh_venv_and_migrates(empty_dsn: str, tmp_path:
 
     package = Path(result["package"])
     assert package.is_relative_to(target)
-    assert Path(result["migrations"]) == package / "_migrations"
-    assert (package / "_migrations" / "env.py").is_file()
+    assert Path(result["migrations"]) == package / "migrations"
+    assert (package / "migrations" / "versions" / "0001_initial.upgrade.sql").is_file()
     assert result["data"] == {"ok": True}
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         tables = {

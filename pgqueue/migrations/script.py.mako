@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 """
 
-from alembic import op
+from pgqueue.migrate import run_revision_sql
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
@@ -12,11 +12,10 @@ branch_labels = None
 depends_on = None
 
 
+# The DDL is in the .upgrade.sql and .downgrade.sql files beside this one, with {schema} for the schema.
 def upgrade() -> None:
-    schema = op.get_context().config.attributes["schema"]
-    ${upgrades if upgrades else "pass"}
+    run_revision_sql(__file__, "upgrade")
 
 
 def downgrade() -> None:
-    schema = op.get_context().config.attributes["schema"]
-    ${downgrades if downgrades else "pass"}
+    run_revision_sql(__file__, "downgrade")

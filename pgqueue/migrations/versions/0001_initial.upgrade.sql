@@ -1,25 +1,11 @@
-"""The job table, its fetch index, and the worker registry.
+CREATE TYPE {schema}.job_state AS ENUM ('created', 'retry', 'active', 'completed', 'cancelled', 'failed');
 
-Revision ID: 0001
-Revises:
-"""
-
-from alembic import op
-
-revision = "0001"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-UPGRADE = """
-CREATE TYPE {s}.job_state AS ENUM ('created', 'retry', 'active', 'completed', 'cancelled', 'failed');
-
-CREATE TABLE {s}.job (
+CREATE TABLE {schema}.job (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     type             text NOT NULL,
     queue            text NOT NULL,
     data             jsonb NOT NULL,
-    state            {s}.job_state NOT NULL DEFAULT 'created',
+    state            {schema}.job_state NOT NULL DEFAULT 'created',
     priority         integer NOT NULL DEFAULT 0,
     attempts         integer NOT NULL DEFAULT 0,
     max_attempts     integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
@@ -47,16 +33,16 @@ CREATE TABLE {s}.job (
 );
 
 -- The claim walks this index in its own order, per queue: only waiting rows are in it.
-CREATE INDEX job_fetch ON {s}.job (queue, priority DESC, run_at, id) WHERE state < 'active';
+CREATE INDEX job_fetch ON {schema}.job (queue, priority DESC, run_at, id) WHERE state < 'active';
 -- Rescue finds expired leases without reading finished rows.
-CREATE INDEX job_lease ON {s}.job (lease_expires_at) WHERE state = 'active';
+CREATE INDEX job_lease ON {schema}.job (lease_expires_at) WHERE state = 'active';
 -- Pruning finds old finished rows.
-CREATE INDEX job_finished ON {s}.job (finished_at) WHERE state > 'active';
+CREATE INDEX job_finished ON {schema}.job (finished_at) WHERE state > 'active';
 -- At most one waiting or running job per unique key.
-CREATE UNIQUE INDEX job_unique_key ON {s}.job (unique_key)
+CREATE UNIQUE INDEX job_unique_key ON {schema}.job (unique_key)
     WHERE unique_key IS NOT NULL AND state < 'completed';
 
-CREATE TABLE {s}.worker (
+CREATE TABLE {schema}.worker (
     id           text PRIMARY KEY,
     hostname     text NOT NULL,
     pid          integer NOT NULL,
@@ -65,28 +51,3 @@ CREATE TABLE {s}.worker (
     started_at   timestamptz NOT NULL DEFAULT now(),
     last_seen_at timestamptz NOT NULL DEFAULT now()
 );
-"""
-
-DOWNGRADE = """
-DROP TABLE {s}.worker;
-DROP TABLE {s}.job;
-DROP TYPE {s}.job_state;
-"""
-
-
-def _schema() -> str:
-    return '"%s"' % op.get_context().config.attributes["schema"]
-
-
-def _run(script: str) -> None:
-    for statement in script.format(s=_schema()).split(";\n"):
-        if statement.strip():
-            op.execute(statement)
-
-
-def upgrade() -> None:
-    _run(UPGRADE)
-
-
-def downgrade() -> None:
-    _run(DOWNGRADE)
