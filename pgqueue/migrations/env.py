@@ -3,9 +3,10 @@
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from pgqueue.migrate import VERSION_TABLE
+
 config = context.config
 schema = config.attributes["schema"]  # validated by pgqueue.config.validate_schema
-VERSION_TABLE = "pgqueue_alembic_version"
 
 
 def run_offline() -> None:

@@ -32,12 +32,18 @@ def channel(schema: str) -> str:
 class Queries:
     """The named statements with ``{schema}`` (and ``{channel}``, its LISTEN channel) bound.
 
+    ``{version_table}`` is the alembic version table, ``{version_table_name}`` its name as a literal.
+
     The schema is quoted once here, so executing a statement costs no composition.
     """
 
     def __init__(self, schema: str) -> None:
+        from ..migrate import VERSION_TABLE  # (migrate imports this module)
+
         self.schema = schema
-        self._names = {"schema": sql.Identifier(schema), "channel": sql.Identifier(channel(schema))}
+        self._names = {"schema": sql.Identifier(schema), "channel": sql.Identifier(channel(schema)),
+                       "version_table": sql.Identifier(VERSION_TABLE),
+                       "version_table_name": sql.Literal(VERSION_TABLE)}
         self._statements: dict[str, sql.SQL] = {}
 
     def __getattr__(self, name: str) -> sql.SQL:
@@ -60,6 +66,8 @@ def queries(schema: str) -> Queries:
 
 def grants(schema: str, worker: str, producer: str) -> str:
     """The least-privilege GRANTs for a worker role and a producer role, as SQL text."""
+    from ..migrate import VERSION_TABLE  # (migrate imports this module)
+
     names = {"schema": sql.Identifier(schema), "worker": sql.Identifier(worker),
-             "producer": sql.Identifier(producer)}
+             "producer": sql.Identifier(producer), "version_table": sql.Identifier(VERSION_TABLE)}
     return sql.SQL(_raw()["grants"]).format(**names).as_string(None) + ";\n"  # type: ignore[arg-type]

@@ -8,12 +8,12 @@
 -- schema never raises an error (which would abort the caller's transaction).
 SELECT EXISTS (
     SELECT 1 FROM pg_catalog.pg_tables
-    WHERE schemaname = %(schema)s AND tablename = 'pgqueue_alembic_version'
+    WHERE schemaname = %(schema)s AND tablename = {version_table_name}
 ) AS present;
 
 -- name: schema_version
 -- The alembic revision the schema is at.
-SELECT version_num FROM {schema}.pgqueue_alembic_version;
+SELECT version_num FROM {schema}.{version_table};
 
 -- name: insert_job
 -- Insert one job without a unique key: the common enqueue, one plain INSERT. (A job without
@@ -377,7 +377,7 @@ ORDER BY started_at DESC, id;
 -- test needs (not the data, output or errors of any job); bulk inserts reserve ids.
 REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
 GRANT USAGE ON SCHEMA {schema} TO {worker}, {producer};
-GRANT SELECT ON {schema}.pgqueue_alembic_version TO {worker}, {producer};
+GRANT SELECT ON {schema}.{version_table} TO {worker}, {producer};
 GRANT SELECT, UPDATE, DELETE ON {schema}.job TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};

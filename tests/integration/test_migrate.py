@@ -309,6 +309,17 @@ def test_schema_version_is_the_migrations_head() -> None:
     assert str(migrate.migrations_dir()) == config.get_main_option("script_location")
 
 
+def test_the_version_tables_name_is_written_once_in_the_package() -> None:
+    package = Path(migrate.__file__).resolve().parent
+    naming = [
+        path.relative_to(package).as_posix()
+        for path in sorted(package.rglob("*"))
+        if path.suffix in (".py", ".sql", ".mako")
+        and migrate.VERSION_TABLE in path.read_text(encoding="utf-8")
+    ]
+    assert naming == ["migrate.py"]
+
+
 def test_current_version_and_check_version(empty_dsn: str) -> None:
     with psycopg.connect(empty_dsn) as conn:
         assert migrate.current_version(conn, "pgqueue") is None
