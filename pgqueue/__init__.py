@@ -18,7 +18,7 @@ from .errors import (
     SchemaOutOfDate,
     UnknownTask,
 )
-from .executors import JobContext, current_job
+from .worker.executors import JobContext, current_job
 from .job import Job, JobState
 from .worker import WorkerConfig
 

@@ -8,7 +8,7 @@ import inspect
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -28,6 +28,9 @@ from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, encode_data, validate_name
 from .notify import Notifier
 from .sql import queries
+
+if TYPE_CHECKING:
+    from .worker import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
@@ -384,7 +387,13 @@ class App:
     async def arun_worker(self, **config: Any) -> None:
         from .worker import Worker, WorkerConfig
 
-        await Worker(self, WorkerConfig(**config)).run()
+        await Worker(self.runtime(), WorkerConfig(**config)).run()
+
+    def runtime(self) -> "Runtime":
+        """What a worker takes from this App: database, schema, tasks and defaults."""
+        from .worker import Runtime
+
+        return Runtime(self.schema, self.database_url, self.connect_kwargs(), self.tasks, self.defaults)
 
     # --- connections ---------------------------------------------------------------------
 

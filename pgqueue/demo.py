@@ -275,7 +275,7 @@ async def work_off(
     from .worker import Worker, WorkerConfig
 
     app = demo.app
-    worker = Worker(app, WorkerConfig(concurrency=concurrency, poll_interval=0.25, rescue_interval=1.0))
+    worker = Worker(app.runtime(), WorkerConfig(concurrency=concurrency, poll_interval=0.25, rescue_interval=1.0))
     running = asyncio.create_task(worker.run())
     stop = threading.Event()
     registering = asyncio.ensure_future(

@@ -192,7 +192,7 @@ async def test_complete_after_the_lease_was_lost_raises_and_writes_nothing(app, 
             raise
 
     job_id = late_payment.enqueue(order_id=1)
-    worker = Worker(app, WorkerConfig(poll_interval=0.2))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2))
     running = asyncio.create_task(worker.run())
     try:
         while not started.is_set():

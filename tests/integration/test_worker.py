@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def run_until(app: pgqueue.App, done: Callable[[], bool], timeout: float = 20, **config: Any) -> Worker:
     """Run a worker until ``done()`` holds (checked every 50 ms), then stop it gracefully."""
-    worker = Worker(app, WorkerConfig(**{"poll_interval": 0.2, **config}))
+    worker = Worker(app.runtime(), WorkerConfig(**{"poll_interval": 0.2, **config}))
     running = asyncio.create_task(worker.run())
     deadline = time.monotonic() + timeout
     try:
@@ -292,7 +292,7 @@ async def test_completion_is_fenced_when_the_lease_changed(app, conn):
         return "stale result"
 
     job_id = fenced.enqueue()
-    worker = Worker(app, WorkerConfig(poll_interval=0.2))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2))
     running = asyncio.create_task(worker.run())
     while not worker.running:
         await asyncio.sleep(0.02)
@@ -313,7 +313,7 @@ async def test_notify_wakes_an_idle_worker_long_before_the_poll(app, conn):
     @app.task("ping")
     async def ping() -> None: ...
 
-    worker = Worker(app, WorkerConfig(poll_interval=30))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=30))
     running = asyncio.create_task(worker.run())
     await asyncio.sleep(1.0)  # idle, listening
     job_id = ping.enqueue()
@@ -331,7 +331,7 @@ async def test_listener_is_reestablished_after_its_backend_is_terminated(app, co
     @app.task("ping")
     async def ping() -> None: ...
 
-    worker = Worker(app, WorkerConfig(poll_interval=30))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=30))
     running = asyncio.create_task(worker.run())
     await asyncio.sleep(1.0)
     killed = conn.execute(
@@ -358,7 +358,7 @@ async def test_polling_only_picks_up_within_the_poll_interval(app, conn):
     @app.task("ping")
     async def ping() -> None: ...
 
-    worker = Worker(app, WorkerConfig(poll_interval=0.5, listen=False))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.5, listen=False))
     running = asyncio.create_task(worker.run())
     await asyncio.sleep(0.7)
     job_ids = [ping.enqueue() for _ in range(3)]
@@ -377,7 +377,7 @@ async def test_terminated_worker_backends_are_survived(app, conn):
         await asyncio.sleep(0.01)
 
     step.enqueue_many([{} for _ in range(400)])
-    worker = Worker(app, WorkerConfig(poll_interval=0.2, concurrency=5))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2, concurrency=5))
     running = asyncio.create_task(worker.run())
     for _ in range(3):
         await asyncio.sleep(0.3)
@@ -406,7 +406,7 @@ async def test_graceful_stop_hands_back_jobs_that_overrun_the_grace(app, conn):
 
     long_id = long.enqueue()
     short_id = short.enqueue()
-    worker = Worker(app, WorkerConfig(poll_interval=0.2, shutdown_grace=1.0))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2, shutdown_grace=1.0))
     running = asyncio.create_task(worker.run())
     while len(worker.running) < 2:
         await asyncio.sleep(0.02)
@@ -494,7 +494,7 @@ async def test_a_listen_that_never_hears_its_probe_falls_back_to_polling(app, co
     @app.task("ping")
     async def ping() -> None: ...
 
-    worker = Worker(app, WorkerConfig(poll_interval=0.3, listen_database_url=empty_dsn))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.3, listen_database_url=empty_dsn))
     running = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + 30
@@ -521,7 +521,7 @@ async def test_a_transaction_holding_the_xmin_horizon_is_reported(app, dsn, capl
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         holder.execute("SELECT count(*) FROM pgqueue.job")  # takes the snapshot that pins the horizon
         holder_pid = holder.info.backend_pid
-        worker = Worker(app, WorkerConfig(poll_interval=0.2, rescue_interval=0.2, xmin_warning=1.0))
+        worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2, rescue_interval=0.2, xmin_warning=1.0))
         running = asyncio.create_task(worker.run())
         try:
             deadline = time.monotonic() + 15
@@ -544,7 +544,7 @@ async def test_async_commit_sets_the_worker_connections_only_and_runs_jobs(app, 
     ids = add.enqueue_many([{"a": n, "b": 1} for n in range(50)])
     seen: list[str] = []
 
-    worker = Worker(app, WorkerConfig(poll_interval=0.2, async_commit=True))
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2, async_commit=True))
     running = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + 20

@@ -55,7 +55,7 @@ def test_no_pickle_eval_or_exec_anywhere_in_the_package():
              if UNSAFE.search(line) and not line.lstrip().startswith("#")]
     assert not found, "\n".join(found)
     # Process handlers get their job over a pipe as JSON, and are looked up by the parent's registry.
-    executors = (PACKAGE / "executors.py").read_text()
+    executors = (PACKAGE / "worker" / "executors.py").read_text()
     assert "send_bytes(json.dumps" in executors and "json.loads(conn.recv_bytes())" in executors
 
 

@@ -58,7 +58,7 @@ def test_outputs_that_cannot_even_be_shown_do_not_raise() -> None:
 
 
 def test_error_text_is_storable() -> None:
-    from pgqueue.executors import error_text
+    from pgqueue.worker.executors import error_text
 
     text = error_text(ValueError("nul\x00 and \ud800 surrogate"))
     assert "\x00" not in text

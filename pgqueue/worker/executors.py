@@ -27,9 +27,9 @@ from typing import Any, Callable
 
 import psycopg
 
-from . import client
-from .connections import async_connection, sync_connection
-from .errors import ConfigurationError
+from .. import client
+from ..connections import async_connection, sync_connection
+from ..errors import ConfigurationError
 
 log = logging.getLogger("pgqueue.worker")
 

@@ -1,0 +1,72 @@
+"""asyncio helpers the worker's parts share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from .executors import CANCEL_GRACE
+
+log = logging.getLogger("pgqueue.worker")
+
+
+def run_blocking(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` in a new event loop, like :func:`asyncio.run`, but without waiting forever at
+    exit for tasks that ignore cancellation (an abandoned handler stuck in a ``while True`` that
+    swallows ``CancelledError``): they get ``CANCEL_GRACE`` seconds, then are left behind."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main)
+    finally:
+        try:
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                _, stuck = loop.run_until_complete(asyncio.wait(leftover, timeout=CANCEL_GRACE))
+                if stuck:
+                    log.warning("%d abandoned handler(s) still running at exit are left behind", len(stuck))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait until they have ended, cancelling again any that missed it.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside psycopg_pool too) can swallow a
+    cancellation that races with its own completion; one cancel() is then not enough.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed: %r", task.get_name(), task.exception())
+
+
+async def wait_any(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until one of the events is set, or ``timeout`` seconds pass."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def cancelling() -> bool:
+    """Whether the current task itself has been asked to stop (not merely a task it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def describe(exc: BaseException) -> str:
+    """An error in a few words for a log line."""
+    return str(exc).strip() or type(exc).__name__

@@ -1,0 +1,217 @@
+"""Recording outcomes in batches: completions and failed attempts, each guarded by its lease.
+
+Finishing jobs free slots, and the claim loop's next exchange records their outcomes in the
+same statement and transaction as its next claim (one commit instead of two). What the claim
+loop does not take along within ``FLUSH_DELAY`` (jobs that finished while the queue was empty,
+or while the claim loop waited) the completer's own loop records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+import psycopg
+
+from .. import client
+from ..job import retry_delay_seconds
+from ..sql import Queries
+from .aio import describe
+from .database import WorkerDatabase
+from .records import ClaimedJob, Result
+from .runtime import Runtime
+from .service import Service
+
+log = logging.getLogger("pgqueue.worker")
+
+FLUSH_DELAY = 0.005
+"""Seconds an outcome waits for the claim loop to record it along with its next claim."""
+
+
+class Completer(Service):
+    """The batch of outcomes waiting to be recorded, and the one statement that records them."""
+
+    name = "flush"
+
+    def __init__(
+        self, db: WorkerDatabase, queries: Queries, runtime: Runtime, stats: Counter[str], no_claim: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.db, self.q, self.runtime, self.stats = db, queries, runtime, stats
+        self.no_claim = no_claim
+        """Claim parameters that claim nothing, for an exchange that only records."""
+        self.results: list[Result] = []
+        self.ready = asyncio.Event()
+
+    def add(self, result: Result) -> None:
+        self.results.append(result)
+        self.ready.set()
+
+    def take(self) -> list[Result]:
+        """The outcomes waiting, to record along with a claim; :meth:`put_back` them if it fails."""
+        batch, self.results = self.results, []
+        return batch
+
+    def put_back(self, batch: list[Result]) -> None:
+        self.results[:0] = batch
+
+    async def run(self) -> None:
+        """Record what the claim loop left behind, ``FLUSH_DELAY`` after it became ready."""
+        failures = 0
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            await asyncio.sleep(FLUSH_DELAY)
+            try:
+                await self.flush()
+                failures = 0
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 10.0)
+                log.warning("recording job outcomes failed (%s); retrying in %.1fs", describe(exc), delay)
+                await asyncio.sleep(delay)
+                self.ready.set()
+
+    async def flush(self) -> None:
+        batch = self.take()
+        if not batch:
+            return
+        record = asyncio.ensure_future(self.exchange(batch, None))
+        try:
+            await asyncio.shield(record)
+        except asyncio.CancelledError:
+            # Finish what is in flight before letting the cancellation through, so that
+            # outcomes the database took are not recorded twice, nor lost.
+            try:
+                await record
+            except Exception:  # noqa: BLE001 - retried by the final flush
+                self.put_back(batch)
+            raise
+        except Exception:
+            self.put_back(batch)
+            raise
+
+    async def final_flush(self) -> None:
+        """At shutdown: record what is left, retrying a few times."""
+        for attempt in range(5):
+            try:
+                await self.flush()
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("recording outcomes at shutdown failed (%s)", describe(exc))
+                await asyncio.sleep(0.5 * (attempt + 1))
+        if self.results:
+            log.error("%d job outcomes could not be recorded; their leases will expire and they will run again",
+                      len(self.results))
+
+    async def exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
+        """Record outcomes and, given claim parameters, claim more: one statement, one round trip,
+        one commit. Arrays go as literals built here: adapting lists element by element cost
+        the worker more CPU than anything else in a drain."""
+        if not batch and claim is not None and claim["capped"] == "{}":
+            async with self.db.pooled() as conn:
+                cur = await conn.execute(self.q.claim, claim)
+                return ClaimedJob.from_rows((await cur.fetchone())[2])  # type: ignore[index]
+        done = [r for r in batch if r.outcome.ok]
+        failed = [r for r in batch if not r.outcome.ok]
+        outputs = [r.outcome.output for r in done]
+        params = {
+            "done_id": number_array([r.job.id for r in done]),
+            "done_lease": text_array([r.job.lease_id for r in done]),
+            "done_output": text_array([client.encode_output(o) for o in outputs]) if any(
+                o is not None for o in outputs) else "{}",
+            "done_duration": number_array([r.duration for r in done]),
+            "failed_id": number_array([r.job.id for r in failed]),
+            "failed_lease": text_array([r.job.lease_id for r in failed]),
+            "failed_error": text_array([r.outcome.error for r in failed]),
+            "failed_retry_in": text_array([self.retry_in(r.job) for r in failed]),
+            "failed_duration": number_array([r.duration for r in failed]),
+            **(claim or self.no_claim),
+        }
+        async with self.db.pooled() as conn:
+            cur = await conn.execute(self.q.exchange, params)
+            completed, failures, claimed = await cur.fetchone()  # type: ignore[misc]
+        if done:
+            self._report(done, set(completed or ()), "completed")
+        if failed:
+            states = {job_id: state for job_id, state in failures or ()}
+            self._report(failed, set(states), "failed", states)
+        return ClaimedJob.from_rows(claimed)
+
+    def retry_in(self, job: ClaimedJob) -> float | None:
+        """Seconds until the next attempt, or None when the job must fail for good."""
+        task = self.runtime.tasks.get(job.type)
+        if task is None or job.attempts >= job.max_attempts:
+            return None
+
+        def setting(name: str) -> Any:
+            for source in (getattr(job, name), getattr(task.options, name), getattr(self.runtime.defaults, name)):
+                if source is not None:
+                    return source
+            return None
+
+        return retry_delay_seconds(
+            job.attempts, setting("retry_delay") or 0.0, bool(setting("retry_backoff")), setting("retry_delay_max")
+        )
+
+    def _report(self, batch: list[Result], applied: set[int], what: str, states: dict[int, str] | None = None) -> None:
+        info = log.isEnabledFor(logging.INFO)
+        for result in batch:
+            job = result.job
+            if what == "completed" and not info and job.id in applied:
+                self.stats["completed"] += 1  # the common case, with nothing to log
+                continue
+            extra = {"job_id": job.id, "type": job.type, "queue": job.queue, "attempt": job.attempts,
+                     "duration": round(result.duration, 6)}
+            if job.id not in applied and result.handler_completed:
+                # The lease is gone because the handler's own transaction completed the job and
+                # committed (a rollback would have left the lease for this statement to apply).
+                # Only if it rolled back and the job was then rescued or cancelled in the moments
+                # before this statement would this be another's doing: too rare to cost a query.
+                self.stats["completed"] += 1
+                if what == "completed":
+                    if info:
+                        log.info("job %s %s completed in %.3fs (in its handler's transaction)", job.id,
+                                 job.type, result.duration, extra={**extra, "outcome": "completed"})
+                else:
+                    log.warning("job %s %s: its handler completed it in its own transaction, then raised "
+                                "(the job stays completed): %s", job.id, job.type, _last_line(result),
+                                extra={**extra, "outcome": "completed"})
+                continue
+            if job.id not in applied:
+                self.stats["fenced"] += 1
+                log.warning("job %s: lease no longer held, outcome discarded (another worker owns it now)",
+                            job.id, extra={**extra, "outcome": "fenced"})
+                continue
+            self.stats[what] += 1
+            if what == "completed":
+                if info:
+                    log.info("job %s %s completed in %.3fs", job.id, job.type, result.duration,
+                             extra={**extra, "outcome": "completed"})
+            else:
+                state = (states or {}).get(job.id, "failed")
+                level = logging.ERROR if state == "failed" else logging.WARNING
+                log.log(level, "job %s %s attempt %d failed (%s): %s", job.id, job.type, job.attempts,
+                        "final" if state == "failed" else "will retry", _last_line(result),
+                        extra={**extra, "outcome": str(state)})
+
+
+def _last_line(result: Result) -> str:
+    lines = (result.outcome.error or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def number_array(values: list[Any]) -> str:
+    """A PostgreSQL array literal of numbers."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def text_array(values: list[Any]) -> str:
+    """A PostgreSQL array literal of text (``None`` is NULL; other values are written with ``str``)."""
+    return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,351 @@
+"""The worker's lifecycle and claim loop: claim jobs into free slots, run them, shut down cleanly.
+
+One asyncio loop per process. The claim loop claims as many jobs as there are free slots in
+one statement (recording finished jobs' outcomes in the same one, see :mod:`.completer`); a
+heartbeat on a connection of its own renews the leases of running jobs; a listener wakes the
+claim loop on NOTIFY, and the claim loop polls anyway, so a lost notification costs at most one
+poll interval. Rescue, prune and the xmin watch are services of their own (:mod:`.maintenance`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import psycopg
+
+from .. import client
+from ..client import channel
+from ..errors import ConfigurationError
+from ..sql import queries
+from .aio import cancelling, describe, wait_any
+from .completer import Completer, number_array, text_array
+from .config import WorkerConfig
+from .database import WorkerDatabase
+from .executors import JobContext, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .listener import Listener
+from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
+from .records import ClaimedJob, Result, Running
+from .runtime import Handler, Runtime
+from .service import Service
+
+log = logging.getLogger("pgqueue.worker")
+
+
+class Worker:
+    """Runs jobs for one App until stopped. Use :meth:`pgqueue.App.run_worker` rather than this directly."""
+
+    def __init__(self, runtime: Runtime, config: WorkerConfig) -> None:
+        self.runtime = runtime
+        self.config = config = config.validated()
+        self.queues = list(config.queues or runtime.queues or ["default"])
+        self.worker_id = config.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.q = queries(runtime.schema)
+        self.channel = channel(runtime.schema)
+        self._queues = text_array(self.queues)
+        caps = {
+            name: task.concurrency or (process_cap() if task.executor == "process" else None)
+            for name, task in runtime.tasks.items()
+        }
+        self.caps = {name: cap for name, cap in caps.items() if cap is not None and cap < config.concurrency}
+        self.running: dict[int, Running] = {}
+        self.per_type: Counter[str] = Counter()
+        self.threads = ThreadRunner()
+        self.processes = ProcessRunner()
+        self.stopping = False
+        self.signals = 0
+        self.stats: Counter[str] = Counter()
+        self.wake = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.hard_stop = asyncio.Event()
+        self.db = WorkerDatabase(runtime, io_timeout=max(5.0, config.lease_seconds / 2),
+                                 async_commit=config.async_commit)
+        no_claim = {"queues": "{}", "limit": 0, "full": "{}", "capped": "{}", "caps": "{}",
+                    "lease_seconds": config.lease_seconds, "worker_id": self.worker_id}
+        self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
+        lane = asyncio.Lock()
+        self.services: list[Service] = [
+            self.completer,
+            Heartbeat(self.db, self.q, self.running, worker_id=self.worker_id, queues=self.queues,
+                      concurrency=config.concurrency, lease_seconds=config.lease_seconds),
+            Rescuer(self.db, lane, self.q, config.rescue_interval, self._notify),
+            Pruner(self.db, lane, self.q, config.prune_interval, completed_retention=config.completed_retention,
+                   failed_retention=config.failed_retention),
+            XminWatch(self.db, lane, self.q, config.xmin_warning),
+        ]
+        if config.listen:
+            self.services.append(Listener(
+                self.db, self.q, self.channel, set(self.queues), self.wake.set, worker_id=self.worker_id,
+                poll_interval=config.poll_interval, url=config.listen_database_url,
+            ))
+
+    @property
+    def pool(self) -> Any:
+        """The worker's connection pool (claims, outcomes, maintenance)."""
+        return self.db.pool
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.db.open()
+        installed = self._install_signals()
+        try:
+            async with self.db.pool.connection() as conn:
+                await client.arun(conn, client.check_schema(self.runtime.schema))
+            log.info(
+                "worker %s started: queues=%s concurrency=%d listen=%s",
+                self.worker_id, ",".join(self.queues), self.config.concurrency, self.config.listen,
+            )
+            for service in self.services:
+                service.start()
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for service in self.services:
+                await service.stop()
+            await self.completer.final_flush()
+            self._remove_signals(installed)
+            self.threads.close()
+            self.processes.close()
+            await self._forget_worker()
+            await self.db.close()
+            log.info(
+                "worker %s stopped: %d completed, %d failed attempts, %d handed back",
+                self.worker_id, self.stats["completed"], self.stats["failed"], self.stats["released"],
+            )
+
+    def stop(self) -> None:
+        """Stop claiming and shut down gracefully; a second call stops at once."""
+        self.signals += 1
+        if self.signals == 1:
+            log.info("stopping: finishing running jobs (grace %gs); signal again to stop now", self.config.shutdown_grace)
+        else:
+            log.warning("stopping now: handing running jobs back")
+            self.hard_stop.set()
+        self.stopping = True
+        self.wake.set()
+        self.slot_freed.set()
+
+    def _install_signals(self) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+                installed.append(sig)
+            except (RuntimeError, ValueError, NotImplementedError):  # not the main thread
+                pass
+        return installed
+
+    def _remove_signals(self, installed: list[signal.Signals]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    # --- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self.stopping:
+            free = self.config.concurrency - len(self.running)
+            if free <= 0:
+                self.slot_freed.clear()
+                await self.slot_freed.wait()
+                continue
+            self.wake.clear()
+            try:
+                claimed = await self._claim_unless_stopped(free)
+                failures = 0
+            except asyncio.CancelledError:
+                if self.hard_stop.is_set() and not cancelling():
+                    return
+                raise
+            except psycopg.errors.InsufficientPrivilege as exc:
+                # Not a passing fault: retrying would hide it.
+                raise ConfigurationError(
+                    f"the worker's database role may not claim jobs ({describe(exc)}): grant it the "
+                    f"worker privileges printed by `pgqueue grants --worker ROLE`"
+                ) from None
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 10.0)
+                log.warning("claim failed (%s); retrying in %.1fs", describe(exc), delay)
+                await self._sleep(delay)
+                continue
+            for job in claimed:
+                self._start(job)
+            if claimed and len(claimed) >= free:
+                continue
+            if self.config.burst:
+                if not claimed and not self.running:
+                    return
+                self.slot_freed.clear()
+                await wait_any(self.slot_freed, self.wake, timeout=self.config.poll_interval)
+            else:
+                await wait_any(self.wake, timeout=self.config.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Back off before retrying the database; a stop request (which sets wake) ends it early."""
+        self.wake.clear()
+        if not self.stopping:
+            await wait_any(self.wake, timeout=seconds)
+
+    async def _claim_unless_stopped(self, limit: int) -> list[ClaimedJob]:
+        """Claim, but give up the round trip at once on a hard stop (raising CancelledError): a
+        claim that committed all the same leaves its jobs to be rescued when their leases expire."""
+        claiming = asyncio.ensure_future(self._claim(limit))
+        stop = asyncio.ensure_future(self.hard_stop.wait())
+        try:
+            await asyncio.wait({claiming, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not claiming.done():
+                claiming.cancel()
+        return await claiming
+
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
+        """Claim up to ``limit`` jobs, recording the outcomes waiting to be recorded in the same
+        transaction: one round trip and one commit for both."""
+        full = [name for name, cap in self.caps.items() if self.per_type[name] >= cap]
+        capped = [name for name in self.caps if name not in full]
+        params = {
+            "queues": self._queues,
+            "limit": limit,
+            "full": text_array(full),
+            "capped": text_array(capped),
+            "caps": number_array([self.caps[name] - self.per_type[name] for name in capped]),
+            "lease_seconds": self.config.lease_seconds,
+            "worker_id": self.worker_id,
+        }
+        batch = self.completer.take()
+        try:
+            return await self.completer.exchange(batch, params)
+        except BaseException:
+            self.completer.put_back(batch)
+            raise
+
+    # --- running -------------------------------------------------------------------------
+
+    def _start(self, job: ClaimedJob) -> None:
+        running = Running(job)
+        self.running[job.id] = running
+        self.per_type[job.type] += 1
+        running.task = asyncio.create_task(self._run_job(running), name=f"pgqueue-job-{job.id}")
+
+    async def _run_job(self, running: Running) -> None:
+        job = running.job
+        task = self.runtime.tasks.get(job.type)
+        started = time.monotonic()
+        context = None
+        try:
+            if task is None:
+                outcome = Outcome(False, error=f"no handler is registered for job type {job.type!r} in this worker")
+            else:
+                timeout = job.timeout if job.timeout is not None else task.options.timeout
+                context = JobContext(
+                    job.id, job.type, job.queue, job.attempts, job.max_attempts,
+                    lease_id=job.lease_id, schema=self.runtime.schema, started=started,  # type: ignore[arg-type]
+                )
+                outcome = await self._execute(task, job.data, timeout, context)
+        finally:
+            self.running.pop(job.id, None)
+            self.per_type[job.type] -= 1
+            self.slot_freed.set()
+        duration = time.monotonic() - started
+        handler_completed = context is not None and context._completed
+        if running.lost:
+            if handler_completed:
+                # Lost after complete() had succeeded: either that transaction rolled back (the
+                # heartbeat then found the lease gone: it has warned) or the job was being handed
+                # back at shutdown after it committed. The row says which; nothing is recorded here.
+                log.info("job %s stopped after its handler completed it in its own transaction "
+                         "(completed if that transaction committed)", job.id,
+                         extra={"job_id": job.id, "type": job.type, "outcome": "handler-completed"})
+                return
+            log.warning(
+                "job %s finished after its lease was lost; its outcome is not recorded",
+                job.id, extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
+            )
+            return
+        # A job its handler completed still goes through the usual batch: if the handler's
+        # transaction rolled back, the worker's own completion (or failure) applies as usual;
+        # if it committed, the worker's statement is fenced and the completer counts it completed.
+        self.completer.add(Result(job, outcome, duration, handler_completed))
+
+    async def _execute(
+        self, task: Handler, data: dict[str, Any], timeout: float | None, context: JobContext
+    ) -> Outcome:
+        if task.executor == "async":
+            return await run_async(task.fn, data, timeout, context)
+        if task.executor == "thread":
+            return await self.threads.run(task.fn, data, timeout, context)
+        return await self.processes.run(task.fn, data, timeout, context)
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """After the claim loop: let running jobs finish within the grace period, then hand the rest back."""
+        tasks = {r.task for r in self.running.values() if r.task is not None}
+        if tasks and not self.hard_stop.is_set():
+            await self._wait_tasks(tasks)
+        leftover = list(self.running.values())
+        if not leftover:
+            return
+        for running in leftover:
+            running.lost = True  # their outcomes must not be recorded once handed back
+            if running.task is not None:
+                running.task.cancel()
+        await asyncio.gather(*(r.task for r in leftover if r.task is not None), return_exceptions=True)
+        await self._release([r.job for r in leftover])
+
+    async def _wait_tasks(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Wait for ``tasks`` until the grace period ends or a hard stop comes."""
+        hard = asyncio.ensure_future(self.hard_stop.wait())
+        deadline = time.monotonic() + self.config.shutdown_grace
+        pending: set[asyncio.Future[Any]] = set(tasks)
+        try:
+            while pending and not hard.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                _, pending = await asyncio.wait({*pending, hard}, timeout=remaining,
+                                                return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(hard)
+        finally:
+            hard.cancel()
+
+    async def _release(self, jobs: list[ClaimedJob]) -> None:
+        for attempt in range(3):
+            try:
+                async with self.db.pooled() as conn:
+                    cur = await conn.execute(self.q.release, {
+                        "id": [job.id for job in jobs], "lease_id": [job.lease_id for job in jobs],
+                    })
+                    rows = await cur.fetchall()
+                    if rows:
+                        await self._notify(conn, sorted({row[1] for row in rows}))
+                self.stats["released"] += len(rows)
+                log.info("handed %d unfinished job(s) back to the queue", len(rows))
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("handing jobs back failed (%s)", describe(exc))
+                await asyncio.sleep(0.5 * (attempt + 1))
+        log.error("could not hand %d job(s) back; they will be rescued when their leases expire", len(jobs))
+
+    async def _notify(self, conn: psycopg.AsyncConnection[Any], queues: list[str]) -> None:
+        """Wake the workers of these queues (jobs were handed back or rescued)."""
+        await conn.execute(self.q.notify, {"channel": self.channel, "queues": queues})
+
+    async def _forget_worker(self) -> None:
+        try:
+            async with self.db.pooled(5.0) as conn:
+                await conn.execute(self.q.worker_gone, {"id": self.worker_id})
+        except Exception as exc:  # noqa: BLE001 - best effort at exit
+            log.debug("could not remove the worker row: %s", describe(exc))

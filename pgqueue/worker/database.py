@@ -1,0 +1,80 @@
+"""The worker's connections: a small pool for claims, outcomes and maintenance, and dedicated
+connections for the heartbeat and the listener, each round trip under a time limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from .runtime import Runtime
+
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+              "tcp_user_timeout": 30_000}
+"""TCP settings for the worker's connections: a peer that vanished is noticed in tens of seconds
+(idle: keepalives; with data unacknowledged: tcp_user_timeout, in milliseconds), not in hours.
+A connection that the network still acknowledges but that never answers (a half-open link
+behind a proxy or NAT) is caught by the worker's own time limit on every round trip."""
+
+
+class WorkerDatabase:
+    """Where the worker's parts get their connections.
+
+    ``io_timeout`` is the longest wait for one exchange with the database before its connection
+    is given up for a new one (the driver then spends up to 5 s more cancelling): well inside a
+    lease, so a worker on a dead link notices before its jobs are rescued elsewhere.
+    """
+
+    def __init__(self, runtime: Runtime, *, io_timeout: float, async_commit: bool) -> None:
+        self.runtime = runtime
+        self.io_timeout = io_timeout
+        url = runtime.database_url
+        kwargs = {**runtime.connect_kwargs_for("pgqueue-worker"), **(KEEPALIVES if "host=/" not in url else {})}
+        if async_commit:
+            options = psycopg.conninfo.conninfo_to_dict(url).get("options")
+            kwargs["options"] = f"{options} -c synchronous_commit=off" if options else "-c synchronous_commit=off"
+        self.connect_kwargs = kwargs
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url, min_size=1, max_size=3, kwargs=kwargs, open=False, name="pgqueue-worker", timeout=10
+        )
+
+    async def open(self) -> None:
+        await self.pool.open()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def pooled(self, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pool connection whose work must end within ``timeout`` (default: ``io_timeout``).
+
+        A connection that the network still acknowledges but that never answers (half-open)
+        would otherwise hang the worker forever. When one does, its idle siblings are probably
+        just as dead (same network path): the pool is drained and refilled with new ones.
+        """
+        try:
+            async with asyncio.timeout(timeout or self.io_timeout), self.pool.connection() as conn:
+                yield conn
+        except TimeoutError:
+            await self.pool.drain()
+            raise
+
+    async def dedicated(self, application_name: str, url: str | None = None) -> psycopg.AsyncConnection[Any]:
+        """A connection of its own (the caller closes it), with the worker's connection settings."""
+        kwargs = {**self.connect_kwargs, "application_name": application_name}
+        connecting = asyncio.ensure_future(
+            psycopg.AsyncConnection.connect(url or self.runtime.database_url, connect_timeout=10, **kwargs)
+        )
+        try:
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # Stopping while connecting: close what was being opened rather than leak it.
+            try:
+                await (await connecting).close()
+            except Exception:  # noqa: BLE001
+                pass
+            raise

@@ -1,0 +1,89 @@
+"""The listener: LISTEN on the schema's channel and wake the claim loop when a job arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from typing import Any
+
+import psycopg
+
+from ..sql import Queries
+from .aio import describe
+from .database import WorkerDatabase
+from .service import Service
+
+log = logging.getLogger("pgqueue.worker")
+
+
+class Listener(Service):
+    """LISTEN on the schema's channel, and prove it works: when no notification has come for a
+    while, send a probe through the pool and expect it here. A connection that stops answering
+    (dropped, black-holed) is replaced and LISTEN re-issued; a LISTEN that never hears its probe
+    (a pooler in transaction mode) is given up for polling, with a warning.
+
+    ``wake`` is called for every notification naming one of ``queues``, and once after each
+    (re)connection, for anything sent while nobody listened."""
+
+    name = "listen"
+
+    def __init__(
+        self, db: WorkerDatabase, queries: Queries, channel: str, queues: Collection[str],
+        wake: Callable[[], None], *, worker_id: str, poll_interval: float, url: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.db, self.q, self.channel, self.queues, self.wake = db, queries, channel, queues, wake
+        self.poll_interval = poll_interval
+        self.url = url
+        self.probe = f" probe {worker_id}"  # never a queue name: names have no surrounding spaces
+
+    async def run(self) -> None:
+        backoff = 0.5
+        health_every = max(self.poll_interval * 5, 5.0)
+        heard_once = False
+        unheard = 0
+        while True:
+            conn = None
+            try:
+                conn = await self.db.dedicated("pgqueue-listener", self.url)
+                async with asyncio.timeout(self.db.io_timeout):
+                    await conn.execute(self.q.listen)
+                backoff = 0.5
+                self.wake()  # anything sent while we were not listening
+                quiet = 0.0  # probe at once after (re)connecting, then after each quiet spell
+                while True:
+                    if not await self._listen_for(conn, quiet):
+                        raise TimeoutError("the listener did not hear its own probe notification")
+                    heard_once, unheard, quiet = True, 0, health_every
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                unheard += isinstance(exc, TimeoutError)
+                if not heard_once and unheard >= 3:
+                    log.warning(
+                        "LISTEN/NOTIFY does not work on this connection (a pooler in transaction mode?): "
+                        "polling every %gs instead. Give workers a direct connection for LISTEN with "
+                        "PGQUEUE_LISTEN_DATABASE_URL, or pass --no-listen to silence this.",
+                        self.poll_interval,
+                    )
+                    return
+                log.warning("listener connection lost (%s); polling until it is back", describe(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if conn is not None:
+                    await conn.close()
+
+    async def _listen_for(self, conn: psycopg.AsyncConnection[Any], quiet: float) -> bool:
+        """Pass on wake-ups for ``quiet`` seconds; then probe. False if the probe was not heard."""
+        if quiet > 0:
+            async for note in conn.notifies(timeout=quiet):
+                if note.payload in self.queues:
+                    self.wake()
+        async with self.db.pooled() as sender:
+            await sender.execute(self.q.notify, {"channel": self.channel, "queues": [self.probe]})
+        async for note in conn.notifies(timeout=3.0):
+            if note.payload in self.queues:
+                self.wake()
+            elif note.payload == self.probe:
+                return True
+        return False

@@ -1,0 +1,167 @@
+"""The worker's maintenance duties: heartbeat, rescuer, pruner and xmin watch, one service each.
+
+Every worker runs them; the SQL makes them safe to run from many workers at once (the rescue
+takes a transaction-level advisory lock, the prune deletes in batches that skip locked rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+
+from ..sql import Queries
+from .aio import describe
+from .database import WorkerDatabase
+from .records import Running
+from .service import Periodic, Service
+
+log = logging.getLogger("pgqueue.worker")
+
+
+class Heartbeat(Service):
+    """Keep the worker's row fresh and renew the leases of its running jobs, from a connection of
+    its own: a busy pool cannot starve it. A job whose lease did not renew was rescued or
+    cancelled meanwhile: it is marked lost, so that its outcome is not recorded."""
+
+    name = "heartbeat"
+
+    def __init__(
+        self, db: WorkerDatabase, queries: Queries, running: Mapping[int, Running], *,
+        worker_id: str, queues: Sequence[str], concurrency: int, lease_seconds: float,
+    ) -> None:
+        super().__init__()
+        self.db, self.q, self.running = db, queries, running
+        self.worker_id, self.queues, self.concurrency = worker_id, list(queues), concurrency
+        self.lease_seconds = lease_seconds
+
+    async def run(self) -> None:
+        interval = self.lease_seconds / 3
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await self.db.dedicated("pgqueue-heartbeat")
+                    async with asyncio.timeout(max(interval, 2.0)):
+                        await self.beat(conn)
+                except (psycopg.Error, OSError, TimeoutError) as exc:
+                    log.warning("heartbeat failed (%s); reconnecting", describe(exc))
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                await asyncio.sleep(interval)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def beat(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(self.q.worker_seen, {
+            "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
+            "queues": self.queues, "concurrency": self.concurrency,
+        })
+        held = [r for r in list(self.running.values()) if not r.lost]
+        if not held:
+            return
+        cur = await conn.execute(self.q.heartbeat, {
+            "id": [r.job.id for r in held], "lease_id": [r.job.lease_id for r in held],
+            "attempt": [r.job.attempts for r in held], "lease_seconds": self.lease_seconds,
+        })
+        renewed = {row[0] for row in await cur.fetchall()}
+        for running in held:
+            job = running.job
+            if job.id not in renewed and job.id in self.running:
+                running.lost = True
+                log.warning("job %s: lease lost (it was rescued or cancelled); its outcome will not be recorded",
+                            job.id, extra={"job_id": job.id, "type": job.type})
+
+
+class Rescuer(Periodic):
+    """Hand back jobs whose lease expired (their worker died or stalled), and wake the workers
+    of their queues. One worker at a time does it (a transaction-level advisory lock)."""
+
+    name = "rescue"
+
+    def __init__(
+        self, db: WorkerDatabase, lane: asyncio.Lock, queries: Queries, interval: float,
+        wake: Callable[[psycopg.AsyncConnection[Any], list[str]], Any],
+    ) -> None:
+        super().__init__(db, lane, interval)
+        self.q, self.wake = queries, wake
+        self.lock_key = lock_key(f"pgqueue rescue {queries.schema}")
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cur = await conn.execute(self.q.rescue, {"lock_key": self.lock_key})
+        rescued = await cur.fetchall()
+        if rescued:
+            log.warning("rescued %d job(s) whose worker stopped renewing their lease: %s",
+                        len(rescued), ", ".join(str(row[0]) for row in rescued[:20]))
+            await self.wake(conn, sorted({row[1] for row in rescued}))
+
+
+class Pruner(Periodic):
+    """Delete finished jobs past their retention, in batches, for at most 5 s a turn."""
+
+    name = "prune"
+
+    def __init__(
+        self, db: WorkerDatabase, lane: asyncio.Lock, queries: Queries, interval: float, *,
+        completed_retention: float, failed_retention: float, batch: int = 5000,
+    ) -> None:
+        super().__init__(db, lane, interval)
+        self.q = queries
+        self.params = {"completed_seconds": completed_retention, "failed_seconds": failed_retention, "batch": batch}
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        deadline = time.monotonic() + 5.0  # keep pace with high rates without hogging the connection
+        while time.monotonic() < deadline:
+            cur = await conn.execute(self.q.prune, self.params)
+            if cur.rowcount < self.params["batch"]:
+                return
+
+
+class XminWatch(Periodic):
+    """Warn about whatever holds the xmin horizon back for longer than ``threshold`` seconds.
+
+    While it does, no finished or claimed job's old row can be vacuumed: the table and its
+    indexes bloat and every claim walks more dead entries. A role without pg_read_all_stats
+    cannot see another session's xact_start, so holders are also timed here from when this
+    worker first saw their (pid, xmin) pair.
+    """
+
+    name = "xmin watch"
+
+    def __init__(self, db: WorkerDatabase, lane: asyncio.Lock, queries: Queries, threshold: float) -> None:
+        super().__init__(db, lane, min(threshold / 2, 10.0))
+        self.q, self.threshold = queries, threshold
+        self._seen: dict[tuple[str, str], float] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cur = await conn.execute(self.q.xmin_holders)
+        now = time.monotonic()
+        seen = {}
+        for holder, xmin, held_for in await cur.fetchall():
+            key = (holder, xmin)
+            seen[key] = first = self._seen.get(key, now - (held_for or 0.0))
+            if now - first >= self.threshold and key not in self._warned:
+                self._warned.add(key)
+                log.warning(
+                    "%s has held the xmin horizon back for %.0fs or more: dead job rows cannot be vacuumed "
+                    "and claims slow down until it ends", holder, now - first,
+                    extra={"outcome": "xmin-horizon-held"},
+                )
+        self._seen = seen
+        self._warned &= set(seen)
+
+
+def lock_key(text: str) -> int:
+    """A stable signed 64-bit key for an advisory lock."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)

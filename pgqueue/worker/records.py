@@ -1,0 +1,51 @@
+"""The records a worker keeps per job: the claimed row, the run in progress, its result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .executors import Outcome
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    """A job as the claim returned it (the columns of ``claim_picked``'s RETURNING)."""
+
+    id: int
+    type: str
+    queue: str
+    data: dict[str, Any]
+    priority: int
+    attempts: int
+    max_attempts: int
+    retry_delay: float | None
+    retry_backoff: bool | None
+    retry_delay_max: float | None
+    timeout: float | None
+    lease_id: str
+    trace: dict[str, Any] | None = None
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]] | None) -> list[ClaimedJob]:
+        return [cls(**row) for row in rows] if rows else []
+
+
+@dataclass(slots=True)
+class Running:
+    job: ClaimedJob
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+    """The lease is gone (rescued, cancelled, or handed back at shutdown): no outcome is recorded."""
+    started: float = field(default_factory=time.monotonic)
+
+
+class Result(NamedTuple):
+    job: ClaimedJob
+    outcome: Outcome
+    duration: float
+    handler_completed: bool = False
+    """The handler completed the job itself, with JobContext.complete (its transaction may have
+    rolled back since)."""
