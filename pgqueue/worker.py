@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Coroutine, NamedTuple, Seq
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import client
-from .client import arun, channel
+from .codec import encode_output, number_array, text_array
+from .context import JobContext
+from .db import ops
+from .db.driver import arun
+from .db.sql import channel, queries
 from .errors import ConfigurationError
-from .executors import CANCEL_GRACE, JobContext, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .executors import CANCEL_GRACE, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
 from .job import retry_delay_seconds, validate_name
-from .sql import queries
 
 if TYPE_CHECKING:
     from .app import App, Task
@@ -153,7 +155,7 @@ class Worker:
         self.queue_set = set(self.queues)
         self.worker_id = config.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.q = queries(app.schema)
-        self._queues = _text_array(self.queues)
+        self._queues = text_array(self.queues)
         self._no_claim = {"queues": "{}", "limit": 0, "full": "{}", "capped": "{}", "caps": "{}",
                           "lease_seconds": self.config.lease_seconds, "worker_id": self.worker_id}
         self.caps = {
@@ -197,7 +199,7 @@ class Worker:
         installed = self._install_signals()
         try:
             async with self.pool.connection() as conn:
-                await arun(conn, client.check_schema(self.app.schema))
+                await arun(conn, ops.check_schema(self.app.schema))
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s",
                 self.worker_id, ",".join(self.queues), self.config.concurrency, self.config.listen,
@@ -331,9 +333,9 @@ class Worker:
         params = {
             "queues": self._queues,
             "limit": limit,
-            "full": _text_array(full),
-            "capped": _text_array(capped),
-            "caps": _number_array([self.caps[name] - self.per_type[name] for name in capped]),
+            "full": text_array(full),
+            "capped": text_array(capped),
+            "caps": number_array([self.caps[name] - self.per_type[name] for name in capped]),
             "lease_seconds": self.config.lease_seconds,
             "worker_id": self.worker_id,
         }
@@ -456,16 +458,16 @@ class Worker:
         failed = [r for r in batch if not r.outcome.ok]
         outputs = [r.outcome.output for r in done]
         params = {
-            "done_id": _number_array([r.job["id"] for r in done]),
-            "done_lease": _text_array([r.job["lease_id"] for r in done]),
-            "done_output": _text_array([client.encode_output(o) for o in outputs]) if any(
+            "done_id": number_array([r.job["id"] for r in done]),
+            "done_lease": text_array([r.job["lease_id"] for r in done]),
+            "done_output": text_array([encode_output(o) for o in outputs]) if any(
                 o is not None for o in outputs) else "{}",
-            "done_duration": _number_array([r.duration for r in done]),
-            "failed_id": _number_array([r.job["id"] for r in failed]),
-            "failed_lease": _text_array([r.job["lease_id"] for r in failed]),
-            "failed_error": _text_array([r.outcome.error for r in failed]),
-            "failed_retry_in": _text_array([self._retry_in(r.job) for r in failed]),
-            "failed_duration": _number_array([r.duration for r in failed]),
+            "done_duration": number_array([r.duration for r in done]),
+            "failed_id": number_array([r.job["id"] for r in failed]),
+            "failed_lease": text_array([r.job["lease_id"] for r in failed]),
+            "failed_error": text_array([r.outcome.error for r in failed]),
+            "failed_retry_in": text_array([self._retry_in(r.job) for r in failed]),
+            "failed_duration": number_array([r.duration for r in failed]),
             **(claim or self._no_claim),
         }
         async with self._pooled() as conn:
@@ -826,20 +828,6 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed: %r", task.get_name(), task.exception())
-
-
-def _number_array(values: Sequence[int | float]) -> str:
-    """A PostgreSQL array literal of numbers."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-def _text_array(values: Sequence[Any]) -> str:
-    """A PostgreSQL array literal of text (``None`` is NULL; other values are written with ``str``)."""
-    return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _describe(exc: BaseException) -> str:
