@@ -12,7 +12,7 @@ import math
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from json.encoder import c_make_encoder
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _quote
 from typing import Any
 

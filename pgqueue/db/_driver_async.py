@@ -35,8 +35,10 @@ async def arun(conn: psycopg.AsyncConnection[Any], operation: Operation[T]) -> T
 
     A :class:`AsyncPooledConnection` runs it on its kept cursor; any other on a cursor of its own.
     """
-    kept = isinstance(conn, AsyncPooledConnection)
-    cur = conn.kept_cursor() if kept else conn.cursor()
+    if isinstance(conn, AsyncPooledConnection):
+        kept, cur = True, conn.kept_cursor()
+    else:
+        kept, cur = False, conn.cursor()
     try:
         statement, params = next(operation)
         while True:

@@ -33,8 +33,10 @@ def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
 
     A :class:`PooledConnection` runs it on its kept cursor; any other on a cursor of its own.
     """
-    kept = isinstance(conn, PooledConnection)
-    cur = conn.kept_cursor() if kept else conn.cursor()
+    if isinstance(conn, PooledConnection):
+        kept, cur = True, conn.kept_cursor()
+    else:
+        kept, cur = False, conn.cursor()
     try:
         statement, params = next(operation)
         while True:

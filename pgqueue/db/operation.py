@@ -18,7 +18,7 @@ from psycopg.pq import ExecStatus
 T = TypeVar("T")
 Rows = list[Any]
 """A statement's rows: dicts for a statement with named parameters, tuples for positional ones."""
-Operation = Generator["tuple[sql.Composable | CopyIn, dict[str, Any] | tuple[Any, ...] | None]", Rows, T]
+Operation = Generator["tuple[sql.SQL | CopyIn, dict[str, Any] | tuple[Any, ...] | None]", Rows, T]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class CopyIn:
     made: PostgreSQL loads the first rows while the client still formats the last ones.
     """
 
-    statement: sql.Composable
+    statement: sql.SQL
     chunks: Iterable[str]
 
 

@@ -25,7 +25,7 @@ def alive(conn: Any) -> bool:
     if conn.closed:
         return False
     try:
-        readable = select.select([conn.pgconn.socket], [], [], 0)[0]
+        readable: list[Any] | bool = select.select([conn.pgconn.socket], [], [], 0)[0]
     except (OSError, ValueError, psycopg.Error):
         readable = True
     if readable:
