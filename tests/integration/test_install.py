@@ -55,7 +55,7 @@ def test_wheel_installs_into_a_fresh_venv_and_migrates(empty_dsn: str, tmp_path:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert {"pgqueue/_migrations/env.py", "pgqueue/_migrations/versions/0001_initial.py"} <= names
-    assert "pgqueue/sql/queries.sql" in names
+    assert "pgqueue/db/queries.sql" in names
 
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)
