@@ -14,7 +14,7 @@ import time
 
 import psycopg
 
-from pgqueue.client import channel
+from pgqueue.db.sql import channel
 
 from .harness import APPLICATION_NAME, Bench, Result, throughput
 from .pgqueue_scenarios import enqueue_client, reset

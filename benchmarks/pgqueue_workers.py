@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.client import channel
+from pgqueue.db.sql import channel
 
 from .clock import now_ns
 from .harness import APPLICATION_NAME, Bench, Ready, Result, percentile

@@ -8,6 +8,7 @@
 """
 
 from .app import App, Task, TaskCall
+from .context import JobContext, current_job
 from .errors import (
     ConfigurationError,
     InvalidJob,
@@ -18,7 +19,6 @@ from .errors import (
     SchemaOutOfDate,
     UnknownTask,
 )
-from .worker.executors import JobContext, current_job
 from .job import Job, JobState
 from .worker import WorkerConfig
 

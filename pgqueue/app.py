@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import os
@@ -11,29 +10,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from . import client
-from .client import JobTemplate, NewJob, Operation, Unencoded, arun, run
+from .codec import encode_data
 from .config import resolve_database_url, resolve_schema
-from .connections import (
-    AsyncPooledConnection,
-    PooledConnection,
-    Stash,
-    alive,
-    async_connection,
-    sync_connection,
-)
+from .db import ops
+from .db.insert import JobTemplate, NewJob, Unencoded
+from .db.notifier import Notifier
+from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
+from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
-from .job import Job, JobOptions, encode_data, validate_name
-from .notify import Notifier
-from .sql import queries
+from .job import Job, JobOptions, validate_name
 
 if TYPE_CHECKING:
     from .worker import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
-R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -168,15 +159,19 @@ class App:
             retry_delay_max=retry_delay_max,
         )
         self.tasks: dict[str, Task[Any]] = {}
-        self._schema_checked = False
         self._templates: dict[tuple[str, JobOptions], JobTemplate] = {}
         self._notifier: Notifier | None = None
         self._lock = threading.Lock()
-        self._pool: ConnectionPool[Any] | None = None
-        self._stash: Stash[PooledConnection] = Stash(pool_size)
-        self._apool: AsyncConnectionPool[Any] | None = None
-        self._astash: Stash[AsyncPooledConnection] = Stash(pool_size)
-        self._apool_loop: asyncio.AbstractEventLoop | None = None
+        gate = SchemaGate(self.schema)
+
+        def url() -> str:  # resolved on first use: it may start the embedded server
+            return self.database_url
+
+        self._pool = ProducerPool(url, self.connect_kwargs, pool_size, gate, "pgqueue")
+        self._apool = AsyncProducerPool(url, self.connect_kwargs, pool_size, gate, "pgqueue-async")
+        # Bound once: these run on every enqueue.
+        self._execute = self._pool.execute
+        self._aexecute = self._apool.execute
 
     # --- registry ------------------------------------------------------------------------
 
@@ -310,22 +305,22 @@ class App:
 
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is not None:
-            return self._execute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+            return self._execute(ops.insert_jobs(self.schema, jobs, self.notify), conn)
         # On the App's own pool each statement commits by itself: as a rule no NOTIFY in it (it
         # would serialise concurrent commits); the notifier thread wakes the workers just after.
         # After a quiet spell the statement carries its own, so that workers wake on its commit.
         if self.notify and self._notifier_for().quiet():
-            return self._execute(client.insert_jobs(self.schema, jobs, notify=True), None)
-        ids = self._execute(client.insert_jobs(self.schema, jobs, notify=False), None)
+            return self._execute(ops.insert_jobs(self.schema, jobs, notify=True), None)
+        ids = self._execute(ops.insert_jobs(self.schema, jobs, notify=False), None)
         self._wake(jobs, ids)
         return ids
 
     async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is not None:
-            return await self._aexecute(client.insert_jobs(self.schema, jobs, self.notify), conn)
+            return await self._aexecute(ops.insert_jobs(self.schema, jobs, self.notify), conn)
         if self.notify and self._notifier_for().quiet():
-            return await self._aexecute(client.insert_jobs(self.schema, jobs, notify=True), None)
-        ids = await self._aexecute(client.insert_jobs(self.schema, jobs, notify=False), None)
+            return await self._aexecute(ops.insert_jobs(self.schema, jobs, notify=True), None)
+        ids = await self._aexecute(ops.insert_jobs(self.schema, jobs, notify=False), None)
         self._wake(jobs, ids)
         return ids
 
@@ -347,7 +342,7 @@ class App:
                 if self._notifier is None:
                     self._notifier = Notifier(
                         lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify_bare,
-                        client.channel(self.schema),
+                        channel(self.schema),
                     )
                 notifier = self._notifier
         return notifier
@@ -356,22 +351,22 @@ class App:
 
     def get_job(self, job_id: int, conn: Any = None) -> Job:
         """The job with that id (state, attempts, output, error...); JobNotFound if there is none."""
-        return self._execute(client.get_job(self.schema, job_id), conn)
+        return self._execute(ops.get_job(self.schema, job_id), conn)
 
     async def aget_job(self, job_id: int, conn: Any = None) -> Job:
-        return await self._aexecute(client.get_job(self.schema, job_id), conn)
+        return await self._aexecute(ops.get_job(self.schema, job_id), conn)
 
     def cancel_job(self, job_id: int, conn: Any = None) -> bool:
         """Cancel a job that has not finished; False if it already had."""
-        return self._execute(client.cancel_job(self.schema, job_id), conn)
+        return self._execute(ops.cancel_job(self.schema, job_id), conn)
 
     def retry_job(self, job_id: int, conn: Any = None) -> bool:
         """Run a failed or cancelled job again now; False if it was in another state."""
-        return self._execute(client.retry_job(self.schema, job_id, self.notify), conn)
+        return self._execute(ops.retry_job(self.schema, job_id, self.notify), conn)
 
     def counts(self, conn: Any = None) -> dict[str, dict[str, int]]:
         """Jobs per queue and state."""
-        return self._execute(client.counts(self.schema), conn)
+        return self._execute(ops.counts(self.schema), conn)
 
     # --- workers -------------------------------------------------------------------------
 
@@ -412,95 +407,6 @@ class App:
             kwargs["prepare_threshold"] = None
         return kwargs
 
-    def _checked(self, operation: Operation[R]) -> Operation[R]:
-        if self._schema_checked:
-            return operation
-        return self._checking(operation)
-
-    def _checking(self, operation: Operation[R]) -> Operation[R]:
-        yield from client.check_schema(self.schema)
-        self._schema_checked = True
-        return (yield from operation)
-
-    def _execute(self, operation: Operation[R], conn: Any) -> R:
-        if conn is not None:
-            return run(sync_connection(conn), self._checked(operation))
-        # The pool's connections are in autocommit: there is no transaction for `with conn`
-        # to end, and putconn rolls back a connection left in one anyway.
-        pooled = self._stash.take()
-        while pooled is not None and not alive(pooled):
-            pooled.home.putconn(pooled)  # closed: the pool replaces it
-            pooled = self._stash.take()
-        if pooled is None:
-            try:
-                pool = self._sync_pool()
-                pooled = pool.getconn()
-                # Checked here rather than by the pool's own check, which sleeps a second after a failure.
-                while not alive(pooled):
-                    pool.putconn(pooled)
-                    pooled = pool.getconn()
-            finally:
-                self._stash.waited()
-            pooled = self._stash.lent(pooled, pool)
-        try:
-            result = run(pooled, self._checked(operation))
-        except BaseException:
-            pooled.home.putconn(pooled)
-            raise
-        if not self._stash.keep(pooled):
-            pooled.home.putconn(pooled)
-        return result
-
-    async def _aexecute(self, operation: Operation[R], conn: Any) -> R:
-        if conn is not None:
-            return await arun(await async_connection(conn), self._checked(operation))
-        pool = await self._async_pool()
-        stash = self._astash
-        pooled = stash.take()
-        while pooled is not None and not alive(pooled):
-            await pooled.home.putconn(pooled)  # closed: the pool replaces it
-            pooled = stash.take()
-        if pooled is None:
-            try:
-                pooled = await pool.getconn()
-                while not alive(pooled):
-                    await pool.putconn(pooled)
-                    pooled = await pool.getconn()
-            finally:
-                stash.waited()
-            pooled = stash.lent(pooled, pool)
-        try:
-            result = await arun(pooled, self._checked(operation))
-        except BaseException:
-            await pooled.home.putconn(pooled)
-            raise
-        if not stash.keep(pooled):
-            await pooled.home.putconn(pooled)
-        return result
-
-    def _sync_pool(self) -> ConnectionPool[Any]:
-        url = self.database_url
-        with self._lock:
-            if self._pool is None:
-                self._pool = ConnectionPool(
-                    url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=True,
-                    name="pgqueue", connection_class=PooledConnection,
-                )
-            return self._pool
-
-    async def _async_pool(self) -> AsyncConnectionPool[Any]:
-        loop = asyncio.get_running_loop()
-        if self._apool is None or self._apool_loop is not loop:
-            url = self.database_url
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                url, min_size=1, max_size=self.pool_size, kwargs=self.connect_kwargs(), open=False,
-                name="pgqueue-async", connection_class=AsyncPooledConnection,
-            )
-            await pool.open()
-            self._apool, self._apool_loop = pool, loop
-            self._astash = Stash(self.pool_size)
-        return self._apool
-
     def connect(self, application_name: str = "pgqueue") -> psycopg.Connection[Any]:
         """A new autocommit connection to the app's database (the caller closes it)."""
         return psycopg.connect(self.database_url, **self.connect_kwargs(application_name))
@@ -510,19 +416,11 @@ class App:
         if self._notifier is not None:
             self._notifier.close()
             self._notifier = None
-        for pooled in self._stash.drain():
-            pooled.home.putconn(pooled)
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._pool.close()
 
     async def aclose(self) -> None:
         self.close()
-        for apooled in self._astash.drain():
-            await apooled.home.putconn(apooled)
-        if self._apool is not None:
-            await self._apool.close()
-            self._apool = None
+        await self._apool.close()
 
     def __enter__(self) -> "App":
         return self

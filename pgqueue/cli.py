@@ -24,7 +24,7 @@ from typing import Annotated, Any, Optional
 import psycopg
 import typer
 
-from . import client, logs
+from . import logs
 from .app import App
 from .config import (
     embedded_data_dir,
@@ -35,6 +35,8 @@ from .config import (
     resolve_database_url,
     resolve_schema,
 )
+from .db import ops
+from .db.driver import run
 from .errors import ConfigurationError, InvalidJob, PgQueueError, SchemaOutOfDate
 from .job import Job, validate_name
 
@@ -153,7 +155,7 @@ def grants(
 ) -> None:
     """Least privilege: GRANTs for a worker role (DML on pgqueue's tables) and a producer role
     (insert jobs). Run by the schema's owner after `pgqueue migrate`; the roles must exist."""
-    from .sql import grants as grants_sql
+    from .db.sql import grants as grants_sql
 
     schema = _settings(database_url, schema)
     for flag, role in (("--worker", worker), ("--producer", producer)):
@@ -214,7 +216,7 @@ def _parse_queues(queues: str | None) -> list[str] | None:
 
 def _check_schema(url: str, schema: str) -> None:
     with _connect(url) as conn:
-        client.run(conn, client.check_schema(schema))
+        run(conn, ops.check_schema(schema))
 
 
 @cli.command()
@@ -411,7 +413,7 @@ def status(database_url: DatabaseUrl = None, schema: Schema = None, as_json: Jso
     url = app.database_url
     with _connect(url) as conn:
         counts = app.counts(conn=conn)
-        workers = client.run(conn, client.workers(schema))
+        workers = run(conn, ops.workers(schema))
     if as_json:
         typer.echo(json.dumps({"queues": counts, "workers": workers}, default=str, indent=2))
         return

@@ -27,9 +27,11 @@ from typing import Any, TextIO
 import psycopg
 from psycopg import sql
 
-from . import client, logs
+from . import logs
 from .app import App
 from .config import embedded_data_dir, redact, resolve_database_url
+from .db import ops
+from .db.driver import arun
 from .errors import ConfigurationError
 from .job import Job, JobState
 from .migrate import upgrade
@@ -251,7 +253,7 @@ class _AboveProgress(logging.Handler):
 
 
 async def _counts(conn: psycopg.AsyncConnection[Any], schema: str) -> dict[str, int]:
-    per_queue = await client.arun(conn, client.counts(schema))
+    per_queue = await arun(conn, ops.counts(schema))
     totals: dict[str, int] = {}
     for states in per_queue.values():
         for state, n in states.items():

@@ -12,7 +12,6 @@ from psycopg import sql
 
 from .config import validate_schema
 from .errors import SchemaOutOfDate
-from .sql import queries
 
 SCHEMA_VERSION = "0001"
 """The alembic revision this pgqueue's code expects; a test keeps it equal to the migrations' head."""
@@ -92,12 +91,10 @@ def upgrade_sql(schema: str, revision: str = "head") -> str:
 
 def current_version(conn: psycopg.Connection[Any], schema: str) -> str | None:
     """The revision the database's schema is at, or None if pgqueue was never migrated there."""
-    statements = queries(validate_schema(schema))
-    row = conn.execute(statements.schema_version_table, {"schema": schema}).fetchone()
-    if not row or not row[0]:
-        return None
-    row = conn.execute(statements.schema_version).fetchone()
-    return row[0] if row else None
+    from .db.driver import run  # imported here: the data layer's operations check versions with this module
+    from .db.ops import schema_version
+
+    return run(conn, schema_version(validate_schema(schema)))
 
 
 def check_version(version: str | None, schema: str) -> None:

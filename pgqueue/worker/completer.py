@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 
-from .. import client
+from ..codec import encode_output, number_array, text_array
 from ..job import retry_delay_seconds
-from ..sql import Queries
+from ..db.sql import Queries
 from .aio import describe
 from .database import WorkerDatabase
 from .records import ClaimedJob, Result
@@ -120,7 +120,7 @@ class Completer(Service):
         params = {
             "done_id": number_array([r.job.id for r in done]),
             "done_lease": text_array([r.job.lease_id for r in done]),
-            "done_output": text_array([client.encode_output(o) for o in outputs]) if any(
+            "done_output": text_array([encode_output(o) for o in outputs]) if any(
                 o is not None for o in outputs) else "{}",
             "done_duration": number_array([r.duration for r in done]),
             "failed_id": number_array([r.job.id for r in failed]),
@@ -202,16 +202,3 @@ def _last_line(result: Result) -> str:
     lines = (result.outcome.error or "").strip().splitlines()
     return lines[-1] if lines else ""
 
-
-def number_array(values: list[Any]) -> str:
-    """A PostgreSQL array literal of numbers."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-def text_array(values: list[Any]) -> str:
-    """A PostgreSQL array literal of text (``None`` is NULL; other values are written with ``str``)."""
-    return "{" + ",".join("NULL" if v is None else _quoted(str(v)) for v in values) + "}"
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

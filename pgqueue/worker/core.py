@@ -21,15 +21,17 @@ from typing import Any
 
 import psycopg
 
-from .. import client
-from ..client import channel
+from ..codec import number_array, text_array
+from ..context import JobContext
+from ..db import ops
+from ..db.driver import arun
+from ..db.sql import channel, queries
 from ..errors import ConfigurationError
-from ..sql import queries
 from .aio import cancelling, describe, wait_any
-from .completer import Completer, number_array, text_array
+from .completer import Completer
 from .config import WorkerConfig
 from .database import WorkerDatabase
-from .executors import JobContext, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .records import ClaimedJob, Result, Running
@@ -98,7 +100,7 @@ class Worker:
         installed = self._install_signals()
         try:
             async with self.db.pool.connection() as conn:
-                await client.arun(conn, client.check_schema(self.runtime.schema))
+                await arun(conn, ops.check_schema(self.runtime.schema))
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s",
                 self.worker_id, ",".join(self.queues), self.config.concurrency, self.config.listen,

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from ..sql import Queries
+from ..db.sql import Queries
 from .aio import describe
 from .database import WorkerDatabase
 from .records import Running

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import pgqueue
-from pgqueue.sql import queries
+from pgqueue.db.sql import queries
 from pgqueue.worker import Worker, WorkerConfig
 
 import worker_handlers

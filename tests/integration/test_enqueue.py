@@ -151,7 +151,7 @@ def test_pool_connections_the_server_ended_are_replaced_before_use(
 
 
 def test_a_kept_connection_goes_back_to_its_pool_in_time(dsn: str) -> None:
-    from pgqueue.connections import PooledConnection, Stash
+    from pgqueue.db.pool import PooledConnection, Stash
 
     stash: Stash[PooledConnection] = Stash(size=2, hold=0.2)
     with psycopg_pool.ConnectionPool(
@@ -764,7 +764,7 @@ def test_more_threads_than_pool_connections_never_wait_on_idle_kept_connections(
     """Connections kept between enqueues must go back to the pool while another thread waits on
     it: a thread waiting on an exhausted pool while idle connections sit aside would time out."""
     app = pgqueue.App(dsn, notify=False, pool_size=2)
-    app._sync_pool().timeout = 5.0  # a stranded waiter fails in 5 s instead of 30
+    app._pool.pool().timeout = 5.0  # a stranded waiter fails in 5 s instead of 30
     try:
         with ThreadPoolExecutor(16) as threads:
             ids = list(threads.map(lambda n: app.enqueue("t", {"n": n}), range(3000)))
@@ -779,7 +779,7 @@ async def test_more_tasks_than_async_pool_connections_never_wait_on_idle_kept_co
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
     app = pgqueue.App(dsn, notify=False, pool_size=2)
-    (await app._async_pool()).timeout = 5.0
+    (await app._apool.pool()).timeout = 5.0
     try:
         ids = await asyncio.gather(*(app.aenqueue("t", {"n": n}) for n in range(3000)))
         assert len(set(ids)) == 3000

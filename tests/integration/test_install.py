@@ -62,7 +62,7 @@ def test_wheel_installs_into_a_fresh_venv_and_migrates(empty_dsn: str, tmp_path:
         "pgqueue/migrations/versions/0001_initial.downgrade.sql",
     } <= names
     assert not any(name.startswith("pgqueue/_migrations/") for name in names)
-    assert "pgqueue/sql/queries.sql" in names
+    assert "pgqueue/db/queries.sql" in names
 
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)

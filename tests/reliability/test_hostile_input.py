@@ -200,7 +200,7 @@ def test_s14_any_accepted_data_reaches_its_handler_unchanged(db, producer, fleet
                 refused += 1
                 assert db.scalar("SELECT count(*) FROM pgqueue.job") == before
                 continue
-            expected[job_id] = json.loads(pgqueue.job.encode_data(data, 10**7))
+            expected[job_id] = json.loads(pgqueue.codec.encode_data(data, 10**7))
         accepted.extend(expected)
         scoreboard.wait_finished(db.conn, list(expected), timeout=30)
         for job_id, want in expected.items():

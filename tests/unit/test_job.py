@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from pgqueue import InvalidJob, Job, JobState, PayloadTooLarge
-from pgqueue.job import JobOptions, encode_data, retry_delay_seconds, validate_name
+from pgqueue.codec import encode_data
+from pgqueue.job import JobOptions, retry_delay_seconds, validate_name
 
 UTC = timezone.utc
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import pgqueue
-from pgqueue.worker.executors import JobContext
+from pgqueue.context import JobContext
 
 pytestmark = pytest.mark.timeout(10)
 

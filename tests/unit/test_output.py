@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pgqueue.client import encode_output
+from pgqueue.codec import encode_output
 
 
 @pytest.mark.parametrize("value", [1, "text", [1, 2], {"a": {"b": None}}, True, 2.5, "ünï ✓"])
@@ -51,14 +51,14 @@ def test_outputs_that_cannot_even_be_shown_do_not_raise() -> None:
 
     import json as _json
 
-    from pgqueue.client import encode_output as _encode
+    from pgqueue.codec import encode_output as _encode
 
     assert _json.loads(_encode(Hostile())) == {"repr": "<unrepresentable Hostile>"}  # type: ignore[arg-type]
     assert "repr" in _json.loads(_encode(10**5000))  # type: ignore[arg-type]
 
 
 def test_error_text_is_storable() -> None:
-    from pgqueue.worker.executors import error_text
+    from pgqueue.codec import error_text
 
     text = error_text(ValueError("nul\x00 and \ud800 surrogate"))
     assert "\x00" not in text

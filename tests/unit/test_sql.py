@@ -1,6 +1,6 @@
 """Every named statement renders, with identifiers quoted and no stray placeholders."""
 
-from pgqueue.sql import _raw, grants, queries
+from pgqueue.db.sql import _raw, grants, queries
 
 
 def test_every_statement_renders_for_a_schema() -> None:

@@ -17,11 +17,13 @@ def _raw() -> dict[str, str]:
     text = (Path(__file__).parent / "queries.sql").read_text(encoding="utf-8")
     parts = _BLOCK.split(text)
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
         queries[name] = "\n".join(lines).strip().rstrip(";")
     # {name} of another block takes that block's text in (a part two statements share).
-    return {name: _PART.sub(lambda m: queries.get(m.group(1), m.group(0)), text) for name, text in queries.items()}
+    return {
+        name: _PART.sub(lambda m: queries.get(m.group(1), m.group(0)), text) for name, text in queries.items()
+    }
 
 
 def channel(schema: str) -> str:

@@ -17,10 +17,13 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import psycopg
 from psycopg import pq, sql
+
+from ..codec import text_array
 
 log = logging.getLogger("pgqueue")
 
@@ -142,7 +145,7 @@ class Notifier:
         # cold caches, where a cursor's Python code cost three times the libpq call (which
         # releases the GIL while it waits for the server).
         encoding = conn.info.encoding
-        params = [self._channel.encode(encoding), _text_array(queues).encode(encoding)]
+        params = [self._channel.encode(encoding), text_array(queues).encode(encoding)]
         result = conn.pgconn.exec_params(self._statement, params)
         if result.status != pq.ExecStatus.TUPLES_OK:
             message = result.error_message.decode("utf-8", "replace").strip()
@@ -169,13 +172,7 @@ class Notifier:
             thread.join(timeout)
 
 
-def _text_array(items: list[str]) -> str:
-    """A PostgreSQL text[] literal of these strings."""
-    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
-    return "{" + ",".join(quoted) + "}"
-
-
-_live: "weakref.WeakSet[Notifier]" = weakref.WeakSet()
+_live: weakref.WeakSet[Notifier] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:

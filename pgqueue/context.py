@@ -1,0 +1,129 @@
+"""What a running handler knows of its job: :class:`JobContext`, from :func:`current_job`."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+
+from .db.adapters import async_connection, sync_connection
+from .db.driver import arun, run
+from .db.ops import complete_job
+from .errors import ConfigurationError
+
+C = TypeVar("C", psycopg.Connection[Any], psycopg.AsyncConnection[Any])
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running handler may know of its own job, from :func:`pgqueue.current_job`; and
+    :meth:`complete` / :meth:`acomplete`, to complete the job in the handler's own transaction."""
+
+    id: int
+    type: str
+    queue: str
+    attempt: int
+    """This attempt's number, from 1."""
+    max_attempts: int
+    lease_id: uuid.UUID | None = field(default=None, repr=False)
+    """The claim's lease: :meth:`complete` writes only while this attempt still holds it."""
+    schema: str = field(default="pgqueue", repr=False)
+    """The schema of the App whose worker runs the job."""
+    started: float = field(default=0.0, repr=False)
+    """``time.monotonic()`` when the handler was started, for the duration :meth:`complete` records
+    (the clock is the machine's, shared by the worker and its child processes)."""
+    _completed: bool = field(default=False, init=False, repr=False, compare=False)
+    """Set once :meth:`complete` succeeded in this attempt (its transaction may still roll back)."""
+
+    def complete(self, conn: Any, output: Any = None) -> None:
+        """Complete this job inside the caller's open transaction on ``conn``, so that the handler's
+        writes and the job's completion commit together: a crash before the commit leaves neither.
+
+        ``conn`` is what ``enqueue(conn=...)`` accepts: a psycopg ``Connection``, a SQLAlchemy
+        ``Session`` or ``Connection``, or Django's ``connection`` (inside ``transaction.atomic()``).
+        Nothing is committed here; ``output`` is stored as the job's output (the handler's return
+        value is then not). Raises :class:`pgqueue.LeaseLost`, having written nothing, when this
+        attempt no longer holds the job (rescued after its lease expired, or cancelled): let it
+        propagate, so that the transaction rolls back and its effects are not written.
+
+        >>> @app.task("charge")
+        ... def charge(order_id: int) -> None:
+        ...     with psycopg.connect(DSN) as conn:
+        ...         conn.execute("INSERT INTO payments (order_id) VALUES (%s)", (order_id,))
+        ...         pgqueue.current_job().complete(conn, output={"charged": True})
+
+        If the transaction rolls back and the handler returns normally, the worker completes the
+        job as usual; if the handler raises, the failed attempt is recorded as usual.
+        """
+        operation = complete_job(self.schema, self.id, self._lease(), output, self._duration())
+        run(_in_transaction(sync_connection(conn)), operation)
+        object.__setattr__(self, "_completed", True)
+
+    async def acomplete(self, conn: Any, output: Any = None) -> None:
+        """:meth:`complete` for async handlers: ``conn`` is a psycopg ``AsyncConnection`` or a
+        SQLAlchemy ``AsyncSession`` / ``AsyncConnection``.
+
+        >>> await pgqueue.current_job().acomplete(aconn, output={"charged": True})
+        """
+        operation = complete_job(self.schema, self.id, self._lease(), output, self._duration())
+        await arun(_in_transaction(await async_connection(conn)), operation)
+        object.__setattr__(self, "_completed", True)
+
+    def _lease(self) -> uuid.UUID:
+        if self.lease_id is None:
+            raise RuntimeError(f"job {self.id}: this JobContext carries no lease; complete() needs the one "
+                               "pgqueue.current_job() returns inside a running handler")
+        return self.lease_id
+
+    def _duration(self) -> float | None:
+        return max(0.0, time.monotonic() - self.started) if self.started else None
+
+    def _to_json(self) -> dict[str, Any]:
+        """The fields a process-executor child rebuilds the context from (the lease id as text)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        fields["lease_id"] = None if self.lease_id is None else str(self.lease_id)
+        return fields
+
+    @classmethod
+    def _from_json(cls, fields: dict[str, Any]) -> JobContext:
+        lease_id = fields.get("lease_id")
+        return cls(**{**fields, "lease_id": None if lease_id is None else uuid.UUID(lease_id)})
+
+
+def _in_transaction(conn: C) -> C:
+    """The connection, unless a statement on it would commit at once (autocommit, no transaction open)."""
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        raise ConfigurationError(
+            "complete() joins the caller's transaction, but this connection is in autocommit mode with no "
+            "transaction open: call it inside `with conn.transaction():` (Django: `transaction.atomic()`)"
+        )
+    return conn
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("pgqueue_current_job")
+
+
+def current_job() -> JobContext:
+    """The job the calling handler is running for (id, type, queue, attempt, max_attempts).
+
+    >>> @app.task("charge")
+    ... def charge(order_id: int) -> None:
+    ...     stripe.charge(order_id, idempotency_key=f"job-{pgqueue.current_job().id}")
+
+    Its :meth:`~JobContext.complete` (``acomplete`` in async handlers) completes the job in the
+    handler's own transaction, so that the handler's database writes and the completion commit
+    together:
+
+    >>> with psycopg.connect(DSN) as conn:
+    ...     conn.execute("INSERT INTO payments (order_id) VALUES (%s)", (order_id,))
+    ...     pgqueue.current_job().complete(conn, output={"charged": True})
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("pgqueue.current_job() is only available inside a running job's handler") from None

@@ -1,0 +1,60 @@
+# generated from pgqueue/db/_driver_async.py by tools/async_to_sync.py; do not edit
+"""The sync twin of ``_driver_async.py``: see there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row, tuple_row
+
+from .operation import CopyIn, Operation, Rows, T, has_rows
+
+
+class PooledConnection(psycopg.Connection[Any]):
+    """A connection of the App's own pool: it keeps one cursor for the operations run on it
+    (making a cursor costs about as much client time as encoding a job)."""
+
+    _kept_cursor: psycopg.Cursor[Any] | None = None
+    home: Any = None
+    """The pool it was taken from (while it is out of it)."""
+    due: float = 0.0
+    """When it must go back to that pool (time.monotonic)."""
+
+    def kept_cursor(self) -> psycopg.Cursor[Any]:
+        cur = self._kept_cursor
+        if cur is None or cur.closed:
+            cur = self._kept_cursor = self.cursor()
+        return cur
+
+
+def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
+    """Run an operation on the connection and return its result (rows as :mod:`.driver` says).
+
+    A :class:`PooledConnection` runs it on its kept cursor; any other on a cursor of its own.
+    """
+    if isinstance(conn, PooledConnection):
+        kept, cur = True, conn.kept_cursor()
+    else:
+        kept, cur = False, conn.cursor()
+    try:
+        statement, params = next(operation)
+        while True:
+            rows: Rows = []
+            if isinstance(statement, CopyIn):
+                with cur.copy(statement.statement) as copy:
+                    for chunk in statement.chunks:
+                        copy.write(chunk)
+            else:
+                factory = tuple_row if type(params) is tuple else dict_row
+                if cur.row_factory is not factory:
+                    cur.row_factory = factory  # type: ignore[assignment]
+                cur.execute(statement, params)
+                if has_rows(cur):
+                    rows = cur.fetchall()
+            statement, params = operation.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        if not kept:
+            cur.close()
