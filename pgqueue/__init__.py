@@ -20,7 +20,7 @@ from .errors import (
 )
 from .executors import JobContext, current_job
 from .job import Job, JobState
-from .worker import WorkerConfig
+from .settings import WorkerConfig
 
 __all__ = [
     "App",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
@@ -15,7 +14,6 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import client
 from .client import JobTemplate, NewJob, Operation, Unencoded, arun, run
-from .config import resolve_database_url, resolve_schema
 from .connections import (
     AsyncPooledConnection,
     PooledConnection,
@@ -27,13 +25,13 @@ from .connections import (
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, encode_data, validate_name
 from .notify import Notifier
+from .settings import prepared_statements_default, resolve_database_url, resolve_option, resolve_schema
 from .sql import queries
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
-FALSE_WORDS = ("0", "false", "no", "off")
 EXECUTORS = ("async", "thread", "process")
 
 
@@ -153,7 +151,7 @@ class App:
         self.max_payload_bytes = max_payload_bytes
         self.notify = notify
         if prepared_statements is None:
-            prepared_statements = os.environ.get("PGQUEUE_PREPARED_STATEMENTS", "true").lower() not in FALSE_WORDS
+            prepared_statements = prepared_statements_default()
         # False behind a pooler in transaction mode that cannot keep prepared statements
         # (pgbouncer before 1.21, or with max_prepared_statements = 0).
         self.prepared_statements = prepared_statements
@@ -253,7 +251,9 @@ class App:
                 type=type_,
                 queue=merged.queue or DEFAULT_QUEUE,
                 priority=merged.priority or 0,
-                max_attempts=merged.max_attempts or self.defaults.max_attempts or 1,
+                max_attempts=resolve_option(
+                    "max_attempts", options.max_attempts, task.options if task else None, self.defaults
+                ) or 1,
                 run_at=merged.run_at,
                 delay=merged.delay,
                 retry_delay=merged.retry_delay,

@@ -28,7 +28,8 @@ from . import client
 from .client import arun, channel
 from .errors import ConfigurationError
 from .executors import CANCEL_GRACE, JobContext, Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
-from .job import retry_delay_seconds, validate_name
+from .job import retry_delay_seconds
+from .settings import WorkerConfig, resolve_option
 from .sql import queries
 
 if TYPE_CHECKING:
@@ -46,85 +47,6 @@ behind a proxy or NAT) is caught by the worker's own time limit on every round t
 
 FLUSH_DELAY = 0.005
 """Seconds an outcome waits for the claim loop to record it along with its next claim."""
-
-MAX_CONCURRENCY = 10_000
-"""More jobs than this at once in one process is a typo, not a configuration: use more processes."""
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How one worker process runs. ``pgqueue work`` sets each field but ``worker_id`` from a flag
-    or its ``PGQUEUE_*`` environment twin (``listen_database_url``: ``PGQUEUE_LISTEN_DATABASE_URL``)."""
-
-    queues: Sequence[str] | None = None
-    """Queues to take jobs from; None means every queue of the app's registered tasks."""
-    concurrency: int = 10
-    """Jobs this process runs at once, across all task types (tasks may set a lower cap of their own)."""
-    burst: bool = False
-    """Exit (normally) once nothing is running and nothing is runnable, instead of waiting for more."""
-    poll_interval: float = 1.0
-    """Seconds between polls when no notification arrives. Polling never stops; NOTIFY only shortens the wait."""
-    shutdown_grace: float = 30.0
-    """Seconds running jobs get to finish after SIGTERM; then they are handed back to the queue at once."""
-    listen: bool = True
-    """Wake on LISTEN/NOTIFY. False polls only (for poolers that cannot LISTEN)."""
-    lease_seconds: float = 15.0
-    """How long a claim holds a job without a heartbeat; heartbeats renew it every third of that."""
-    rescue_interval: float = 5.0
-    """Seconds between sweeps that hand back jobs whose lease expired (their worker died)."""
-    prune_interval: float = 60.0
-    """Seconds between deletions of finished jobs older than their retention."""
-    completed_retention: float = 3600.0
-    """Seconds a completed job is kept (for get_job and status) before it is deleted."""
-    failed_retention: float = 7 * 86400.0
-    """Seconds a failed or cancelled job is kept before it is deleted."""
-    worker_id: str | None = None
-    """A name for this worker in the worker table and job rows; default host:pid:random."""
-    xmin_warning: float = 300.0
-    """Seconds a transaction (or replication slot, or prepared transaction) may hold the xmin
-    horizon back before workers warn: meanwhile dead job rows pile up and claims slow down."""
-    async_commit: bool = False
-    """Commit claims and outcomes without waiting for the WAL flush (``synchronous_commit=off``
-    on the worker's connections). It halves the cost of each exchange; a database crash (not a
-    worker crash) may then forget the last fraction of a second of claims and outcomes, and
-    those jobs run again: at-least-once still holds, and enqueues, made by producers, are never
-    affected."""
-    listen_database_url: str | None = None
-    """A direct connection for LISTEN when the app's URL goes through a pooler in transaction mode
-    (where LISTEN cannot work). Default: $PGQUEUE_LISTEN_DATABASE_URL, else the app's URL."""
-
-    def __post_init__(self) -> None:
-        if self.listen_database_url is None and os.environ.get("PGQUEUE_LISTEN_DATABASE_URL"):
-            object.__setattr__(self, "listen_database_url", os.environ["PGQUEUE_LISTEN_DATABASE_URL"])
-
-    def validated(self) -> "WorkerConfig":
-        if (isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
-                or not 1 <= self.concurrency <= MAX_CONCURRENCY):
-            raise ConfigurationError(
-                f"concurrency must be an integer from 1 to {MAX_CONCURRENCY:,}, got {self.concurrency!r}"
-            )
-        if self.worker_id is not None:
-            try:
-                validate_name("worker", self.worker_id)
-            except ValueError as exc:
-                raise ConfigurationError(str(exc)) from None
-        for name in ("poll_interval", "shutdown_grace", "lease_seconds", "rescue_interval", "prune_interval",
-                     "completed_retention", "failed_retention", "xmin_warning"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigurationError(f"{name} must be a non-negative number of seconds, got {value!r}")
-        if self.poll_interval <= 0 or self.lease_seconds < 1 or self.rescue_interval <= 0:
-            raise ConfigurationError("poll_interval and rescue_interval must be positive, lease_seconds at least 1")
-        if self.queues is not None:
-            if isinstance(self.queues, str):
-                raise ConfigurationError("queues must be a list of queue names, not a string")
-            for queue in self.queues:
-                try:
-                    validate_name("queue", queue)
-                except ValueError as exc:
-                    raise ConfigurationError(str(exc)) from None
-        return self
-
 
 @dataclass(slots=True)
 class Running:
@@ -361,7 +283,7 @@ class Worker:
             if task is None:
                 outcome = Outcome(False, error=f"no handler is registered for job type {job['type']!r} in this worker")
             else:
-                timeout = job["timeout"] if job["timeout"] is not None else task.options.timeout
+                timeout = resolve_option("timeout", job["timeout"], task.options, self.app.defaults)
                 context = JobContext(
                     job["id"], job["type"], job["queue"], job["attempts"], job["max_attempts"],
                     lease_id=job["lease_id"], schema=self.app.schema, started=started,
@@ -485,10 +407,7 @@ class Worker:
             return None
 
         def setting(name: str) -> Any:
-            for source in (job.get(name), getattr(task.options, name), getattr(self.app.defaults, name)):
-                if source is not None:
-                    return source
-            return None
+            return resolve_option(name, job.get(name), task.options, self.app.defaults)
 
         return retry_delay_seconds(
             job["attempts"], setting("retry_delay") or 0.0, bool(setting("retry_backoff")), setting("retry_delay_max")
