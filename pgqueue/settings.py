@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from .config import DEFAULT_SCHEMA, normalize_url, validate_schema
 from .errors import ConfigurationError, InvalidJob
 from .job import validate_name
 
@@ -322,24 +321,6 @@ def resolve_option(name: str, job_value: Any, task_options: Any, app_defaults: A
 
 # --- the database and the schema ---------------------------------------------------------------
 
-SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,55}$")
-DEFAULT_SCHEMA = "pgqueue"
-
-
-def validate_schema(schema: str) -> str:
-    """Return ``schema`` if it is a safe, unquoted-style identifier; raise ConfigurationError otherwise.
-
-    The limit of 56 characters leaves room for the notification channel name (``<schema>_jobs``) within
-    PostgreSQL's 63-byte identifiers.
-    """
-    if not isinstance(schema, str) or not SCHEMA_PATTERN.match(schema):
-        raise ConfigurationError(
-            f"invalid schema name {schema!r}: use 1-56 characters of a-z, 0-9 and _, "
-            "not starting with a digit"
-        )
-    return schema
-
-
 def resolve_schema(schema: str | None = None) -> str:
     """The schema to use: argument > ``PGQUEUE_SCHEMA`` > ``pgqueue``."""
     if schema is None:
@@ -417,46 +398,3 @@ def prepared_statements_default() -> bool:
 def embedded_dir() -> str | None:
     """``PGQUEUE_EMBEDDED_DIR``: where the embedded server keeps its data, when set."""
     return os.environ.get("PGQUEUE_EMBEDDED_DIR") or None
-
-
-def normalize_url(url: str) -> str:
-    """Turn the URL spellings users bring into one libpq accepts."""
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigurationError("the database URL is empty")
-    url = url.strip()
-    if "://" not in url:
-        if "=" in url:  # a libpq "key=value" connection string
-            return url
-        # Not echoed: without a scheme there is no telling which part is a password.
-        raise ConfigurationError(
-            "not a PostgreSQL URL: use postgresql://user:password@host/dbname or key=value pairs"
-        )
-    scheme, rest = url.split("://", 1)
-    base = scheme.split("+", 1)[0].lower()
-    if base not in ("postgres", "postgresql"):
-        raise ConfigurationError(f"unsupported URL scheme {scheme!r}: use postgresql:// (or postgres://)")
-    if re.search(r"%(?![0-9A-Fa-f]{2})", rest):
-        # Not echoed, and not handed to libpq, whose error would quote the password.
-        raise ConfigurationError(
-            "the database URL has a '%' that is not a percent-escape: write a literal '%' in a "
-            "password or name as %25"
-        )
-    return "postgresql://" + rest
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to log."""
-    if "://" not in url:
-        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable database URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

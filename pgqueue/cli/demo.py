@@ -28,11 +28,12 @@ from psycopg import sql
 
 from .. import client, logs
 from ..app import App
+from ..config import redact
 from ..embedded import embedded_data_dir
 from ..errors import ConfigurationError
 from ..job import Job, JobState
 from ..migrate import upgrade
-from ..settings import WorkerConfig, configured_database_url, redact, resolve_database_url
+from ..settings import WorkerConfig, configured_database_url, resolve_database_url
 
 MARKER = "created by pgqueue demo"
 """The comment on the demo's schema: only a schema carrying it is ever dropped."""

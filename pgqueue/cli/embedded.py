@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 
 from .. import logs
+from ..config import normalize_url, redact
 from ..embedded import embedded_data_dir, embedded_database_url, embedded_stop
-from ..settings import export_database_url, normalize_url, redact, resolve_schema
+from ..settings import export_database_url, resolve_schema
 from .common import DatabaseUrl
 
 embedded_cli = typer.Typer(

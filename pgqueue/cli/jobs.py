@@ -11,8 +11,8 @@ import typer
 
 from .. import client
 from ..app import App
+from ..config import redact
 from ..job import Job
-from ..settings import redact
 from .common import DatabaseUrl, Schema, session
 
 _STATES = ("created", "retry", "active", "completed", "cancelled", "failed")

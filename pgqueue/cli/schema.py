@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from .. import logs
+from ..config import redact
 from ..errors import SchemaOutOfDate
-from ..settings import redact, resolve_database_url
+from ..settings import resolve_database_url
 from .common import DatabaseUrl, Schema, connect, settings
 
 
