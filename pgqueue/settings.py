@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import DEFAULT_SCHEMA, normalize_url, validate_schema
 from .errors import ConfigurationError, InvalidJob
@@ -25,6 +25,8 @@ MAX_CONCURRENCY = 10_000
 """More jobs than this at once in one process is a typo, not a configuration: use more processes."""
 
 TEN_YEARS = 10 * 365 * 86400
+
+S = TypeVar("S")
 
 FALSE_WORDS = ("0", "false", "no", "off")
 """Spellings of "no" in a boolean environment variable (any other value means yes)."""
@@ -107,7 +109,7 @@ def _check_name(setting_name: str, what: str, value: Any) -> None:
         raise ConfigurationError(f"{setting_name}: {exc}") from None
 
 
-def _within(spec: Setting, value: float) -> bool:
+def _within(spec: Setting, value: Any) -> bool:
     if math.isnan(value):
         return False
     if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
@@ -256,7 +258,7 @@ class ProcessSettings:
         return validated(self)
 
 
-def validated(values: Any) -> Any:
+def validated(values: S) -> S:
     """``values`` (a settings dataclass) once every field passes :func:`check`."""
     for name, _, spec in declared(type(values)):
         check(name, spec, getattr(values, name))

@@ -22,10 +22,8 @@ import typer
 from .. import logs
 from ..errors import ConfigurationError, InvalidJob, PgQueueError
 from ..settings import known_passwords
-from .embedded import demo, embedded_cli
-from .jobs import cancel, retry, show, status
-from .schema import grants, migrate
-from .work import load_app, work
+from . import embedded, jobs, schema, work
+from .work import load_app
 
 __all__ = ["cli", "load_app", "main"]
 
@@ -38,9 +36,18 @@ cli = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (migrate, grants, work, status, show, retry, cancel, demo):
+for command in (
+    schema.migrate,
+    schema.grants,
+    work.work,
+    jobs.status,
+    jobs.show,
+    jobs.retry,
+    jobs.cancel,
+    embedded.demo,
+):
     cli.command()(command)
-cli.add_typer(embedded_cli, name="embedded")
+cli.add_typer(embedded.embedded_cli, name="embedded")
 
 
 def _one_line(error: BaseException) -> str:

@@ -37,6 +37,12 @@ def _checker(name: str, spec: Setting) -> Callable[[Any], Any]:
     return callback
 
 
+def _choices(name: str, choices: tuple[str, ...]) -> type[enum.Enum]:
+    """An Enum of a setting's choices, which typer shows as ``<a|b|c>`` and matches case-insensitively."""
+    members = {choice: choice for choice in choices}
+    return enum.Enum(name.title().replace("_", ""), members, type=str)  # type: ignore[return-value]
+
+
 def option(name: str, default: Any, spec: Setting) -> inspect.Parameter:
     """The typer parameter of one setting's flag."""
     kwargs: dict[str, Any] = {"envvar": spec.env, "help": spec.help}
@@ -47,8 +53,8 @@ def option(name: str, default: Any, spec: Setting) -> inspect.Parameter:
         annotation, default = str | None, None
         kwargs["callback"] = _checker(name, spec)
     elif spec.choices:
-        annotation = enum.Enum(name.title().replace("_", ""), {c: c for c in spec.choices}, type=str)
-        default = annotation(default)
+        choices = _choices(name, spec.choices)
+        annotation, default = choices, choices(default)
         kwargs["case_sensitive"] = False
     else:
         annotation = spec.kind
