@@ -3,7 +3,7 @@
 The worker's settings are the fields of :class:`WorkerConfig`; each field declares, next to its
 default, the ``PGQUEUE_*`` variable and ``pgqueue work`` flag that set it, its bounds and the
 flag's help text. From that one declaration come :meth:`WorkerConfig.validated`, the flags of
-``pgqueue work`` (see ``pgqueue.cli.work``) and the command line of the worker processes a
+``pgqueue work`` (see ``pgqueue.cli.options``) and the command line of the worker processes a
 supervisor starts (:func:`worker_argv`). The database URL and schema are resolved here too, and
 this module is the only one that reads a ``PGQUEUE_*`` (or ``DATABASE_URL``) variable.
 """
@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import psycopg
 
 from .config import DEFAULT_SCHEMA, normalize_url, validate_schema
 from .errors import ConfigurationError, InvalidJob
@@ -110,7 +112,7 @@ def _check_name(setting_name: str, what: str, value: Any) -> None:
 
 
 def _within(spec: Setting, value: Any) -> bool:
-    if math.isnan(value):
+    if isinstance(value, float) and math.isnan(value):
         return False
     if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
         return False
@@ -120,7 +122,7 @@ def _within(spec: Setting, value: Any) -> bool:
 
 
 def describe(spec: Setting) -> str:
-    """The values a numeric setting takes, in words: "an integer from 1 to 10,000"."""
+    """The values a numeric setting takes, in words: "an integer at least 1 and at most 10,000"."""
     what = "an integer" if spec.kind is int else "a number of seconds"
     parts = []
     if spec.low is not None:
@@ -285,7 +287,8 @@ def parse_list(name: str, spec: Setting, text: str | None) -> list[str] | None:
 
 def worker_argv(config: WorkerConfig, process: ProcessSettings) -> list[str]:
     """The ``pgqueue work`` flags that give back ``config`` and ``process``: a supervisor's child
-    command line. Every flag setting is written, so a child does not depend on its environment."""
+    command line. Every value is written but a false switch and an unset list, which the child,
+    given its parent's environment, reads as its parent did."""
     argv: list[str] = []
     for cls, values in ((WorkerConfig, config), (ProcessSettings, process)):
         for name, _, spec in declared(cls):
@@ -323,6 +326,7 @@ def resolve_option(name: str, job_value: Any, task_options: Any, app_defaults: A
 
 # --- the database and the schema ---------------------------------------------------------------
 
+
 def resolve_schema(schema: str | None = None) -> str:
     """The schema to use: argument > ``PGQUEUE_SCHEMA`` > ``pgqueue``."""
     if schema is None:
@@ -354,9 +358,9 @@ def export(database_url: str | None = None, schema: str | None = None) -> str:
     ``PGQUEUE_DATABASE_URL`` and ``PGQUEUE_SCHEMA``, for a user's app module and child processes.
     Returns the schema (argument > ``PGQUEUE_SCHEMA`` > ``pgqueue``)."""
     if database_url is not None:
-        os.environ["PGQUEUE_DATABASE_URL"] = normalize_url(database_url)
+        export_database_url(normalize_url(database_url))
     resolved = resolve_schema(schema)
-    os.environ["PGQUEUE_SCHEMA"] = resolved
+    export_schema(resolved)
     return resolved
 
 
@@ -372,8 +376,6 @@ def export_schema(schema: str) -> None:
 
 def known_passwords(environ: Mapping[str, str] | None = None) -> list[str]:
     """The passwords in the database settings of the environment, to scrub from messages."""
-    import psycopg
-
     environ = os.environ if environ is None else environ
     secrets = []
     for name in ("PGQUEUE_DATABASE_URL", "DATABASE_URL", "PGPASSWORD"):

@@ -29,12 +29,6 @@ Schema = Annotated[
 ]
 
 
-def settings(database_url: str | None, schema: str | None) -> str:
-    """Validate the connection flags and export them for the app module and child processes;
-    return the schema."""
-    return export(database_url, schema)
-
-
 def connect(url: str) -> psycopg.Connection[Any]:
     """A connection for one command: autocommit, and a bounded wait for the server."""
     return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pgqueue-cli")
@@ -44,7 +38,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
 def session(database_url: str | None, schema: str | None) -> Iterator[tuple[App, psycopg.Connection[Any]]]:
     """The preamble of the commands that look at jobs: export the flags, log warnings only, and
     yield an App for them with a connection to its database."""
-    settings(database_url, schema)
+    export(database_url, schema)
     logs.setup("warning")
     app = App()
     try:

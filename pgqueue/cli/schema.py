@@ -10,8 +10,8 @@ import typer
 from .. import logs
 from ..config import redact
 from ..errors import SchemaOutOfDate
-from ..settings import resolve_database_url
-from .common import DatabaseUrl, Schema, connect, settings
+from ..settings import export, resolve_database_url
+from .common import DatabaseUrl, Schema, connect
 
 
 def migrate(
@@ -28,7 +28,7 @@ def migrate(
     """Create or upgrade pgqueue's tables. Idempotent; safe to run from several processes at once."""
     from .. import migrate as migrations
 
-    schema = settings(database_url, schema)
+    schema = export(database_url, schema)
     if sql and check:
         raise typer.BadParameter("--sql and --check do not go together")
     if sql:
@@ -70,7 +70,7 @@ def grants(
     (insert jobs). Run by the schema's owner after `pgqueue migrate`; the roles must exist."""
     from ..sql import grants as grants_sql
 
-    schema = settings(database_url, schema)
+    schema = export(database_url, schema)
     for flag, role in (("--worker", worker), ("--producer", producer)):
         if not role or len(role) > 63 or "\x00" in role:
             raise typer.BadParameter("must be a role name of 1-63 characters", param_hint=flag)

@@ -17,8 +17,15 @@ import typer
 from .. import client, logs
 from ..app import App
 from ..errors import ConfigurationError
-from ..settings import ProcessSettings, WorkerConfig, export_database_url, export_schema, worker_argv
-from .common import DatabaseUrl, Schema, connect, settings
+from ..settings import (
+    ProcessSettings,
+    WorkerConfig,
+    export,
+    export_database_url,
+    export_schema,
+    worker_argv,
+)
+from .common import DatabaseUrl, Schema, connect
 from .options import with_work_options
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -68,7 +75,7 @@ def work(
 ) -> None:
     """Run jobs: a worker process, or --processes N of them under a supervisor."""
     schema_flag = schema
-    schema = settings(database_url, schema)
+    schema = export(database_url, schema)
     logs.setup(process.log_level, process.log_format)
     app = load_app(target)
     if app.schema != schema:
