@@ -20,7 +20,7 @@ from .errors import (
     UnknownTask,
 )
 from .job import Job, JobState
-from .worker import WorkerConfig
+from .settings import WorkerConfig
 
 __all__ = [
     "App",

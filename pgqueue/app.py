@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
@@ -12,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Seq
 import psycopg
 
 from .codec import encode_data
-from .config import resolve_database_url, resolve_schema
 from .db import ops
 from .db.insert import JobTemplate, NewJob, Unencoded
 from .db.notifier import Notifier
@@ -20,6 +18,7 @@ from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
+from .settings import prepared_statements_default, resolve_database_url, resolve_option, resolve_schema
 
 if TYPE_CHECKING:
     from .worker import Runtime
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_QUEUE = "default"
-FALSE_WORDS = ("0", "false", "no", "off")
 EXECUTORS = ("async", "thread", "process")
 
 
@@ -147,7 +145,7 @@ class App:
         self.max_payload_bytes = max_payload_bytes
         self.notify = notify
         if prepared_statements is None:
-            prepared_statements = os.environ.get("PGQUEUE_PREPARED_STATEMENTS", "true").lower() not in FALSE_WORDS
+            prepared_statements = prepared_statements_default()
         # False behind a pooler in transaction mode that cannot keep prepared statements
         # (pgbouncer before 1.21, or with max_prepared_statements = 0).
         self.prepared_statements = prepared_statements
@@ -251,7 +249,9 @@ class App:
                 type=type_,
                 queue=merged.queue or DEFAULT_QUEUE,
                 priority=merged.priority or 0,
-                max_attempts=merged.max_attempts or self.defaults.max_attempts or 1,
+                max_attempts=resolve_option(
+                    "max_attempts", options.max_attempts, task.options if task else None, self.defaults
+                ) or 1,
                 run_at=merged.run_at,
                 delay=merged.delay,
                 retry_delay=merged.retry_delay,

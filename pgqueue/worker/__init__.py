@@ -7,8 +7,8 @@
 - :mod:`.database`: the worker's connections; :mod:`.runtime`: what it takes from the App.
 """
 
+from ..settings import WorkerConfig
 from .aio import run_blocking
-from .config import WorkerConfig
 from .core import Worker
 from .runtime import Runtime
 

@@ -17,6 +17,7 @@ import psycopg
 
 from ..codec import encode_output, number_array, text_array
 from ..job import retry_delay_seconds
+from ..settings import resolve_option
 from ..db.sql import Queries
 from .aio import describe
 from .database import WorkerDatabase
@@ -147,10 +148,7 @@ class Completer(Service):
             return None
 
         def setting(name: str) -> Any:
-            for source in (getattr(job, name), getattr(task.options, name), getattr(self.runtime.defaults, name)):
-                if source is not None:
-                    return source
-            return None
+            return resolve_option(name, getattr(job, name), task.options, self.runtime.defaults)
 
         return retry_delay_seconds(
             job.attempts, setting("retry_delay") or 0.0, bool(setting("retry_backoff")), setting("retry_delay_max")

@@ -27,9 +27,9 @@ from ..db import ops
 from ..db.driver import arun
 from ..db.sql import channel, queries
 from ..errors import ConfigurationError
+from ..settings import WorkerConfig, resolve_option
 from .aio import cancelling, describe, wait_any
 from .completer import Completer
-from .config import WorkerConfig
 from .database import WorkerDatabase
 from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
 from .listener import Listener
@@ -250,7 +250,7 @@ class Worker:
             if task is None:
                 outcome = Outcome(False, error=f"no handler is registered for job type {job.type!r} in this worker")
             else:
-                timeout = job.timeout if job.timeout is not None else task.options.timeout
+                timeout = resolve_option("timeout", job.timeout, task.options, self.runtime.defaults)
                 context = JobContext(
                     job.id, job.type, job.queue, job.attempts, job.max_attempts,
                     lease_id=job.lease_id, schema=self.runtime.schema, started=started,  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pgqueue import ConfigurationError
-from pgqueue.config import normalize_url, redact, resolve_database_url, resolve_schema, validate_schema
+from pgqueue.config import normalize_url, redact, validate_schema
+from pgqueue.settings import resolve_database_url, resolve_schema
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import sys
 import threading
@@ -27,14 +26,16 @@ from typing import Any, TextIO
 import psycopg
 from psycopg import sql
 
-from . import logs
-from .app import App
-from .config import embedded_data_dir, redact, resolve_database_url
-from .db import ops
-from .db.driver import arun
-from .errors import ConfigurationError
-from .job import Job, JobState
-from .migrate import upgrade
+from .. import logs
+from ..app import App
+from ..config import redact
+from ..db import ops
+from ..db.driver import arun
+from ..embedded import embedded_data_dir
+from ..errors import ConfigurationError
+from ..job import Job, JobState
+from ..migrate import upgrade
+from ..settings import WorkerConfig, configured_database_url, resolve_database_url
 
 MARKER = "created by pgqueue demo"
 """The comment on the demo's schema: only a schema carrying it is ever dropped."""
@@ -161,7 +162,7 @@ def prepare_schema(url: str, schema: str) -> None:
 
 
 def register_users(
-    url: str, demo: DemoTasks, plans: list[Plan], interval: float, stats: "Stats", stop: threading.Event
+    url: str, demo: DemoTasks, plans: list[Plan], interval: float, stats: Stats, stop: threading.Event
 ) -> None:
     """The web application's side: one transaction per registration, jobs included."""
     app = demo.app
@@ -274,7 +275,7 @@ async def work_off(
 
     Returns whether the run was interrupted (Ctrl-C) before every job was final.
     """
-    from .worker import Worker, WorkerConfig
+    from ..worker import Worker
 
     app = demo.app
     worker = Worker(app.runtime(), WorkerConfig(concurrency=concurrency, poll_interval=0.25, rescue_interval=1.0))
@@ -355,7 +356,7 @@ def run(
 ) -> int:
     """Run the demo; return the process exit code."""
     out = out or sys.stdout
-    embedded = not (os.environ.get("PGQUEUE_DATABASE_URL") or os.environ.get("DATABASE_URL"))
+    embedded = configured_database_url() is None
     say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
     say(f"pgqueue demo: {users} user registrations, each enqueueing 3 jobs in its own transaction")
     began = time.perf_counter()

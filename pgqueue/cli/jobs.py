@@ -1,0 +1,145 @@
+"""``pgqueue status``, ``show``, ``retry`` and ``cancel``: look at jobs, and act on one."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import psycopg
+import typer
+
+from ..db import ops
+from ..db.driver import run
+from ..app import App
+from ..config import redact
+from ..job import Job
+from .common import DatabaseUrl, Schema, session
+
+_STATES = ("created", "retry", "active", "completed", "cancelled", "failed")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+JobId = Annotated[int, typer.Argument(metavar="ID", help="The job's id.")]
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().isoformat(sep=" ", timespec="milliseconds") if value else "-"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def status(database_url: DatabaseUrl = None, schema: Schema = None, as_json: JsonFlag = False) -> None:
+    """Jobs per queue and state, and the worker processes registered."""
+    with session(database_url, schema) as (app, conn):
+        counts = app.counts(conn=conn)
+        workers = run(conn, ops.workers(app.schema))
+        url, schema = app.database_url, app.schema
+    if as_json:
+        typer.echo(json.dumps({"queues": counts, "workers": workers}, default=str, indent=2))
+        return
+    typer.echo(f"database {redact(url)}, schema {schema!r}")
+    if counts:
+        rows = [["queue", *_STATES, "total"]]
+        for queue, states in sorted(counts.items()):
+            numbers = [states.get(state, 0) for state in _STATES]
+            rows.append([queue, *map(str, numbers), str(sum(numbers))])
+        typer.echo(_table(rows))
+    else:
+        typer.echo("no jobs")
+    if not workers:
+        typer.echo("no workers registered")
+        return
+    typer.echo(f"\n{len(workers)} worker(s):")
+    rows = [["worker", "host", "pid", "queues", "concurrency", "started", "last seen"]]
+    for w in workers:
+        rows.append(
+            [
+                w["id"],
+                w["hostname"],
+                str(w["pid"]),
+                ",".join(w["queues"]),
+                str(w["concurrency"]),
+                _when(w["started_at"]),
+                f"{w['seen_seconds_ago']:.0f} s ago",
+            ]
+        )
+    typer.echo(_table(rows))
+
+
+def _job_text(job: Job) -> str:
+    lines = [
+        f"job {job.id}: {job.type} (queue {job.queue})",
+        f"  state      {job.state.value}",
+        f"  attempts   {job.attempts} of {job.max_attempts}",
+        f"  priority   {job.priority}",
+        f"  created    {_when(job.created_at)}",
+        f"  run at     {_when(job.run_at)}",
+        f"  started    {_when(job.started_at)}",
+        f"  finished   {_when(job.finished_at)}",
+    ]
+    if job.duration is not None:
+        lines.append(f"  duration   {job.duration:.3f} s")
+    if job.worker_id:
+        lines.append(f"  worker     {job.worker_id}")
+    lines.append(f"  data       {json.dumps(job.data, ensure_ascii=False)}")
+    lines.append(f"  output     {json.dumps(job.output, ensure_ascii=False, default=str)}")
+    if job.error:
+        error = job.error.rstrip().replace("\n", "\n             ")
+        lines.append(f"  error      {error}")
+    if len(job.errors) > 1:
+        lines.append(f"  errors     {len(job.errors)} failed attempts:")
+        for entry in job.errors:
+            last = (str(entry.get("error") or "").strip().splitlines() or [""])[-1]
+            lines.append(f"             attempt {entry.get('attempt')}: {last}")
+    return "\n".join(lines)
+
+
+def _job_json(job: Job) -> str:
+    fields = {name: getattr(job, name) for name in job.__dataclass_fields__}
+    fields["state"] = job.state.value
+    return json.dumps(fields, default=str, indent=2, ensure_ascii=False)
+
+
+def _print_job(app: App, conn: psycopg.Connection[Any], job_id: int, as_json: bool) -> None:
+    job = app.get_job(job_id, conn=conn)
+    typer.echo(_job_json(job) if as_json else _job_text(job))
+
+
+def show(
+    job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None, as_json: JsonFlag = False
+) -> None:
+    """A job's state, attempts, output and error."""
+    with session(database_url, schema) as (app, conn):
+        _print_job(app, conn, job_id, as_json)
+
+
+def retry(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
+    """Run a failed or cancelled job again, now."""
+    with session(database_url, schema) as (app, conn):
+        if not app.retry_job(job_id, conn=conn):
+            state = app.get_job(job_id, conn=conn).state.value
+            typer.echo(f"job {job_id} is {state}: only failed or cancelled jobs can be retried", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"job {job_id} will run again")
+        _print_job(app, conn, job_id, False)
+
+
+def cancel(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
+    """Cancel a job that has not finished (a running job's result will not be recorded)."""
+    with session(database_url, schema) as (app, conn):
+        if not app.cancel_job(job_id, conn=conn):
+            state = app.get_job(job_id, conn=conn).state.value
+            typer.echo(f"job {job_id} is already {state}: nothing to cancel", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"job {job_id} cancelled")
+        _print_job(app, conn, job_id, False)
