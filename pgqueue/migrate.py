@@ -11,12 +11,12 @@ import psycopg
 from psycopg import sql
 
 from .config import validate_schema
-from .errors import SchemaOutOfDate
+from .db.driver import run
+from .db.ops import schema_version
+from .db.version import SCHEMA_VERSION, VERSION_TABLE, check_version
 
-SCHEMA_VERSION = "0001"
-"""The alembic revision this pgqueue's code expects; a test keeps it equal to the migrations' head."""
+__all__ = ["SCHEMA_VERSION", "VERSION_TABLE", "check_version", "current_version", "downgrade", "upgrade", "upgrade_sql"]
 
-VERSION_TABLE = "pgqueue_alembic_version"
 
 # alembic keeps the running migration environment in module globals (alembic.context, alembic.op),
 # so two threads of one process must not run its commands at once. Processes need no such lock:
@@ -91,24 +91,4 @@ def upgrade_sql(schema: str, revision: str = "head") -> str:
 
 def current_version(conn: psycopg.Connection[Any], schema: str) -> str | None:
     """The revision the database's schema is at, or None if pgqueue was never migrated there."""
-    from .db.driver import run  # imported here: the data layer's operations check versions with this module
-    from .db.ops import schema_version
-
     return run(conn, schema_version(validate_schema(schema)))
-
-
-def check_version(version: str | None, schema: str) -> None:
-    """Raise SchemaOutOfDate unless ``version`` is the one this code expects."""
-    if version == SCHEMA_VERSION:
-        return
-    if version is None:
-        raise SchemaOutOfDate(f"pgqueue's schema {schema!r} is not in this database: run `pgqueue migrate`")
-    if version < SCHEMA_VERSION:
-        raise SchemaOutOfDate(
-            f"pgqueue's schema {schema!r} is at version {version}, this pgqueue needs {SCHEMA_VERSION}: "
-            "run `pgqueue migrate`"
-        )
-    raise SchemaOutOfDate(
-        f"pgqueue's schema {schema!r} is at version {version}, newer than this pgqueue knows "
-        f"({SCHEMA_VERSION}): upgrade pgqueue here"
-    )

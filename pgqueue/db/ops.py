@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 from ..codec import encode_output
 from ..errors import JobNotFound, LeaseLost
 from ..job import Job
-from ..migrate import check_version
 from .insert import COPY_MIN_JOBS, JobTemplate, NewJob, Unencoded, insert_jobs
 from .operation import Operation, Rows
 from .sql import channel, queries
+from .version import check_version
 
 __all__ = [
     "COPY_MIN_JOBS", "JobTemplate", "NewJob", "SchemaGate", "Unencoded", "cancel_job", "check_schema",

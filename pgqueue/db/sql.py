@@ -8,6 +8,8 @@ from pathlib import Path
 
 from psycopg import sql
 
+from .version import VERSION_TABLE
+
 _BLOCK = re.compile(r"^-- name: (\w+)\n", re.MULTILINE)
 _PART = re.compile(r"\{(\w+)\}")
 
@@ -40,7 +42,6 @@ class Queries:
     """
 
     def __init__(self, schema: str) -> None:
-        from ..migrate import VERSION_TABLE  # (migrate imports this module)
 
         self.schema = schema
         self._names = {"schema": sql.Identifier(schema), "channel": sql.Identifier(channel(schema)),
@@ -68,7 +69,6 @@ def queries(schema: str) -> Queries:
 
 def grants(schema: str, worker: str, producer: str) -> str:
     """The least-privilege GRANTs for a worker role and a producer role, as SQL text."""
-    from ..migrate import VERSION_TABLE  # (migrate imports this module)
 
     names = {"schema": sql.Identifier(schema), "worker": sql.Identifier(worker),
              "producer": sql.Identifier(producer), "version_table": sql.Identifier(VERSION_TABLE)}

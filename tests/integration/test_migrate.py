@@ -317,7 +317,7 @@ def test_the_version_tables_name_is_written_once_in_the_package() -> None:
         if path.suffix in (".py", ".sql", ".mako")
         and migrate.VERSION_TABLE in path.read_text(encoding="utf-8")
     ]
-    assert naming == ["migrate.py"]
+    assert naming == ["db/version.py"]
 
 
 def test_current_version_and_check_version(empty_dsn: str) -> None:
