@@ -182,8 +182,53 @@ def throughput(key: str, title: str, reports: Sequence[dict[str, Any]], note: st
 @dataclass(frozen=True)
 class _Snapshot:
     lsn: str
-    wal_syncs: int
+    wal_syncs: int | None
+    """The server's WAL flush counter; None where it is not measured."""
     rows: int
+
+
+@dataclass(frozen=True)
+class WalFlushCounter:
+    """Where the server counts its WAL flushes (fsyncs of WAL files by ``issue_xlog_fsync``),
+    and what the report says about it."""
+
+    sql: str | None
+    """A query returning the server-wide count in one column, or None: not measured."""
+    description: str
+    """The counter read (``pg_stat_wal.wal_sync``), or why the figure is not measured."""
+
+
+def wal_flush_counter(
+    server_version: int, fsync: str = "on", wal_sync_method: str = "fdatasync"
+) -> WalFlushCounter:
+    """How to read WAL flushes on a server of ``server_version`` (``server_version_num``).
+
+    PostgreSQL 14 to 17 have ``pg_stat_wal.wal_sync``. 18 dropped it (and ``wal_write``) for
+    ``pg_stat_io``, whose ``object = 'wal'`` rows count the same calls per backend type and
+    context: ``normal`` is ``wal_sync``'s, ``init`` the fsyncs of new WAL segments (never counted
+    in ``wal_sync``). With ``fsync`` off, or an ``open_*`` ``wal_sync_method`` (each write
+    syncs itself), neither counter moves: the figure is then not measured rather than zero.
+    """
+    if fsync != "on":
+        return WalFlushCounter(None, "not measured: fsync is off")
+    if wal_sync_method.startswith("open_"):
+        return WalFlushCounter(None, f"not measured: wal_sync_method={wal_sync_method} syncs in its writes")
+    if server_version >= 180000:
+        return WalFlushCounter(
+            "SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal' AND context = 'normal'",
+            "pg_stat_io fsyncs of object wal, context normal",
+        )
+    if server_version >= 140000:
+        return WalFlushCounter("SELECT wal_sync FROM pg_stat_wal", "pg_stat_wal.wal_sync")
+    return WalFlushCounter(None, f"not measured: no WAL flush counter before 14 ({server_version})")
+
+
+def wal_flushes_per_job(start: int | None, end: int | None, jobs: int) -> float | None:
+    """WAL flushes per job between two readings of the counter; None when either reading is
+    missing, or when the counter went back (its statistics were reset during the scenario)."""
+    if start is None or end is None or jobs <= 0 or end < start:
+        return None
+    return (end - start) / jobs
 
 
 # WAL records of the run's own relations between two LSNs (user relations of this database:
@@ -208,7 +253,8 @@ class Meter:
     WAL bytes: with the ``pg_walinspect`` extension (PostgreSQL 15+, superuser), only the
     records of this database's transactions are counted, so other work on the same server
     does not leak in; without it, the server-wide ``pg_current_wal_lsn()`` delta is used.
-    WAL flushes come from ``pg_stat_wal`` and are always server-wide. Rows come from
+    WAL flushes come from the counter :func:`wal_flush_counter` picks for the server
+    (``pg_stat_wal`` up to 17, ``pg_stat_io`` from 18) and are always server-wide. Rows come from
     ``pg_stat_user_tables`` of this database only (inserted + updated + deleted tuples).
     """
 
@@ -219,17 +265,19 @@ class Meter:
         self.end: _Snapshot | None = None
 
     def _snapshot(self) -> _Snapshot:
+        # One of wal_flush_counter's constant queries, never user input.
+        flushes = self.bench.wal_flushes.sql or "SELECT NULL::bigint"
         row = self.bench.admin.execute(
-            """
+            f"""
             SELECT pg_current_wal_flush_lsn()::text,
-                   (SELECT wal_sync FROM pg_stat_wal),
+                   ({flushes}),
                    (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)
                     FROM pg_stat_user_tables WHERE schemaname = ANY(%s))
             """,
             (self.schemas,),
         ).fetchone()
         assert row is not None
-        return _Snapshot(row[0], int(row[1]), int(row[2]))
+        return _Snapshot(row[0], None if row[1] is None else int(row[1]), int(row[2]))
 
     def __enter__(self) -> Self:
         self.bench.wait_for_quiet()
@@ -287,7 +335,7 @@ class Meter:
         else:
             result.wal_bytes_per_job = (total - fpi) / jobs
             result.wal_fpi_bytes_per_job = fpi / jobs
-        result.wal_syncs_per_job = (self.end.wal_syncs - self.start.wal_syncs) / jobs
+        result.wal_syncs_per_job = wal_flushes_per_job(self.start.wal_syncs, self.end.wal_syncs, jobs)
         result.rows_per_job = (self.end.rows - self.start.rows) / jobs
         return result
 
@@ -424,6 +472,13 @@ class Bench:
         row = self.admin.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
         assert row is not None
         self.database_oid = int(row[0])
+        settings = self.admin.execute(
+            "SELECT current_setting('fsync'), current_setting('wal_sync_method')"
+        ).fetchone()
+        assert settings is not None
+        self.wal_flushes = wal_flush_counter(self.admin.info.server_version, *settings)
+        if self.wal_flushes.sql is None:
+            self.log(f"WAL flushes/job {self.wal_flushes.description}")
         self.wal_slot: str | None = f"pgqueue_bench_{self.database_oid}"
         self.walinspect = self._enable_walinspect()
 

@@ -213,13 +213,18 @@ def report(bench: Bench, server: str, started: float, load: tuple[float, float])
         if bench.walinspect
         else "WAL bytes are server-wide (pg_walinspect unavailable)."
     )
+    flushes = (
+        f"WAL flushes are server-wide ({bench.wal_flushes.description})."
+        if bench.wal_flushes.sql
+        else f"WAL flushes/job {bench.wal_flushes.description}."
+    )
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     parts = [
         f"## pgqueue benchmarks ({bench.sizes.name} sizes), {when}",
         "",
         (
             f"{server}. Run took {time.monotonic() - started:.0f} s; load average "
-            f"{load[0]:.2f} before, {load[1]:.2f} after. {wal} WAL flushes are server-wide."
+            f"{load[0]:.2f} before, {load[1]:.2f} after. {wal} {flushes}"
         ),
     ]
     if raw:

@@ -121,8 +121,12 @@ def measure(
         "SELECT count(DISTINCT job_id) FROM completion_log WHERE job_id = ANY(%s) "
         "AND old_state IN ('completed', 'failed', 'cancelled')", (ids,)
     ).fetchone()[0]
+    # A row whose job held no lease when it was written (the lease had expired and the job was
+    # handed back under a stalled handler) belongs to no claim: it is left out of the
+    # same-claim count (a row value with a NULL field is still counted by count(DISTINCT ...)).
     row = conn.execute(
-        "SELECT count(*), count(DISTINCT job_id), count(lease_id) - count(DISTINCT (job_id, lease_id)) "
+        "SELECT count(*), count(DISTINCT job_id), "
+        "count(lease_id) - count(DISTINCT (job_id, lease_id)) FILTER (WHERE lease_id IS NOT NULL) "
         "FROM ledger WHERE job_id = ANY(%s) AND note IS DISTINCT FROM 'duplicate-effect' "
         "AND note IS DISTINCT FROM 'claim-lost'", (ids,)
     ).fetchone()
