@@ -7,7 +7,7 @@
 >>> send_welcome_email.enqueue(user_id=42, conn=conn)
 """
 
-from .app import App, Task, TaskCall
+from .app import App
 from .context import JobContext, current_job
 from .errors import (
     ConfigurationError,
@@ -21,6 +21,7 @@ from .errors import (
 )
 from .job import Job, JobState
 from .settings import WorkerConfig
+from .task import Task, TaskCall
 
 __all__ = [
     "App",

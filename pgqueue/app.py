@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -19,99 +18,13 @@ from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
 from .settings import prepared_statements_default, resolve_database_url, resolve_option, resolve_schema
+from .task import F, Task
 
 if TYPE_CHECKING:
     from .worker import Runtime
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 DEFAULT_QUEUE = "default"
 EXECUTORS = ("async", "thread", "process")
-
-
-@dataclass(frozen=True)
-class Task(Generic[F]):
-    """A handler registered under a job type. Call it to run the handler directly (tests);
-    ``enqueue`` it to have a worker run it."""
-
-    app: "App"
-    name: str
-    fn: F
-    options: JobOptions
-    executor: str
-    concurrency: int | None = None
-    """Most jobs of this type one worker process runs at once; None: only the worker's limit."""
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-    def using(self, /, **options: Any) -> "TaskCall":
-        """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
-        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``.
-
-        >>> send_email.using(delay=timedelta(minutes=5), priority=10).enqueue(user_id=42)
-        """
-        return TaskCall(self, JobOptions.build(**options))
-
-    @functools.cached_property
-    def _call(self) -> "TaskCall":
-        return TaskCall(self, JobOptions())
-
-    def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        """Enqueue one job with ``data`` as the handler's keyword arguments; return its id.
-
-        With ``conn=`` (psycopg, SQLAlchemy or Django), the job joins that connection's open
-        transaction: it exists if and only if the transaction commits.
-        """
-        app = self.app
-        return app._insert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn)[0]
-
-    async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        """Async twin of :meth:`enqueue`."""
-        app = self.app
-        return (await app._ainsert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn))[0]
-
-    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        """Enqueue one job per mapping of arguments, in one statement; return the ids in order."""
-        return self._call.enqueue_many(items, conn)
-
-    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        return await self._call.aenqueue_many(items, conn)
-
-
-@dataclass(frozen=True)
-class TaskCall:
-    """A task with per-call options bound, from :meth:`Task.using`."""
-
-    task: Task[Any]
-    options: JobOptions
-
-    def using(self, /, **options: Any) -> "TaskCall":
-        return TaskCall(self.task, self.options.merged(JobOptions.build(**options)))
-
-    @functools.cached_property
-    def _template(self) -> JobTemplate:
-        return self.task.app._template(self.task.name, self.options)
-
-    def _jobs(self, items: Iterable[Mapping[str, Any]], conn: Any) -> list[NewJob]:
-        template, limit = self._template, self.task.app.max_payload_bytes
-        if conn is None:  # the App's pool: encoded as they are sent (see Unencoded)
-            return [(template, Unencoded({} if data is None else data, limit)) for data in items]
-        return [(template, encode_data({} if data is None else data, limit)) for data in items]
-
-    def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        app = self.task.app
-        return app._insert([(self._template, encode_data(data, app.max_payload_bytes))], conn)[0]
-
-    async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
-        app = self.task.app
-        return (await app._ainsert([(self._template, encode_data(data, app.max_payload_bytes))], conn))[0]
-
-    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        return self.task.app._insert(self._jobs(items, conn), conn)
-
-    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
-        return await self.task.app._ainsert(self._jobs(items, conn), conn)
 
 
 class App:
@@ -203,7 +116,9 @@ class App:
             retry_backoff=retry_backoff,
             retry_delay_max=retry_delay_max,
         )
-        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
             raise ConfigurationError(f"task {name!r}: concurrency must be a positive integer")
 
         def register(fn: F) -> Task[F]:
@@ -251,7 +166,8 @@ class App:
                 priority=merged.priority or 0,
                 max_attempts=resolve_option(
                     "max_attempts", options.max_attempts, task.options if task else None, self.defaults
-                ) or 1,
+                )
+                or 1,
                 run_at=merged.run_at,
                 delay=merged.delay,
                 retry_delay=merged.retry_delay,
@@ -284,7 +200,9 @@ class App:
             jobs.append(self._new_job(item[0], item[1], JobOptions.build(**options), deferred=conn is None))
         return jobs
 
-    def enqueue(self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any) -> int | None:
+    def enqueue(
+        self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any
+    ) -> int | None:
         """Enqueue a job by type name, for producers that do not import the handler's code.
 
         >>> app.enqueue("send-welcome-email", {"user_id": 1}, conn=conn, delay=60)
@@ -331,7 +249,9 @@ class App:
         if len(jobs) == 1:
             queues: Iterable[str] = (jobs[0][0].queue,) if ids[0] is not None else ()
         else:
-            queues = {template.queue for (template, _), job_id in zip(jobs, ids) if job_id is not None}
+            queues = {
+                template.queue for (template, _), job_id in zip(jobs, ids, strict=True) if job_id is not None
+            }
         if queues:
             self._notifier_for().poke(queues)
 
@@ -341,7 +261,8 @@ class App:
             with self._lock:
                 if self._notifier is None:
                     self._notifier = Notifier(
-                        lambda: self.connect("pgqueue-notifier"), queries(self.schema).notify_bare,
+                        lambda: self.connect("pgqueue-notifier"),
+                        queries(self.schema).notify_bare,
                         channel(self.schema),
                     )
                 notifier = self._notifier
@@ -384,7 +305,7 @@ class App:
 
         await Worker(self.runtime(), WorkerConfig(**config)).run()
 
-    def runtime(self) -> "Runtime":
+    def runtime(self) -> Runtime:
         """What a worker takes from this App: database, schema, tasks and defaults."""
         from .worker import Runtime
 
@@ -422,7 +343,7 @@ class App:
         self.close()
         await self._apool.close()
 
-    def __enter__(self) -> "App":
+    def __enter__(self) -> App:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -430,4 +351,3 @@ class App:
 
     def __repr__(self) -> str:
         return f"<pgqueue.App schema={self.schema!r} tasks={sorted(self.tasks)}>"
-

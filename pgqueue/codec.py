@@ -74,8 +74,8 @@ def _flat_encoder() -> Callable[[dict[str, Any], int], Iterable[str]]:
     encoder is missing or does not take these arguments.
     """
     try:
-        encoder = c_make_encoder(None, None, _quote, None, ":", ",", False, False, False)  # type: ignore[misc]
-        sample = {"a": 1, "b": "é\n\"", "c": 1.5, "d": None, "e": True}
+        encoder = c_make_encoder(None, None, _quote, None, ":", ",", False, False, False)
+        sample = {"a": 1, "b": 'é\n"', "c": 1.5, "d": None, "e": True}
         if "".join(encoder(sample, 0)) == _ENCODER.encode(sample):
             return encoder  # type: ignore[no-any-return]
     except Exception:  # noqa: BLE001 - any surprise: the pure-Python path is always right

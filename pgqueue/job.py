@@ -6,9 +6,10 @@ import dataclasses
 import enum
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from .codec import check_text
 from .errors import InvalidJob
@@ -73,7 +74,7 @@ class Job:
         return None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> "Job":
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in row.items() if k in names}
         values["state"] = JobState(values["state"])
@@ -100,15 +101,17 @@ class JobOptions:
     """While a job with this key waits or runs, enqueueing another with the same key is a no-op."""
 
     @classmethod
-    def build(cls, **options: Any) -> "JobOptions":
+    def build(cls, **options: Any) -> JobOptions:
         """Validate keyword options into JobOptions; unknown names and bad values raise InvalidJob."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise InvalidJob(f"unknown job option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise InvalidJob(
+                f"unknown job option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         return cls(**options).validated()
 
-    def merged(self, other: "JobOptions") -> "JobOptions":
+    def merged(self, other: JobOptions) -> JobOptions:
         """These options with every field ``other`` sets taking precedence."""
         changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(other)}
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -119,7 +122,7 @@ class JobOptions:
             changes["delay"] = None
         return dataclasses.replace(self, **changes)
 
-    def validated(self) -> "JobOptions":
+    def validated(self) -> JobOptions:
         if self.queue is not None:
             validate_name("queue", self.queue)
         if self.priority is not None:
@@ -166,12 +169,12 @@ def _seconds(name: str, value: Any) -> float:
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidJob(f"{name} must be a number of seconds or a timedelta, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise InvalidJob(f"{name} must be a finite, non-negative number of seconds, got {value}")
-    if value > 10 * 365 * 86400:
-        raise InvalidJob(f"{name} is more than ten years: {value} seconds")
-    return value
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidJob(f"{name} must be a finite, non-negative number of seconds, got {seconds}")
+    if seconds > 10 * 365 * 86400:
+        raise InvalidJob(f"{name} is more than ten years: {seconds} seconds")
+    return seconds
 
 
 def validate_name(kind: str, name: Any) -> str:

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .config import redact
@@ -54,7 +54,7 @@ class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a malformed format string: keep what logging would have shown
+        except Exception:  # noqa: BLE001 - a malformed format string: keep what logging would have shown
             message = str(record.msg)
         record.msg, record.args = scrub(message), None
         if record.exc_info and not record.exc_text:
@@ -77,9 +77,7 @@ def extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return (
-        datetime.fromtimestamp(record.created, timezone.utc).astimezone().isoformat(timespec="milliseconds")
-    )
+    return datetime.fromtimestamp(record.created, UTC).astimezone().isoformat(timespec="milliseconds")
 
 
 def _text_value(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg
 from psycopg import sql
@@ -15,7 +15,15 @@ from .db.driver import run
 from .db.ops import schema_version
 from .db.version import SCHEMA_VERSION, VERSION_TABLE, check_version
 
-__all__ = ["SCHEMA_VERSION", "VERSION_TABLE", "check_version", "current_version", "downgrade", "upgrade", "upgrade_sql"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "VERSION_TABLE",
+    "check_version",
+    "current_version",
+    "downgrade",
+    "upgrade",
+    "upgrade_sql",
+]
 
 
 # alembic keeps the running migration environment in module globals (alembic.context, alembic.op),
@@ -42,14 +50,17 @@ def run_revision_sql(revision_file: str, direction: str) -> None:
 
     revision = Path(revision_file)
     script = revision.with_name(f"{revision.stem}.{direction}.sql").read_text(encoding="utf-8")
-    schema = validate_schema(op.get_context().config.attributes["schema"])
-    quoted = sql.Identifier(schema).as_string(None)  # type: ignore[arg-type]
+    config = op.get_context().config
+    if config is None:
+        raise RuntimeError("run_revision_sql runs inside an alembic migration started by pgqueue.migrate")
+    schema = validate_schema(config.attributes["schema"])
+    quoted = sql.Identifier(schema).as_string(None)
     for statement in script.replace("{schema}", quoted).split(";\n"):
         if statement.strip():
             op.execute(statement)
 
 
-def alembic_config(dsn: str | None, schema: str, output: io.TextIOBase | None = None) -> Any:
+def alembic_config(dsn: str | None, schema: str, output: TextIO | None = None) -> Any:
     from alembic.config import Config
 
     config = Config(output_buffer=output) if output is not None else Config()

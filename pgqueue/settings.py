@@ -15,11 +15,13 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 
 from .config import DEFAULT_SCHEMA, normalize_url, validate_schema
+from .embedded import embedded_data_dir, embedded_database_url
 from .errors import ConfigurationError, InvalidJob
 from .job import validate_name
 
@@ -144,12 +146,21 @@ class WorkerConfig:
     """
 
     queues: Sequence[str] | None = setting(
-        None, list, names="queue", env="PGQUEUE_QUEUES", flag="--queues",
+        None,
+        list,
+        names="queue",
+        env="PGQUEUE_QUEUES",
+        flag="--queues",
         help="Comma-separated queues to work on. Default: all the app's queues.",
     )
     """Queues to take jobs from; None means every queue of the app's registered tasks."""
     concurrency: int = setting(
-        10, int, low=1, high=MAX_CONCURRENCY, env="PGQUEUE_CONCURRENCY", flag="--concurrency",
+        10,
+        int,
+        low=1,
+        high=MAX_CONCURRENCY,
+        env="PGQUEUE_CONCURRENCY",
+        flag="--concurrency",
         help="Jobs run at once by each worker process.",
     )
     """Jobs this process runs at once, across all task types (tasks may set a lower cap of their own)."""
@@ -158,56 +169,105 @@ class WorkerConfig:
     )
     """Exit (normally) once nothing is running and nothing is runnable, instead of waiting for more."""
     poll_interval: float = setting(
-        1.0, float, low=0, low_open=True, high=86400, high_open=True, env="PGQUEUE_POLL_INTERVAL",
-        flag="--poll-interval", help="Seconds between polls (NOTIFY only shortens them).",
+        1.0,
+        float,
+        low=0,
+        low_open=True,
+        high=86400,
+        high_open=True,
+        env="PGQUEUE_POLL_INTERVAL",
+        flag="--poll-interval",
+        help="Seconds between polls (NOTIFY only shortens them).",
     )
     """Seconds between polls when no notification arrives. Polling never stops; NOTIFY only shortens
     the wait."""
     shutdown_grace: float = setting(
-        30.0, float, low=0, high=86400, env="PGQUEUE_SHUTDOWN_GRACE", flag="--shutdown-grace",
+        30.0,
+        float,
+        low=0,
+        high=86400,
+        env="PGQUEUE_SHUTDOWN_GRACE",
+        flag="--shutdown-grace",
         help="Seconds running jobs get to finish after SIGTERM.",
     )
     """Seconds running jobs get to finish after SIGTERM; then they are handed back to the queue at once."""
     listen: bool = setting(
-        True, bool, negate=True, env="PGQUEUE_NO_LISTEN", flag="--no-listen",
+        True,
+        bool,
+        negate=True,
+        env="PGQUEUE_NO_LISTEN",
+        flag="--no-listen",
         help="Poll only: no LISTEN/NOTIFY (poolers).",
     )
     """Wake on LISTEN/NOTIFY. False polls only (for poolers that cannot LISTEN)."""
     lease_seconds: float = setting(
-        15.0, float, low=1, high=86400, env="PGQUEUE_LEASE_SECONDS", flag="--lease-seconds",
+        15.0,
+        float,
+        low=1,
+        high=86400,
+        env="PGQUEUE_LEASE_SECONDS",
+        flag="--lease-seconds",
         help="Seconds a claim holds a job without a heartbeat; a dead worker's jobs run again after it.",
     )
     """How long a claim holds a job without a heartbeat; heartbeats renew it every third of that."""
     rescue_interval: float = setting(
-        5.0, float, low=0.05, high=3600, env="PGQUEUE_RESCUE_INTERVAL", flag="--rescue-interval",
+        5.0,
+        float,
+        low=0.05,
+        high=3600,
+        env="PGQUEUE_RESCUE_INTERVAL",
+        flag="--rescue-interval",
         help="Seconds between sweeps for jobs whose lease expired.",
     )
     """Seconds between sweeps that hand back jobs whose lease expired (their worker died)."""
     prune_interval: float = setting(
-        60.0, float, low=0.1, high=86400, env="PGQUEUE_PRUNE_INTERVAL", flag="--prune-interval",
+        60.0,
+        float,
+        low=0.1,
+        high=86400,
+        env="PGQUEUE_PRUNE_INTERVAL",
+        flag="--prune-interval",
         help="Seconds between deletions of finished jobs past their retention.",
     )
     """Seconds between deletions of finished jobs older than their retention."""
     completed_retention: float = setting(
-        3600.0, float, low=0, high=TEN_YEARS, env="PGQUEUE_COMPLETED_RETENTION", flag="--completed-retention",
+        3600.0,
+        float,
+        low=0,
+        high=TEN_YEARS,
+        env="PGQUEUE_COMPLETED_RETENTION",
+        flag="--completed-retention",
         help="Seconds completed jobs are kept before workers delete them.",
     )
     """Seconds a completed job is kept (for get_job and status) before it is deleted."""
     failed_retention: float = setting(
-        7 * 86400.0, float, low=0, high=TEN_YEARS, env="PGQUEUE_FAILED_RETENTION", flag="--failed-retention",
+        7 * 86400.0,
+        float,
+        low=0,
+        high=TEN_YEARS,
+        env="PGQUEUE_FAILED_RETENTION",
+        flag="--failed-retention",
         help="Seconds failed and cancelled jobs are kept before workers delete them.",
     )
     """Seconds a failed or cancelled job is kept before it is deleted."""
     worker_id: str | None = setting(None, str, names="worker")
     """A name for this worker in the worker table and job rows; default host:pid:random."""
     xmin_warning: float = setting(
-        300.0, float, low=1, high=TEN_YEARS, env="PGQUEUE_XMIN_WARNING", flag="--xmin-warning",
+        300.0,
+        float,
+        low=1,
+        high=TEN_YEARS,
+        env="PGQUEUE_XMIN_WARNING",
+        flag="--xmin-warning",
         help="Warn when a transaction holds the xmin horizon back this many seconds.",
     )
     """Seconds a transaction (or replication slot, or prepared transaction) may hold the xmin
     horizon back before workers warn: meanwhile dead job rows pile up and claims slow down."""
     async_commit: bool = setting(
-        False, bool, env="PGQUEUE_ASYNC_COMMIT", flag="--async-commit",
+        False,
+        bool,
+        env="PGQUEUE_ASYNC_COMMIT",
+        flag="--async-commit",
         help="Commit the worker's claims and outcomes without waiting for the WAL flush: about "
         "twice the throughput; a database crash may then forget the last fraction of a "
         "second of them, and those jobs run again (enqueues are never affected).",
@@ -240,17 +300,28 @@ class ProcessSettings:
     """The settings of ``pgqueue work`` that are not a worker's: how many processes, how they log."""
 
     processes: int = setting(
-        1, int, low=1, env="PGQUEUE_PROCESSES", flag="--processes",
+        1,
+        int,
+        low=1,
+        env="PGQUEUE_PROCESSES",
+        flag="--processes",
         help="Worker processes to run (uses several cores).",
     )
     """Worker processes to run; more than one runs them under a supervisor."""
     log_level: str = setting(
-        "info", str, choices=("debug", "info", "warning", "error"), env="PGQUEUE_LOG_LEVEL",
+        "info",
+        str,
+        choices=("debug", "info", "warning", "error"),
+        env="PGQUEUE_LOG_LEVEL",
         flag="--log-level",
     )
     """The least severe log records printed."""
     log_format: str = setting(
-        "text", str, choices=("text", "json"), env="PGQUEUE_LOG_FORMAT", flag="--log-format",
+        "text",
+        str,
+        choices=("text", "json"),
+        env="PGQUEUE_LOG_FORMAT",
+        flag="--log-format",
         help="text or json (one object a line).",
     )
     """``text``, or ``json`` for one object a line."""
@@ -347,9 +418,7 @@ def resolve_database_url(url: str | None = None) -> str:
     """
     url = url or configured_database_url()
     if not url:
-        from .embedded import embedded_database_url
-
-        return embedded_database_url()
+        return embedded_database_url(embedded_pgdata())
     return normalize_url(url)
 
 
@@ -387,7 +456,7 @@ def known_passwords(environ: Mapping[str, str] | None = None) -> list[str]:
             continue
         try:
             password = psycopg.conninfo.conninfo_to_dict(value).get("password")
-        except Exception:
+        except Exception:  # noqa: BLE001 - not a URL libpq can read: it cannot leak a password either
             continue
         if password:
             secrets.append(str(password))
@@ -399,6 +468,6 @@ def prepared_statements_default() -> bool:
     return os.environ.get("PGQUEUE_PREPARED_STATEMENTS", "true").lower() not in FALSE_WORDS
 
 
-def embedded_dir() -> str | None:
-    """``PGQUEUE_EMBEDDED_DIR``: where the embedded server keeps its data, when set."""
-    return os.environ.get("PGQUEUE_EMBEDDED_DIR") or None
+def embedded_pgdata() -> Path:
+    """Where the embedded server keeps its data: ``PGQUEUE_EMBEDDED_DIR``, else a per-user data directory."""
+    return embedded_data_dir(os.environ.get("PGQUEUE_EMBEDDED_DIR") or None)

@@ -31,11 +31,10 @@ from ..app import App
 from ..config import redact
 from ..db import ops
 from ..db.driver import arun
-from ..embedded import embedded_data_dir
 from ..errors import ConfigurationError
 from ..job import Job, JobState
 from ..migrate import upgrade
-from ..settings import WorkerConfig, configured_database_url, resolve_database_url
+from ..settings import WorkerConfig, configured_database_url, embedded_pgdata, resolve_database_url
 
 MARKER = "created by pgqueue demo"
 """The comment on the demo's schema: only a schema carrying it is ever dropped."""
@@ -278,7 +277,9 @@ async def work_off(
     from ..worker import Worker
 
     app = demo.app
-    worker = Worker(app.runtime(), WorkerConfig(concurrency=concurrency, poll_interval=0.25, rescue_interval=1.0))
+    worker = Worker(
+        app.runtime(), WorkerConfig(concurrency=concurrency, poll_interval=0.25, rescue_interval=1.0)
+    )
     running = asyncio.create_task(worker.run())
     stop = threading.Event()
     registering = asyncio.ensure_future(
@@ -357,13 +358,16 @@ def run(
     """Run the demo; return the process exit code."""
     out = out or sys.stdout
     embedded = configured_database_url() is None
-    say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
     say(f"pgqueue demo: {users} user registrations, each enqueueing 3 jobs in its own transaction")
     began = time.perf_counter()
     url = resolve_database_url()
     if embedded:
         say(
-            f"  database: the embedded PostgreSQL in {embedded_data_dir()} "
+            f"  database: the embedded PostgreSQL in {embedded_pgdata()} "
             f"(started in {time.perf_counter() - began:.1f} s;"
             " it keeps running: `pgqueue embedded stop` stops it)"
         )

@@ -8,8 +8,8 @@ import typer
 
 from .. import logs
 from ..config import normalize_url, redact
-from ..embedded import embedded_data_dir, embedded_database_url, embedded_stop
-from ..settings import export_database_url, resolve_schema
+from ..embedded import embedded_database_url, embedded_stop
+from ..settings import embedded_pgdata, export_database_url, resolve_schema
 from .common import DatabaseUrl
 
 embedded_cli = typer.Typer(
@@ -22,15 +22,15 @@ embedded_cli = typer.Typer(
 def embedded_url() -> None:
     """Start the embedded server if needed and print its URL."""
     logs.setup("info")
-    typer.echo(redact(embedded_database_url()))
+    typer.echo(redact(embedded_database_url(embedded_pgdata())))
 
 
 @embedded_cli.command("stop")
 def embedded_stop_command() -> None:
     """Stop the embedded server (its data stays, for the next start)."""
     logs.setup("warning")
-    where = embedded_data_dir()
-    if embedded_stop():
+    where = embedded_pgdata()
+    if embedded_stop(where):
         typer.echo(f"stopped the embedded PostgreSQL server in {where}")
     else:
         typer.echo(f"the embedded PostgreSQL server is not running (data: {where})")

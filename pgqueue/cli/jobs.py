@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import psycopg
 import typer
 
-from ..db import ops
-from ..db.driver import run
 from ..app import App
 from ..config import redact
+from ..db import ops
+from ..db.driver import run
 from ..job import Job
 from .common import DatabaseUrl, Schema, session
 
@@ -125,21 +125,29 @@ def show(
 
 def retry(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
     """Run a failed or cancelled job again, now."""
-    with session(database_url, schema) as (app, conn):
-        if not app.retry_job(job_id, conn=conn):
-            state = app.get_job(job_id, conn=conn).state.value
-            typer.echo(f"job {job_id} is {state}: only failed or cancelled jobs can be retried", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"job {job_id} will run again")
-        _print_job(app, conn, job_id, False)
+    _change(
+        job_id,
+        database_url,
+        schema,
+        "retry_job",
+        "will run again",
+        "is {state}: only failed or cancelled jobs can be retried",
+    )
 
 
 def cancel(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
     """Cancel a job that has not finished (a running job's result will not be recorded)."""
+    _change(job_id, database_url, schema, "cancel_job", "cancelled", "is already {state}: nothing to cancel")
+
+
+def _change(
+    job_id: int, database_url: str | None, schema: str | None, action: str, done: str, refused: str
+) -> None:
+    """Run ``App.<action>`` on one job; print the job, or why nothing changed (exit 1)."""
     with session(database_url, schema) as (app, conn):
-        if not app.cancel_job(job_id, conn=conn):
+        if not getattr(app, action)(job_id, conn=conn):
             state = app.get_job(job_id, conn=conn).state.value
-            typer.echo(f"job {job_id} is already {state}: nothing to cancel", err=True)
+            typer.echo(f"job {job_id} " + refused.format(state=state), err=True)
             raise typer.Exit(1)
-        typer.echo(f"job {job_id} cancelled")
+        typer.echo(f"job {job_id} {done}")
         _print_job(app, conn, job_id, False)

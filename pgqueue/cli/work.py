@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from .. import logs
+from ..app import App
 from ..db import ops
 from ..db.driver import run
-from ..app import App
 from ..errors import ConfigurationError
 from ..settings import (
     ProcessSettings,

@@ -50,7 +50,7 @@ async def arun(conn: psycopg.AsyncConnection[Any], operation: Operation[T]) -> T
             else:
                 factory = tuple_row if type(params) is tuple else dict_row
                 if cur.row_factory is not factory:
-                    cur.row_factory = factory  # type: ignore[assignment]
+                    cur.row_factory = factory
                 await cur.execute(statement, params)
                 if has_rows(cur):
                     rows = await cur.fetchall()

@@ -48,7 +48,7 @@ def run(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
             else:
                 factory = tuple_row if type(params) is tuple else dict_row
                 if cur.row_factory is not factory:
-                    cur.row_factory = factory  # type: ignore[assignment]
+                    cur.row_factory = factory
                 cur.execute(statement, params)
                 if has_rows(cur):
                     rows = cur.fetchall()

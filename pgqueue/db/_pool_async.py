@@ -88,8 +88,13 @@ class AsyncProducerPool:
             if self._pool is None or self._loop is not loop:
                 url = self._url()
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    url, min_size=1, max_size=self._size, kwargs=self._kwargs(), open=False,
-                    name=self._name, connection_class=AsyncPooledConnection,
+                    url,
+                    min_size=1,
+                    max_size=self._size,
+                    kwargs=self._kwargs(),
+                    open=False,
+                    name=self._name,
+                    connection_class=AsyncPooledConnection,
                 )
                 await pool.open()
                 self._pool, self._loop = pool, loop
@@ -100,8 +105,13 @@ class AsyncProducerPool:
             with self._lock:
                 if self._pool is None:
                     self._pool = AsyncConnectionPool(
-                        url, min_size=1, max_size=self._size, kwargs=self._kwargs(), open=True,
-                        name=self._name, connection_class=AsyncPooledConnection,
+                        url,
+                        min_size=1,
+                        max_size=self._size,
+                        kwargs=self._kwargs(),
+                        open=True,
+                        name=self._name,
+                        connection_class=AsyncPooledConnection,
                     )
                 return self._pool
 

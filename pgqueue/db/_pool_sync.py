@@ -80,8 +80,13 @@ class ProducerPool:
         with self._lock:
             if self._pool is None:
                 self._pool = ConnectionPool(
-                    url, min_size=1, max_size=self._size, kwargs=self._kwargs(), open=True,
-                    name=self._name, connection_class=PooledConnection,
+                    url,
+                    min_size=1,
+                    max_size=self._size,
+                    kwargs=self._kwargs(),
+                    open=True,
+                    name=self._name,
+                    connection_class=PooledConnection,
                 )
             return self._pool
 

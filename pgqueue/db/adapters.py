@@ -9,11 +9,13 @@ SQLAlchemy and Django are never imported here: they are recognised by shape.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from ..errors import ConfigurationError
+
+C = TypeVar("C", psycopg.Connection[Any], psycopg.AsyncConnection[Any])
 
 
 def _from_sqlalchemy(conn: Any) -> Any:
@@ -72,7 +74,7 @@ async def async_connection(conn: Any) -> psycopg.AsyncConnection[Any]:
     return _checked(conn, driver, psycopg.AsyncConnection)
 
 
-def _checked(conn: Any, driver: Any, wanted: type) -> Any:
+def _checked(conn: Any, driver: Any, wanted: type[C]) -> C:
     if isinstance(driver, wanted):
         return driver
     if driver is not None:

@@ -33,8 +33,18 @@ class JobTemplate:
     """The parameters of ``insert_job`` after the data, in its order."""
 
     def __post_init__(self) -> None:
-        values = (self.type, self.queue, self.priority, self.max_attempts, self.run_at, self.delay,
-                  self.retry_delay, self.retry_backoff, self.retry_delay_max, self.timeout)
+        values = (
+            self.type,
+            self.queue,
+            self.priority,
+            self.max_attempts,
+            self.run_at,
+            self.delay,
+            self.retry_delay,
+            self.retry_backoff,
+            self.retry_delay_max,
+            self.timeout,
+        )
         object.__setattr__(self, "values", values)
 
     @property
@@ -144,7 +154,7 @@ def _copy_lines(
     """The jobs as COPY text lines, ``rows`` lines a chunk."""
     for start in range(0, len(jobs), rows):
         lines = []
-        chunk = zip(ids[start:start + rows], jobs[start:start + rows], strict=True)
+        chunk = zip(ids[start : start + rows], jobs[start : start + rows], strict=True)
         for job_id, (template, data) in chunk:
             if type(data) is not str:
                 data = encode_data(*data)

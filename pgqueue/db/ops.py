@@ -19,8 +19,20 @@ from .sql import channel, queries
 from .version import check_version
 
 __all__ = [
-    "COPY_MIN_JOBS", "JobTemplate", "NewJob", "SchemaGate", "Unencoded", "cancel_job", "check_schema",
-    "complete_job", "counts", "get_job", "insert_jobs", "retry_job", "schema_version", "workers",
+    "COPY_MIN_JOBS",
+    "JobTemplate",
+    "NewJob",
+    "SchemaGate",
+    "Unencoded",
+    "cancel_job",
+    "check_schema",
+    "complete_job",
+    "counts",
+    "get_job",
+    "insert_jobs",
+    "retry_job",
+    "schema_version",
+    "workers",
 ]
 
 R = TypeVar("R")
@@ -50,7 +62,7 @@ class SchemaGate:
     """Checks the schema's version once, ahead of the first operation that passes through it
     (on whichever connection that runs), and lets later ones through untouched."""
 
-    __slots__ = ("schema", "passed")
+    __slots__ = ("passed", "schema")
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
@@ -132,9 +144,15 @@ def complete_job(
     after it expired, cancelled, or completed already); the caller's transaction stays usable
     but should be rolled back, which letting the error propagate does.
     """
-    rows = yield queries(schema).complete, {
-        "id": job_id, "lease_id": str(lease_id), "output": encode_output(output), "duration": duration,
-    }
+    rows = yield (
+        queries(schema).complete,
+        {
+            "id": job_id,
+            "lease_id": str(lease_id),
+            "output": encode_output(output),
+            "duration": duration,
+        },
+    )
     if not rows:
         raise LeaseLost(
             f"job {job_id}: this attempt no longer holds the job (rescued after its lease expired, "

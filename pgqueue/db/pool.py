@@ -17,6 +17,11 @@ from .ops import SchemaGate
 from .stash import Stash, alive
 
 __all__ = [
-    "AsyncPooledConnection", "AsyncProducerPool", "PooledConnection", "ProducerPool", "SchemaGate", "Stash",
+    "AsyncPooledConnection",
+    "AsyncProducerPool",
+    "PooledConnection",
+    "ProducerPool",
+    "SchemaGate",
+    "Stash",
     "alive",
 ]

@@ -44,9 +44,12 @@ class Queries:
     def __init__(self, schema: str) -> None:
 
         self.schema = schema
-        self._names = {"schema": sql.Identifier(schema), "channel": sql.Identifier(channel(schema)),
-                       "version_table": sql.Identifier(VERSION_TABLE),
-                       "version_table_name": sql.Literal(VERSION_TABLE)}
+        self._names = {
+            "schema": sql.Identifier(schema),
+            "channel": sql.Identifier(channel(schema)),
+            "version_table": sql.Identifier(VERSION_TABLE),
+            "version_table_name": sql.Literal(VERSION_TABLE),
+        }
         self._statements: dict[str, sql.SQL] = {}
 
     def __getattr__(self, name: str) -> sql.SQL:
@@ -56,8 +59,8 @@ class Queries:
                 text = _raw()[name]
             except KeyError:
                 raise AttributeError(name) from None
-            rendered = sql.SQL(text).format(**self._names).as_string(None)  # type: ignore[arg-type]
-            statement = self._statements[name] = sql.SQL(rendered)  # type: ignore[arg-type]
+            rendered = sql.SQL(text).format(**self._names).as_string(None)
+            statement = self._statements[name] = sql.SQL(rendered)
             setattr(self, name, statement)  # later look-ups find it without calling __getattr__
         return statement
 
@@ -70,6 +73,10 @@ def queries(schema: str) -> Queries:
 def grants(schema: str, worker: str, producer: str) -> str:
     """The least-privilege GRANTs for a worker role and a producer role, as SQL text."""
 
-    names = {"schema": sql.Identifier(schema), "worker": sql.Identifier(worker),
-             "producer": sql.Identifier(producer), "version_table": sql.Identifier(VERSION_TABLE)}
-    return sql.SQL(_raw()["grants"]).format(**names).as_string(None) + ";\n"  # type: ignore[arg-type]
+    names = {
+        "schema": sql.Identifier(schema),
+        "worker": sql.Identifier(worker),
+        "producer": sql.Identifier(producer),
+        "version_table": sql.Identifier(VERSION_TABLE),
+    }
+    return sql.SQL(_raw()["grants"]).format(**names).as_string(None) + ";\n"

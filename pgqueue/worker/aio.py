@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import signal
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .executors import CANCEL_GRACE
@@ -70,3 +71,22 @@ def cancelling() -> bool:
 def describe(exc: BaseException) -> str:
     """An error in a few words for a log line."""
     return str(exc).strip() or type(exc).__name__
+
+
+def install_signals(stop: Callable[[], None]) -> list[signal.Signals]:
+    """Call ``stop`` on SIGTERM and SIGINT (where this thread may); return the signals it now handles."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread
+            pass
+    return installed
+
+
+def remove_signals(installed: list[signal.Signals]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in installed:
+        loop.remove_signal_handler(sig)

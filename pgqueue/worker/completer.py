@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 
 from ..codec import encode_output, number_array, text_array
+from ..db.sql import Queries
 from ..job import retry_delay_seconds
 from ..settings import resolve_option
-from ..db.sql import Queries
 from .aio import describe
 from .database import WorkerDatabase
 from .records import ClaimedJob, Result
@@ -37,7 +37,12 @@ class Completer(Service):
     name = "flush"
 
     def __init__(
-        self, db: WorkerDatabase, queries: Queries, runtime: Runtime, stats: Counter[str], no_claim: dict[str, Any],
+        self,
+        db: WorkerDatabase,
+        queries: Queries,
+        runtime: Runtime,
+        stats: Counter[str],
+        no_claim: dict[str, Any],
     ) -> None:
         super().__init__()
         self.db, self.q, self.runtime, self.stats = db, queries, runtime, stats
@@ -104,8 +109,10 @@ class Completer(Service):
                 log.warning("recording outcomes at shutdown failed (%s)", describe(exc))
                 await asyncio.sleep(0.5 * (attempt + 1))
         if self.results:
-            log.error("%d job outcomes could not be recorded; their leases will expire and they will run again",
-                      len(self.results))
+            log.error(
+                "%d job outcomes could not be recorded; their leases will expire and they will run again",
+                len(self.results),
+            )
 
     async def exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
         """Record outcomes and, given claim parameters, claim more: one statement, one round trip,
@@ -121,8 +128,9 @@ class Completer(Service):
         params = {
             "done_id": number_array([r.job.id for r in done]),
             "done_lease": text_array([r.job.lease_id for r in done]),
-            "done_output": text_array([encode_output(o) for o in outputs]) if any(
-                o is not None for o in outputs) else "{}",
+            "done_output": text_array([encode_output(o) for o in outputs])
+            if any(o is not None for o in outputs)
+            else "{}",
             "done_duration": number_array([r.duration for r in done]),
             "failed_id": number_array([r.job.id for r in failed]),
             "failed_lease": text_array([r.job.lease_id for r in failed]),
@@ -151,18 +159,28 @@ class Completer(Service):
             return resolve_option(name, getattr(job, name), task.options, self.runtime.defaults)
 
         return retry_delay_seconds(
-            job.attempts, setting("retry_delay") or 0.0, bool(setting("retry_backoff")), setting("retry_delay_max")
+            job.attempts,
+            setting("retry_delay") or 0.0,
+            bool(setting("retry_backoff")),
+            setting("retry_delay_max"),
         )
 
-    def _report(self, batch: list[Result], applied: set[int], what: str, states: dict[int, str] | None = None) -> None:
+    def _report(
+        self, batch: list[Result], applied: set[int], what: str, states: dict[int, str] | None = None
+    ) -> None:
         info = log.isEnabledFor(logging.INFO)
         for result in batch:
             job = result.job
             if what == "completed" and not info and job.id in applied:
                 self.stats["completed"] += 1  # the common case, with nothing to log
                 continue
-            extra = {"job_id": job.id, "type": job.type, "queue": job.queue, "attempt": job.attempts,
-                     "duration": round(result.duration, 6)}
+            extra = {
+                "job_id": job.id,
+                "type": job.type,
+                "queue": job.queue,
+                "attempt": job.attempts,
+                "duration": round(result.duration, 6),
+            }
             if job.id not in applied and result.handler_completed:
                 # The lease is gone because the handler's own transaction completed the job and
                 # committed (a rollback would have left the lease for this statement to apply).
@@ -171,32 +189,56 @@ class Completer(Service):
                 self.stats["completed"] += 1
                 if what == "completed":
                     if info:
-                        log.info("job %s %s completed in %.3fs (in its handler's transaction)", job.id,
-                                 job.type, result.duration, extra={**extra, "outcome": "completed"})
+                        log.info(
+                            "job %s %s completed in %.3fs (in its handler's transaction)",
+                            job.id,
+                            job.type,
+                            result.duration,
+                            extra={**extra, "outcome": "completed"},
+                        )
                 else:
-                    log.warning("job %s %s: its handler completed it in its own transaction, then raised "
-                                "(the job stays completed): %s", job.id, job.type, _last_line(result),
-                                extra={**extra, "outcome": "completed"})
+                    log.warning(
+                        "job %s %s: its handler completed it in its own transaction, then raised "
+                        "(the job stays completed): %s",
+                        job.id,
+                        job.type,
+                        _last_line(result),
+                        extra={**extra, "outcome": "completed"},
+                    )
                 continue
             if job.id not in applied:
                 self.stats["fenced"] += 1
-                log.warning("job %s: lease no longer held, outcome discarded (another worker owns it now)",
-                            job.id, extra={**extra, "outcome": "fenced"})
+                log.warning(
+                    "job %s: lease no longer held, outcome discarded (another worker owns it now)",
+                    job.id,
+                    extra={**extra, "outcome": "fenced"},
+                )
                 continue
             self.stats[what] += 1
             if what == "completed":
                 if info:
-                    log.info("job %s %s completed in %.3fs", job.id, job.type, result.duration,
-                             extra={**extra, "outcome": "completed"})
+                    log.info(
+                        "job %s %s completed in %.3fs",
+                        job.id,
+                        job.type,
+                        result.duration,
+                        extra={**extra, "outcome": "completed"},
+                    )
             else:
                 state = (states or {}).get(job.id, "failed")
                 level = logging.ERROR if state == "failed" else logging.WARNING
-                log.log(level, "job %s %s attempt %d failed (%s): %s", job.id, job.type, job.attempts,
-                        "final" if state == "failed" else "will retry", _last_line(result),
-                        extra={**extra, "outcome": str(state)})
+                log.log(
+                    level,
+                    "job %s %s attempt %d failed (%s): %s",
+                    job.id,
+                    job.type,
+                    job.attempts,
+                    "final" if state == "failed" else "will retry",
+                    _last_line(result),
+                    extra={**extra, "outcome": str(state)},
+                )
 
 
 def _last_line(result: Result) -> str:
     lines = (result.outcome.error or "").strip().splitlines()
     return lines[-1] if lines else ""
-

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -28,7 +27,7 @@ from ..db.driver import arun
 from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
-from .aio import cancelling, describe, wait_any
+from .aio import cancelling, describe, install_signals, remove_signals, wait_any
 from .completer import Completer
 from .database import WorkerDatabase
 from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
@@ -36,7 +35,7 @@ from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .records import ClaimedJob, Result, Running
 from .runtime import Handler, Runtime
-from .service import Service
+from .service import Lane, Service
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -67,26 +66,53 @@ class Worker:
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.hard_stop = asyncio.Event()
-        self.db = WorkerDatabase(runtime, io_timeout=max(5.0, config.lease_seconds / 2),
-                                 async_commit=config.async_commit)
-        no_claim = {"queues": "{}", "limit": 0, "full": "{}", "capped": "{}", "caps": "{}",
-                    "lease_seconds": config.lease_seconds, "worker_id": self.worker_id}
+        self.db = WorkerDatabase(
+            runtime, io_timeout=max(5.0, config.lease_seconds / 2), async_commit=config.async_commit
+        )
+        no_claim = {
+            "queues": "{}",
+            "limit": 0,
+            "full": "{}",
+            "capped": "{}",
+            "caps": "{}",
+            "lease_seconds": config.lease_seconds,
+            "worker_id": self.worker_id,
+        }
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
-        lane = asyncio.Lock()
+        lane = Lane(self.db, self.q)
         self.services: list[Service] = [
             self.completer,
-            Heartbeat(self.db, self.q, self.running, worker_id=self.worker_id, queues=self.queues,
-                      concurrency=config.concurrency, lease_seconds=config.lease_seconds),
-            Rescuer(self.db, lane, self.q, config.rescue_interval, self._notify),
-            Pruner(self.db, lane, self.q, config.prune_interval, completed_retention=config.completed_retention,
-                   failed_retention=config.failed_retention),
-            XminWatch(self.db, lane, self.q, config.xmin_warning),
+            Heartbeat(
+                self.db,
+                self.q,
+                self.running,
+                worker_id=self.worker_id,
+                queues=self.queues,
+                concurrency=config.concurrency,
+                lease_seconds=config.lease_seconds,
+            ),
+            Rescuer(lane, config.rescue_interval, self._notify),
+            Pruner(
+                lane,
+                config.prune_interval,
+                completed_retention=config.completed_retention,
+                failed_retention=config.failed_retention,
+            ),
+            XminWatch(lane, config.xmin_warning),
         ]
         if config.listen:
-            self.services.append(Listener(
-                self.db, self.q, self.channel, set(self.queues), self.wake.set, worker_id=self.worker_id,
-                poll_interval=config.poll_interval, url=config.listen_database_url,
-            ))
+            self.services.append(
+                Listener(
+                    self.db,
+                    self.q,
+                    self.channel,
+                    set(self.queues),
+                    self.wake.set,
+                    worker_id=self.worker_id,
+                    poll_interval=config.poll_interval,
+                    url=config.listen_database_url,
+                )
+            )
 
     @property
     def pool(self) -> Any:
@@ -97,13 +123,16 @@ class Worker:
 
     async def run(self) -> None:
         await self.db.open()
-        installed = self._install_signals()
+        installed = install_signals(self.stop)
         try:
             async with self.db.pool.connection() as conn:
                 await arun(conn, ops.check_schema(self.runtime.schema))
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s",
-                self.worker_id, ",".join(self.queues), self.config.concurrency, self.config.listen,
+                self.worker_id,
+                ",".join(self.queues),
+                self.config.concurrency,
+                self.config.listen,
             )
             for service in self.services:
                 service.start()
@@ -113,43 +142,33 @@ class Worker:
             for service in self.services:
                 await service.stop()
             await self.completer.final_flush()
-            self._remove_signals(installed)
+            remove_signals(installed)
             self.threads.close()
             self.processes.close()
             await self._forget_worker()
             await self.db.close()
             log.info(
                 "worker %s stopped: %d completed, %d failed attempts, %d handed back",
-                self.worker_id, self.stats["completed"], self.stats["failed"], self.stats["released"],
+                self.worker_id,
+                self.stats["completed"],
+                self.stats["failed"],
+                self.stats["released"],
             )
 
     def stop(self) -> None:
         """Stop claiming and shut down gracefully; a second call stops at once."""
         self.signals += 1
         if self.signals == 1:
-            log.info("stopping: finishing running jobs (grace %gs); signal again to stop now", self.config.shutdown_grace)
+            log.info(
+                "stopping: finishing running jobs (grace %gs); signal again to stop now",
+                self.config.shutdown_grace,
+            )
         else:
             log.warning("stopping now: handing running jobs back")
             self.hard_stop.set()
         self.stopping = True
         self.wake.set()
         self.slot_freed.set()
-
-    def _install_signals(self) -> list[signal.Signals]:
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.stop)
-                installed.append(sig)
-            except (RuntimeError, ValueError, NotImplementedError):  # not the main thread
-                pass
-        return installed
-
-    def _remove_signals(self, installed: list[signal.Signals]) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
     # --- claiming ------------------------------------------------------------------------
 
@@ -248,12 +267,20 @@ class Worker:
         context = None
         try:
             if task is None:
-                outcome = Outcome(False, error=f"no handler is registered for job type {job.type!r} in this worker")
+                outcome = Outcome(
+                    False, error=f"no handler is registered for job type {job.type!r} in this worker"
+                )
             else:
                 timeout = resolve_option("timeout", job.timeout, task.options, self.runtime.defaults)
                 context = JobContext(
-                    job.id, job.type, job.queue, job.attempts, job.max_attempts,
-                    lease_id=job.lease_id, schema=self.runtime.schema, started=started,  # type: ignore[arg-type]
+                    job.id,
+                    job.type,
+                    job.queue,
+                    job.attempts,
+                    job.max_attempts,
+                    lease_id=job.lease_id,
+                    schema=self.runtime.schema,
+                    started=started,
                 )
                 outcome = await self._execute(task, job.data, timeout, context)
         finally:
@@ -267,13 +294,17 @@ class Worker:
                 # Lost after complete() had succeeded: either that transaction rolled back (the
                 # heartbeat then found the lease gone: it has warned) or the job was being handed
                 # back at shutdown after it committed. The row says which; nothing is recorded here.
-                log.info("job %s stopped after its handler completed it in its own transaction "
-                         "(completed if that transaction committed)", job.id,
-                         extra={"job_id": job.id, "type": job.type, "outcome": "handler-completed"})
+                log.info(
+                    "job %s stopped after its handler completed it in its own transaction "
+                    "(completed if that transaction committed)",
+                    job.id,
+                    extra={"job_id": job.id, "type": job.type, "outcome": "handler-completed"},
+                )
                 return
             log.warning(
                 "job %s finished after its lease was lost; its outcome is not recorded",
-                job.id, extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
+                job.id,
+                extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
             )
             return
         # A job its handler completed still goes through the usual batch: if the handler's
@@ -317,8 +348,9 @@ class Worker:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                _, pending = await asyncio.wait({*pending, hard}, timeout=remaining,
-                                                return_when=asyncio.FIRST_COMPLETED)
+                _, pending = await asyncio.wait(
+                    {*pending, hard}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
                 pending.discard(hard)
         finally:
             hard.cancel()
@@ -327,9 +359,13 @@ class Worker:
         for attempt in range(3):
             try:
                 async with self.db.pooled() as conn:
-                    cur = await conn.execute(self.q.release, {
-                        "id": [job.id for job in jobs], "lease_id": [job.lease_id for job in jobs],
-                    })
+                    cur = await conn.execute(
+                        self.q.release,
+                        {
+                            "id": [job.id for job in jobs],
+                            "lease_id": [job.lease_id for job in jobs],
+                        },
+                    )
                     rows = await cur.fetchall()
                     if rows:
                         await self._notify(conn, sorted({row[1] for row in rows}))

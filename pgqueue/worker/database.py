@@ -13,8 +13,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from .runtime import Runtime
 
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
-              "tcp_user_timeout": 30_000}
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 """TCP settings for the worker's connections: a peer that vanished is noticed in tens of seconds
 (idle: keepalives; with data unacknowledged: tcp_user_timeout, in milliseconds), not in hours.
 A connection that the network still acknowledges but that never answers (a half-open link
@@ -33,10 +38,15 @@ class WorkerDatabase:
         self.runtime = runtime
         self.io_timeout = io_timeout
         url = runtime.database_url
-        kwargs = {**runtime.connect_kwargs_for("pgqueue-worker"), **(KEEPALIVES if "host=/" not in url else {})}
+        kwargs = {
+            **runtime.connect_kwargs_for("pgqueue-worker"),
+            **(KEEPALIVES if "host=/" not in url else {}),
+        }
         if async_commit:
             options = psycopg.conninfo.conninfo_to_dict(url).get("options")
-            kwargs["options"] = f"{options} -c synchronous_commit=off" if options else "-c synchronous_commit=off"
+            kwargs["options"] = (
+                f"{options} -c synchronous_commit=off" if options else "-c synchronous_commit=off"
+            )
         self.connect_kwargs = kwargs
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url, min_size=1, max_size=3, kwargs=kwargs, open=False, name="pgqueue-worker", timeout=10

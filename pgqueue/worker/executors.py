@@ -18,8 +18,9 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..codec import error_text
 from ..context import JobContext, _current
@@ -42,7 +43,9 @@ def timed_out(timeout: float) -> Outcome:
     return Outcome(False, error=f"timed out after {timeout:g} s", timed_out=True)
 
 
-async def run_async(fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
+async def run_async(
+    fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext
+) -> Outcome:
     """Run an async handler in a task of its own, so that it can be abandoned if it ignores cancellation."""
 
     async def guarded() -> Outcome:
@@ -98,7 +101,9 @@ class ThreadRunner:
             name = f"pgqueue-handler-{self._threads}"
         threading.Thread(target=self._loop, args=(item,), name=name, daemon=True).start()
 
-    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
+    async def run(
+        self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
 
@@ -145,7 +150,9 @@ def _exit_with_parent(parent: int) -> None:
 def _child_main(conn: Any) -> None:
     """A process-executor child: run handlers named by module and qualified name, JSON in and out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when children stop
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="pgqueue-orphan-watch", daemon=True).start()
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="pgqueue-orphan-watch", daemon=True
+    ).start()
     while True:
         try:
             request = json.loads(conn.recv_bytes())
@@ -172,7 +179,9 @@ def _child_main(conn: Any) -> None:
 class _Child:
     def __init__(self, context: Any) -> None:
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(child_conn,), daemon=True, name="pgqueue-process")
+        self.process = context.Process(
+            target=_child_main, args=(child_conn,), daemon=True, name="pgqueue-process"
+        )
         self.process.start()
         child_conn.close()
 
@@ -191,7 +200,9 @@ class ProcessRunner:
         self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Child] = []
 
-    async def run(self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
+    async def run(
+        self, fn: Callable[..., Any], data: dict[str, Any], timeout: float | None, job: JobContext
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         child = self._idle.pop() if self._idle else await loop.run_in_executor(None, _Child, self._context)
         reply: asyncio.Future[bytes | None] = loop.create_future()
@@ -227,7 +238,11 @@ class ProcessRunner:
         if body is None:
             await loop.run_in_executor(None, child.kill)
             code = child.process.exitcode
-            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            how = (
+                f"was killed by signal {-code}"
+                if code is not None and code < 0
+                else f"exited with code {code}"
+            )
             return Outcome(False, error=f"the handler's process {how}")
         self._idle.append(child)
         answer = json.loads(body)

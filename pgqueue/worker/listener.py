@@ -29,8 +29,16 @@ class Listener(Service):
     name = "listen"
 
     def __init__(
-        self, db: WorkerDatabase, queries: Queries, channel: str, queues: Collection[str],
-        wake: Callable[[], None], *, worker_id: str, poll_interval: float, url: str | None = None,
+        self,
+        db: WorkerDatabase,
+        queries: Queries,
+        channel: str,
+        queues: Collection[str],
+        wake: Callable[[], None],
+        *,
+        worker_id: str,
+        poll_interval: float,
+        url: str | None = None,
     ) -> None:
         super().__init__()
         self.db, self.q, self.channel, self.queues, self.wake = db, queries, channel, queues, wake

@@ -21,7 +21,7 @@ from ..db.sql import Queries
 from .aio import describe
 from .database import WorkerDatabase
 from .records import Running
-from .service import Periodic, Service
+from .service import Lane, Periodic, Service
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -34,8 +34,15 @@ class Heartbeat(Service):
     name = "heartbeat"
 
     def __init__(
-        self, db: WorkerDatabase, queries: Queries, running: Mapping[int, Running], *,
-        worker_id: str, queues: Sequence[str], concurrency: int, lease_seconds: float,
+        self,
+        db: WorkerDatabase,
+        queries: Queries,
+        running: Mapping[int, Running],
+        *,
+        worker_id: str,
+        queues: Sequence[str],
+        concurrency: int,
+        lease_seconds: float,
     ) -> None:
         super().__init__()
         self.db, self.q, self.running = db, queries, running
@@ -63,24 +70,38 @@ class Heartbeat(Service):
                 await conn.close()
 
     async def beat(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute(self.q.worker_seen, {
-            "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
-            "queues": self.queues, "concurrency": self.concurrency,
-        })
+        await conn.execute(
+            self.q.worker_seen,
+            {
+                "id": self.worker_id,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+            },
+        )
         held = [r for r in list(self.running.values()) if not r.lost]
         if not held:
             return
-        cur = await conn.execute(self.q.heartbeat, {
-            "id": [r.job.id for r in held], "lease_id": [r.job.lease_id for r in held],
-            "attempt": [r.job.attempts for r in held], "lease_seconds": self.lease_seconds,
-        })
+        cur = await conn.execute(
+            self.q.heartbeat,
+            {
+                "id": [r.job.id for r in held],
+                "lease_id": [r.job.lease_id for r in held],
+                "attempt": [r.job.attempts for r in held],
+                "lease_seconds": self.lease_seconds,
+            },
+        )
         renewed = {row[0] for row in await cur.fetchall()}
         for running in held:
             job = running.job
             if job.id not in renewed and job.id in self.running:
                 running.lost = True
-                log.warning("job %s: lease lost (it was rescued or cancelled); its outcome will not be recorded",
-                            job.id, extra={"job_id": job.id, "type": job.type})
+                log.warning(
+                    "job %s: lease lost (it was rescued or cancelled); its outcome will not be recorded",
+                    job.id,
+                    extra={"job_id": job.id, "type": job.type},
+                )
 
 
 class Rescuer(Periodic):
@@ -90,19 +111,24 @@ class Rescuer(Periodic):
     name = "rescue"
 
     def __init__(
-        self, db: WorkerDatabase, lane: asyncio.Lock, queries: Queries, interval: float,
+        self,
+        lane: Lane,
+        interval: float,
         wake: Callable[[psycopg.AsyncConnection[Any], list[str]], Any],
     ) -> None:
-        super().__init__(db, lane, interval)
-        self.q, self.wake = queries, wake
-        self.lock_key = lock_key(f"pgqueue rescue {queries.schema}")
+        super().__init__(lane, interval)
+        self.wake = wake
+        self.lock_key = lock_key(f"pgqueue rescue {lane.queries.schema}")
 
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
         cur = await conn.execute(self.q.rescue, {"lock_key": self.lock_key})
         rescued = await cur.fetchall()
         if rescued:
-            log.warning("rescued %d job(s) whose worker stopped renewing their lease: %s",
-                        len(rescued), ", ".join(str(row[0]) for row in rescued[:20]))
+            log.warning(
+                "rescued %d job(s) whose worker stopped renewing their lease: %s",
+                len(rescued),
+                ", ".join(str(row[0]) for row in rescued[:20]),
+            )
             await self.wake(conn, sorted({row[1] for row in rescued}))
 
 
@@ -112,12 +138,20 @@ class Pruner(Periodic):
     name = "prune"
 
     def __init__(
-        self, db: WorkerDatabase, lane: asyncio.Lock, queries: Queries, interval: float, *,
-        completed_retention: float, failed_retention: float, batch: int = 5000,
+        self,
+        lane: Lane,
+        interval: float,
+        *,
+        completed_retention: float,
+        failed_retention: float,
+        batch: int = 5000,
     ) -> None:
-        super().__init__(db, lane, interval)
-        self.q = queries
-        self.params = {"completed_seconds": completed_retention, "failed_seconds": failed_retention, "batch": batch}
+        super().__init__(lane, interval)
+        self.params = {
+            "completed_seconds": completed_retention,
+            "failed_seconds": failed_retention,
+            "batch": batch,
+        }
 
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
         deadline = time.monotonic() + 5.0  # keep pace with high rates without hogging the connection
@@ -138,9 +172,9 @@ class XminWatch(Periodic):
 
     name = "xmin watch"
 
-    def __init__(self, db: WorkerDatabase, lane: asyncio.Lock, queries: Queries, threshold: float) -> None:
-        super().__init__(db, lane, min(threshold / 2, 10.0))
-        self.q, self.threshold = queries, threshold
+    def __init__(self, lane: Lane, threshold: float) -> None:
+        super().__init__(lane, min(threshold / 2, 10.0))
+        self.threshold = threshold
         self._seen: dict[tuple[str, str], float] = {}
         self._warned: set[tuple[str, str]] = set()
 
@@ -155,7 +189,9 @@ class XminWatch(Periodic):
                 self._warned.add(key)
                 log.warning(
                     "%s has held the xmin horizon back for %.0fs or more: dead job rows cannot be vacuumed "
-                    "and claims slow down until it ends", holder, now - first,
+                    "and claims slow down until it ends",
+                    holder,
+                    now - first,
                     extra={"outcome": "xmin-horizon-held"},
                 )
         self._seen = seen

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
+from ..db.sql import Queries
 from .aio import cancel_all, describe
 from .database import WorkerDatabase
 
@@ -39,24 +41,34 @@ class Service:
         raise NotImplementedError
 
 
+@dataclass
+class Lane:
+    """The pool connection periodic duties take turns on: one duty holds it at a time, so that
+    together they never take more than one of the pool's connections from the claim loop."""
+
+    db: WorkerDatabase
+    queries: Queries
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class Periodic(Service):
     """A duty run every ``interval`` seconds on a pool connection.
 
-    Periodic duties take turns through ``lane`` (one lock per worker), so that together they
-    hold at most one of the pool's connections and never starve the claim loop. A failure is
-    logged and the duty runs again at its next turn.
+    Periodic duties take turns on one :class:`Lane`. A failure is logged and the duty runs again
+    at its next turn.
     """
 
-    def __init__(self, db: WorkerDatabase, lane: asyncio.Lock, interval: float) -> None:
+    def __init__(self, lane: Lane, interval: float) -> None:
         super().__init__()
-        self.db = db
         self.lane = lane
+        self.db = lane.db
+        self.q = lane.queries
         self.interval = interval
 
     async def run(self) -> None:
         while True:
             try:
-                async with self.lane, self.db.pooled(self.db.io_timeout + 5.0) as conn:
+                async with self.lane.lock, self.db.pooled(self.db.io_timeout + 5.0) as conn:
                     await self.tick(conn)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 log.warning("%s failed (%s)", self.name, describe(exc))
