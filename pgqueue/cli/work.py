@@ -10,8 +10,10 @@ import importlib
 import os
 import re
 import sys
+import time
 from typing import Annotated, Any
 
+import psycopg
 import typer
 
 from .. import logs
@@ -59,9 +61,18 @@ def load_app(target: str) -> App:
     return found
 
 
-def _check_schema(url: str, schema: str) -> None:
-    with connect(url) as conn:
-        run(conn, ops.check_schema(schema))
+def _check_schema(url: str, schema: str, attempts: int = 3) -> None:
+    """Refuse to start on an out-of-date schema. A connection lost on the way (a restart, a
+    terminated backend) is tried again a few times; a database that stays out of reach is an error."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with connect(url) as conn:
+                run(conn, ops.check_schema(schema))
+            return
+        except psycopg.OperationalError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.5 * attempt)
 
 
 @with_work_options

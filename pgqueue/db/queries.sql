@@ -229,6 +229,18 @@ FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[]) AS v(id, lease_id)
 WHERE j.id = v.id AND j.lease_id = v.lease_id
 RETURNING j.id, j.queue;
 
+-- name: release_lost
+-- After a claim failed, jobs active under this worker's id that it is not running, nor about
+-- to record, were claimed by a statement that committed while its answer was lost with the
+-- connection: hand them back at once (the attempt is not counted) rather than leave them to
+-- wait for their lease to expire. Few rows are active at any time: the job_lease index finds them.
+UPDATE {schema}.job AS j
+SET state = CASE WHEN j.attempts <= 1 THEN 'created' ELSE 'retry' END::{schema}.job_state,
+    attempts = greatest(j.attempts - 1, 0),
+    run_at = now(), lease_id = NULL, lease_expires_at = NULL, worker_id = NULL
+WHERE j.state = 'active' AND j.worker_id = %(worker_id)s AND j.id <> ALL(%(keep)s::bigint[])
+RETURNING j.id, j.queue;
+
 -- name: heartbeat
 -- Extend the leases of a worker's running jobs; returns the ones that are still its own.
 -- A handler may complete its job in its own transaction (JobContext.complete): that UPDATE

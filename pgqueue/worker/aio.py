@@ -69,8 +69,19 @@ def cancelling() -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """An error in a few words for a log line."""
-    return str(exc).strip() or type(exc).__name__
+    """An error in a few words, on one line, for a log line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+RETRY_DELAY_MAX = 1.0
+"""Longest wait before trying the database again after a failure: a database that comes back
+(a restart, a promoted standby) has the worker's claims again within about a second."""
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failures in a row: 0.25 s, doubling, at most RETRY_DELAY_MAX."""
+    return min(0.125 * 2.0 ** min(failures, 10), RETRY_DELAY_MAX)
 
 
 def install_signals(stop: Callable[[], None]) -> list[signal.Signals]:

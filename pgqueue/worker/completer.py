@@ -19,7 +19,7 @@ from ..codec import encode_output, number_array, text_array
 from ..db.sql import Queries
 from ..job import retry_delay_seconds
 from ..settings import resolve_option
-from .aio import describe
+from .aio import describe, retry_delay
 from .database import WorkerDatabase
 from .records import ClaimedJob, Result
 from .runtime import Runtime
@@ -49,6 +49,8 @@ class Completer(Service):
         self.no_claim = no_claim
         """Claim parameters that claim nothing, for an exchange that only records."""
         self.results: list[Result] = []
+        self.recording: list[Result] = []
+        """The batch this loop's exchange is recording right now."""
         self.ready = asyncio.Event()
 
     def add(self, result: Result) -> None:
@@ -63,6 +65,10 @@ class Completer(Service):
     def put_back(self, batch: list[Result]) -> None:
         self.results[:0] = batch
 
+    def pending(self) -> list[int]:
+        """Ids of the jobs whose outcomes wait to be recorded, or are being recorded by this loop."""
+        return [r.job.id for r in (*self.results, *self.recording)]
+
     async def run(self) -> None:
         """Record what the claim loop left behind, ``FLUSH_DELAY`` after it became ready."""
         failures = 0
@@ -75,7 +81,7 @@ class Completer(Service):
                 failures = 0
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
-                delay = min(0.25 * 2**failures, 10.0)
+                delay = retry_delay(failures)
                 log.warning("recording job outcomes failed (%s); retrying in %.1fs", describe(exc), delay)
                 await asyncio.sleep(delay)
                 self.ready.set()
@@ -85,6 +91,7 @@ class Completer(Service):
         if not batch:
             return
         record = asyncio.ensure_future(self.exchange(batch, None))
+        self.recording = batch
         try:
             await asyncio.shield(record)
         except asyncio.CancelledError:
@@ -98,6 +105,8 @@ class Completer(Service):
         except Exception:
             self.put_back(batch)
             raise
+        finally:
+            self.recording = []
 
     async def final_flush(self) -> None:
         """At shutdown: record what is left, retrying a few times."""

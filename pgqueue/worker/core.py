@@ -22,15 +22,14 @@ import psycopg
 
 from ..codec import number_array, text_array
 from ..context import JobContext
-from ..db import ops
-from ..db.driver import arun
 from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
-from .aio import cancelling, describe, install_signals, remove_signals, wait_any
+from .aio import cancelling, describe, install_signals, remove_signals, retry_delay, wait_any
 from .completer import Completer
 from .database import WorkerDatabase
 from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .records import ClaimedJob, Result, Running
@@ -79,6 +78,7 @@ class Worker:
             "worker_id": self.worker_id,
         }
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
+        self.handback = HandBack(self.db, self.q, self.channel, self.worker_id, self.stats)
         lane = Lane(self.db, self.q)
         self.services: list[Service] = [
             self.completer,
@@ -91,7 +91,7 @@ class Worker:
                 concurrency=config.concurrency,
                 lease_seconds=config.lease_seconds,
             ),
-            Rescuer(lane, config.rescue_interval, self._notify),
+            Rescuer(lane, config.rescue_interval, self.handback.notify),
             Pruner(
                 lane,
                 config.prune_interval,
@@ -125,8 +125,7 @@ class Worker:
         await self.db.open()
         installed = install_signals(self.stop)
         try:
-            async with self.db.pool.connection() as conn:
-                await arun(conn, ops.check_schema(self.runtime.schema))
+            await self.db.check_schema(self.runtime.schema)
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s",
                 self.worker_id,
@@ -174,6 +173,7 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         failures = 0
+        lost_claims = False  # a claim failed: it may have committed with its answer lost
         while not self.stopping:
             free = self.config.concurrency - len(self.running)
             if free <= 0:
@@ -182,6 +182,9 @@ class Worker:
                 continue
             self.wake.clear()
             try:
+                if lost_claims:
+                    await self.handback.lost_claims([*self.running, *self.completer.pending()])
+                    lost_claims = False
                 claimed = await self._claim_unless_stopped(free)
                 failures = 0
             except asyncio.CancelledError:
@@ -196,7 +199,8 @@ class Worker:
                 ) from None
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
-                delay = min(0.25 * 2**failures, 10.0)
+                lost_claims = True
+                delay = retry_delay(failures)
                 log.warning("claim failed (%s); retrying in %.1fs", describe(exc), delay)
                 await self._sleep(delay)
                 continue
@@ -336,7 +340,7 @@ class Worker:
             if running.task is not None:
                 running.task.cancel()
         await asyncio.gather(*(r.task for r in leftover if r.task is not None), return_exceptions=True)
-        await self._release([r.job for r in leftover])
+        await self.handback.release([r.job for r in leftover])
 
     async def _wait_tasks(self, tasks: set[asyncio.Task[None]]) -> None:
         """Wait for ``tasks`` until the grace period ends or a hard stop comes."""
@@ -354,32 +358,6 @@ class Worker:
                 pending.discard(hard)
         finally:
             hard.cancel()
-
-    async def _release(self, jobs: list[ClaimedJob]) -> None:
-        for attempt in range(3):
-            try:
-                async with self.db.pooled() as conn:
-                    cur = await conn.execute(
-                        self.q.release,
-                        {
-                            "id": [job.id for job in jobs],
-                            "lease_id": [job.lease_id for job in jobs],
-                        },
-                    )
-                    rows = await cur.fetchall()
-                    if rows:
-                        await self._notify(conn, sorted({row[1] for row in rows}))
-                self.stats["released"] += len(rows)
-                log.info("handed %d unfinished job(s) back to the queue", len(rows))
-                return
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("handing jobs back failed (%s)", describe(exc))
-                await asyncio.sleep(0.5 * (attempt + 1))
-        log.error("could not hand %d job(s) back; they will be rescued when their leases expire", len(jobs))
-
-    async def _notify(self, conn: psycopg.AsyncConnection[Any], queues: list[str]) -> None:
-        """Wake the workers of these queues (jobs were handed back or rescued)."""
-        await conn.execute(self.q.notify, {"channel": self.channel, "queues": queues})
 
     async def _forget_worker(self) -> None:
         try:

@@ -4,6 +4,7 @@ connections for the heartbeat and the listener, each round trip under a time lim
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from ..db import ops
+from ..db.driver import arun
+from ..db.stash import alive
+from .aio import describe
 from .runtime import Runtime
+
+log = logging.getLogger("pgqueue.worker")
 
 KEEPALIVES = {
     "keepalives": 1,
@@ -65,10 +72,22 @@ class WorkerDatabase:
         A connection that the network still acknowledges but that never answers (half-open)
         would otherwise hang the worker forever. When one does, its idle siblings are probably
         just as dead (same network path): the pool is drained and refilled with new ones.
+
+        A connection the server has ended (a restart, a terminated backend) is never lent out:
+        each is checked with one poll of its socket, no round trip, and replaced. Lending dead
+        connections one after another would fail as many claims in a row, each failure
+        lengthening the back-off before the next.
         """
         try:
-            async with asyncio.timeout(timeout or self.io_timeout), self.pool.connection() as conn:
-                yield conn
+            async with asyncio.timeout(timeout or self.io_timeout):
+                conn = await self.pool.getconn()
+                while not alive(conn):
+                    await self.pool.putconn(conn)  # closed by alive(): the pool replaces it
+                    conn = await self.pool.getconn()
+                try:
+                    yield conn
+                finally:
+                    await self.pool.putconn(conn)
         except TimeoutError:
             await self.pool.drain()
             raise
@@ -88,3 +107,17 @@ class WorkerDatabase:
             except Exception:  # noqa: BLE001
                 pass
             raise
+
+    async def check_schema(self, schema: str, attempts: int = 3) -> None:
+        """Refuse to run on an out-of-date schema (SchemaOutOfDate). A connection lost on the way
+        is tried again a few times; a database that stays out of reach is an error."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.pooled() as conn:
+                    await arun(conn, ops.check_schema(schema))
+                return
+            except (psycopg.OperationalError, TimeoutError) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("checking the schema failed (%s); trying again", describe(exc))
+                await asyncio.sleep(0.5 * attempt)

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from ..db.sql import Queries
-from .aio import describe
+from .aio import RETRY_DELAY_MAX, describe
 from .database import WorkerDatabase
 from .service import Service
 
@@ -76,7 +76,7 @@ class Listener(Service):
                     return
                 log.warning("listener connection lost (%s); polling until it is back", describe(exc))
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, RETRY_DELAY_MAX)
             finally:
                 if conn is not None:
                     await conn.close()

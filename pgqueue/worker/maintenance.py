@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from ..db.sql import Queries
-from .aio import describe
+from .aio import describe, retry_delay
 from .database import WorkerDatabase
 from .records import Running
 from .service import Lane, Periodic, Service
@@ -52,6 +52,7 @@ class Heartbeat(Service):
     async def run(self) -> None:
         interval = self.lease_seconds / 3
         conn: psycopg.AsyncConnection[Any] | None = None
+        failures = 0
         try:
             while True:
                 try:
@@ -59,12 +60,15 @@ class Heartbeat(Service):
                         conn = await self.db.dedicated("pgqueue-heartbeat")
                     async with asyncio.timeout(max(interval, 2.0)):
                         await self.beat(conn)
+                    failures = 0
                 except (psycopg.Error, OSError, TimeoutError) as exc:
+                    failures += 1
                     log.warning("heartbeat failed (%s); reconnecting", describe(exc))
                     if conn is not None:
                         await conn.close()
                     conn = None
-                await asyncio.sleep(interval)
+                # After a failure, try again soon: the leases of running jobs wait on it.
+                await asyncio.sleep(min(retry_delay(failures), interval) if failures else interval)
         finally:
             if conn is not None:
                 await conn.close()

@@ -155,14 +155,14 @@ def test_a_signal_to_the_supervisor_stops_every_child_and_it_exits_zero(dsn, con
 @pytest.mark.timeout(120)
 def test_a_child_that_dies_is_restarted(dsn, conn, start):
     supervisor = start("--processes", "2")
-    first = wait_until(lambda: len(live_workers(conn)) == 2 and live_workers(conn), 60, "two workers")
+    def two_live(without: int | None = None) -> set[int]:
+        live = live_workers(conn)  # one look per poll: a set seen whole, not three moments apart
+        return live if len(live) == 2 and without not in live else set()
+
+    first = wait_until(two_live, 60, "two workers")
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    replaced = wait_until(
-        lambda: len(live_workers(conn)) == 2 and victim not in live_workers(conn) and live_workers(conn),
-        60,
-        "a replacement worker",
-    )
+    replaced = wait_until(lambda: two_live(without=victim), 60, "a replacement worker")
     assert replaced - first  # a new process took the dead one's place
     enqueue(dsn, 20)
     wait_until(lambda: conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 20, 30, "jobs to run")

@@ -779,7 +779,9 @@ async def test_more_tasks_than_async_pool_connections_never_wait_on_idle_kept_co
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
     app = pgqueue.App(dsn, notify=False, pool_size=2)
-    (await app._apool.pool()).timeout = 5.0
+    # A waiter stranded beside idle kept connections would wait forever: the timeout only has
+    # to outlast 3,000 enqueues through two connections on a busy machine.
+    (await app._apool.pool()).timeout = 30.0
     try:
         ids = await asyncio.gather(*(app.aenqueue("t", {"n": n}) for n in range(3000)))
         assert len(set(ids)) == 3000

@@ -47,7 +47,8 @@ CATALOG_QUERIES = {
     "constraint": """
         SELECT coalesce(c.relname, ''), k.conname, k.contype, pg_get_constraintdef(k.oid)
         FROM pg_constraint k LEFT JOIN pg_class c ON c.oid = k.conrelid
-        WHERE k.connamespace = %(ns)s ORDER BY c.relname, k.conname""",
+        -- PostgreSQL 18 also lists NOT NULL as constraints ('n'); the columns already say it.
+        WHERE k.connamespace = %(ns)s AND k.contype <> 'n' ORDER BY c.relname, k.conname""",
     "index": """
         SELECT c.relname, pg_get_indexdef(i.indexrelid)
         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
