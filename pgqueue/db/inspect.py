@@ -171,9 +171,9 @@ def list_jobs(
     )
 
 
-def count_jobs(schema: str, where: JobFilter) -> Operation[int]:
-    """How many jobs match ``where``."""
-    rows = yield queries(schema).count_jobs, where.params()
+def count_jobs(schema: str, where: JobFilter, within: list[str] | None = None) -> Operation[int]:
+    """How many jobs match ``where`` (and, if given, are in one of the states ``within``)."""
+    rows = yield queries(schema).count_jobs, {**where.params(), "within": within}
     return int(rows[0]["jobs"])
 
 

@@ -456,8 +456,10 @@ ORDER BY id
 LIMIT %(limit)s;
 
 -- name: count_jobs
--- How many jobs match the filter (shown before an action on all of them).
-SELECT count(*) AS jobs FROM {schema}.job WHERE {job_filter};
+-- How many jobs match the filter and, unless %(within)s is NULL, are in one of those states
+-- (shown before an action on all of them, which touches only jobs in the states it acts on).
+SELECT count(*) AS jobs FROM {schema}.job
+WHERE {job_filter} AND (%(within)s::text[] IS NULL OR state::text = ANY(%(within)s::text[]));
 
 -- name: job_types
 -- The queues and job types present, for the filters' choices.
