@@ -87,7 +87,9 @@ def test_overview_throughput_list_and_workers(app, conn):
     first = run(conn, inspect.list_jobs("pgqueue", inspect.JobFilter(queue="q1"), limit=3))
     assert [j["id"] for j in first.jobs] == [ids[-1] + 1, ids[6], ids[5]]
     assert first.newer is None
-    second = run(conn, inspect.list_jobs("pgqueue", inspect.JobFilter(queue="q1"), before=first.older, limit=3))
+    second = run(
+        conn, inspect.list_jobs("pgqueue", inspect.JobFilter(queue="q1"), before=first.older, limit=3)
+    )
     assert [j["id"] for j in second.jobs] == [ids[4], ids[3], ids[2]]
     back = run(conn, inspect.list_jobs("pgqueue", inspect.JobFilter(queue="q1"), after=second.newer, limit=3))
     assert back.jobs == first.jobs
