@@ -11,7 +11,6 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
-
 import uvicorn
 
 import pgqueue
