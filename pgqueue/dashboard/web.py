@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import jinja2
 import psycopg
@@ -271,8 +272,6 @@ def _filter(params: Any) -> tuple[inspect.JobFilter, dict[str, str]]:
 
 
 def _query(fields: dict[str, str]) -> str:
-    from urllib.parse import urlencode
-
     return urlencode(fields)
 
 

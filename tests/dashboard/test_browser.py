@@ -70,7 +70,9 @@ def processes(dsn: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
             process.communicate(timeout=5)
 
 
-def dashboard(start: Callable[..., subprocess.Popen[str]], *flags: str, env: dict[str, str] | None = None) -> str:
+def dashboard(
+    start: Callable[..., subprocess.Popen[str]], *flags: str, env: dict[str, str] | None = None
+) -> str:
     port = free_port()
     process = start("dashboard", "--port", str(port), *flags, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -78,7 +80,12 @@ def dashboard(start: Callable[..., subprocess.Popen[str]], *flags: str, env: dic
     def up() -> bool:
         assert process.poll() is None, process.communicate()[0]
         try:
-            return httpx.get(base + "/static/style.css", headers={"Authorization": f"Bearer {TOKEN}"}).status_code > 0
+            return (
+                httpx.get(
+                    base + "/static/style.css", headers={"Authorization": f"Bearer {TOKEN}"}
+                ).status_code
+                > 0
+            )
         except httpx.TransportError:
             return False
 
@@ -94,14 +101,21 @@ def browser() -> Iterator[webdriver.Chrome]:
         pytest.fail("chromium and chromedriver are missing: run tests/reliability/setup-system.sh")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1280,800", "--hide-scrollbars"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,800",
+        "--hide-scrollbars",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(30)
     # The window's size includes its (invisible) frame: fix the page's own size for the screenshots.
     driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False},
     )
     yield driver
     driver.quit()
@@ -131,21 +145,37 @@ def test_the_dashboard_in_a_browser(dsn, conn, processes, browser):
 def _run(app, dsn, conn, processes, browser):
     processes("work", "dashboard_app:app", "--poll-interval", "0.2", "--concurrency", "4")
     app.enqueue_many([("send-email", {"to": f"user{i}@example.com"}, {"queue": "emails"}) for i in range(40)])
-    charges = app.enqueue_many([("charge-card", {"order": 1000 + i}, {"queue": "billing", "max_attempts": 1}) for i in range(3)])
+    charges = app.enqueue_many(
+        [("charge-card", {"order": 1000 + i}, {"queue": "billing", "max_attempts": 1}) for i in range(3)]
+    )
     xss = app.enqueue("render", {"html": XSS}, queue="emails", delay=3600)
-    app.enqueue_many([("send-email", {"to": f"later{i}@example.com"}, {"queue": "emails", "delay": 600}) for i in range(5)])
-    app.enqueue_many([("resize-image", {"id": i}, {"queue": "images"}) for i in range(12)])  # no worker runs this queue
+    app.enqueue_many(
+        [("send-email", {"to": f"later{i}@example.com"}, {"queue": "emails", "delay": 600}) for i in range(5)]
+    )
+    app.enqueue_many(
+        [("resize-image", {"id": i}, {"queue": "images"}) for i in range(12)]
+    )  # no worker runs this queue
     # Spread some history over the last hour, so the chart has something to show.
     conn.execute(
         "INSERT INTO pgqueue.job (type, queue, data, state, finished_at, run_at, created_at) "
-        "SELECT 'send-email', 'emails', '{}'::jsonb, CASE WHEN i % 9 = 0 THEN 'failed' ELSE 'completed' END::pgqueue.job_state, "
-        "now() - make_interval(mins => i % 60), now() - make_interval(mins => i % 60), now() - make_interval(mins => i % 60) "
-        "FROM generate_series(1, 900) AS i WHERE (i * 7919) % 100 < 40 + (i % 60)"
+        "SELECT 'send-email', 'emails', '{}'::jsonb, "
+        "       CASE WHEN i % 9 = 0 THEN 'failed' ELSE 'completed' END::pgqueue.job_state, at, at, at "
+        "FROM generate_series(1, 900) AS i, LATERAL (SELECT now() - make_interval(mins => i % 60)) AS t(at) "
+        "WHERE (i * 7919) % 100 < 40 + (i % 60)"
     )
     conn.execute("UPDATE pgqueue.job SET run_at = now() - interval '95 seconds' WHERE queue = 'images'")
     wait_for(
-        lambda: conn.execute("SELECT count(*) FROM pgqueue.job WHERE type = 'charge-card' AND state = 'failed'").fetchone()[0] == 3
-        and conn.execute("SELECT count(*) FROM pgqueue.job WHERE type = 'send-email' AND state < 'active' AND run_at <= now()").fetchone()[0] == 0,
+        lambda: (
+            conn.execute(
+                "SELECT count(*) FROM pgqueue.job WHERE type = 'charge-card' AND state = 'failed'"
+            ).fetchone()[0]
+            == 3
+            and conn.execute(
+                "SELECT count(*) FROM pgqueue.job "
+                "WHERE type = 'send-email' AND state < 'active' AND run_at <= now()"
+            ).fetchone()[0]
+            == 0
+        ),
         "the worker to run the jobs",
     )
 
@@ -156,7 +186,10 @@ def _run(app, dsn, conn, processes, browser):
     assert "401" in browser.find_element(By.TAG_NAME, "body").text
     browser.get(base + f"/?token={TOKEN}")
     assert browser.current_url == base + "/"
-    rows = {row.get_attribute("data-queue"): row.text for row in browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr")}
+    rows = {
+        row.get_attribute("data-queue"): row.text
+        for row in browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr")
+    }
     assert set(rows) == {"billing", "emails", "images"}
     assert rows["images"].split()[1] == "12"  # waiting
     assert browser.find_elements(By.CSS_SELECTOR, "#throughput rect.ok")
@@ -174,7 +207,9 @@ def _run(app, dsn, conn, processes, browser):
     browser.find_element(By.NAME, "error").send_keys("gateway")
     browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
     wait_for(lambda: "state=failed" in browser.current_url, "the filtered list")
-    shown = [int(row.get_attribute("data-id")) for row in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+    shown = [
+        int(row.get_attribute("data-id")) for row in browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
+    ]
     assert sorted(shown) == charges
     shot(browser, "jobs")
 
@@ -185,7 +220,9 @@ def _run(app, dsn, conn, processes, browser):
     browser.find_element(By.ID, "retry").click()
     wait_for(lambda: browser.find_elements(By.ID, "notice"), "the retry")
     assert "will run again" in browser.find_element(By.ID, "notice").text
-    wait_for(lambda: app.get_job(charges[0]).state is pgqueue.JobState.COMPLETED, "the retried job to complete")
+    wait_for(
+        lambda: app.get_job(charges[0]).state is pgqueue.JobState.COMPLETED, "the retried job to complete"
+    )
     assert app.get_job(charges[0]).output == {"charged": 1000}
 
     # A form whose CSRF field was tampered with is refused, and nothing changes.
@@ -205,7 +242,8 @@ def _run(app, dsn, conn, processes, browser):
     wait_for(lambda: browser.find_elements(By.ID, "notice"), "the retry by filter")
     assert "Retried 2 jobs." in browser.find_element(By.ID, "notice").text
     wait_for(
-        lambda: all(app.get_job(i).state is pgqueue.JobState.COMPLETED for i in charges), "the retried jobs to complete"
+        lambda: all(app.get_job(i).state is pgqueue.JobState.COMPLETED for i in charges),
+        "the retried jobs to complete",
     )
 
     # The job whose data is a script shows it as text, and no alert fires.
@@ -213,16 +251,20 @@ def _run(app, dsn, conn, processes, browser):
     assert XSS in browser.find_element(By.ID, "data").text
     assert not browser.find_elements(By.CSS_SELECTOR, "#data script")
     assert no_alert(browser)
-    browser.get(base + f"/jobs?queue=emails&state=created")
+    browser.get(base + "/jobs?queue=emails&state=created")
     assert no_alert(browser)
 
     # Live refresh swaps in fresh numbers without a reload.
     browser.get(base + "/")
-    marker = browser.execute_script("window.notReloaded = true; return document.querySelector('#live') !== null")
+    marker = browser.execute_script(
+        "window.notReloaded = true; return document.querySelector('#live') !== null"
+    )
     assert marker
     app.enqueue_many([("resize-image", {"id": i}, {"queue": "images"}) for i in range(5)])
     wait_for(
-        lambda: browser.find_element(By.CSS_SELECTOR, '#queues tr[data-queue="images"]').text.split()[1] == "17",
+        lambda: (
+            browser.find_element(By.CSS_SELECTOR, '#queues tr[data-queue="images"]').text.split()[1] == "17"
+        ),
         "the live refresh",
         timeout=15,
     )
@@ -247,7 +289,10 @@ def _run(app, dsn, conn, processes, browser):
 def test_refuses_a_public_address_without_authentication(dsn):
     result = subprocess.run(
         [sys.executable, "-m", "pgqueue", "dashboard", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=_env(dsn), capture_output=True, text=True, timeout=60,
+        env=_env(dsn),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "without authentication" in result.stderr and "--token" in result.stderr

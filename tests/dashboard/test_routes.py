@@ -27,8 +27,10 @@ def _failed_jobs(app, conn, n, error="Traceback...\nConnectionError: SMTP timeou
     )
     conn.execute(
         "UPDATE pgqueue.job SET state = 'failed', attempts = 2, max_attempts = 2, finished_at = now(), "
-        "error = %s, errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'error', 'first: ' || %s::text), "
-        "jsonb_build_object('attempt', 2, 'error', %s::text)) WHERE id = ANY(%s)",
+        "error = %s, errors = jsonb_build_array("
+        "    jsonb_build_object('attempt', 1, 'error', 'first: ' || %s::text),"
+        "    jsonb_build_object('attempt', 2, 'error', %s::text)) "
+        "WHERE id = ANY(%s)",
         (error, error, error, ids),
     )
     return ids
