@@ -125,9 +125,10 @@ class Guard:
     """ASGI middleware: refuses requests without the credentials (401), trades a ``?token=``
     for the auth cookie, gives every visitor a CSRF cookie, and adds security headers."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
+    def __init__(self, app: ASGIApp, credentials: Credentials, base_path: str = "") -> None:
         self.app = app
         self.credentials = credentials
+        self.base_path = base_path.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,7 +136,8 @@ class Guard:
             return
         headers = dict(scope["headers"])
         cookies = parse_cookies(headers)
-        path = scope.get("root_path", "") or "/"
+        prefix = self.base_path or scope.get("root_path", "")
+        path = prefix or "/"
         secure = scope.get("scheme") == "https"
         set_cookies: list[bytes] = []
         credentials = self.credentials
@@ -148,7 +150,8 @@ class Guard:
                     return
                 # Accepted: keep it in a cookie and send the browser to the URL without it.
                 rest = urlencode([(name, value) for name, value in query if name != "token"])
-                location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
+                location = prefix + scope["path"].removeprefix(scope.get("root_path", ""))
+                location += f"?{rest}" if rest else ""
                 auth = cookie(AUTH_COOKIE, credentials.cookie_value(), path, secure)
                 await _send(send, 303, b"", [(b"location", location.encode()), (b"set-cookie", auth)])
                 return

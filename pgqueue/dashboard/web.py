@@ -316,4 +316,4 @@ def create_app(
             psycopg.Error: dashboard.database_error,
         },
     )
-    return Guard(web, credentials)
+    return Guard(web, credentials, base_path)

@@ -222,7 +222,13 @@ def test_no_password_is_ever_rendered(dsn):
 
 def test_mounted_under_a_prefix_links_stay_inside_it(app, conn):
     (job,) = _failed_jobs(app, conn, 1)
-    outer = Starlette(routes=[Mount("/ops/pgqueue", app=create_app(app))])
+    outer = Starlette(
+        routes=[
+            Mount("/ops/pgqueue", app=create_app(app)),
+            Mount("/ops/locked", app=create_app(app, token="tk-1")),
+            Mount("/proxied", app=create_app(app, token="tk-1", base_path="/outside/prefix/")),
+        ]
+    )
     with serving(app, outer) as base, httpx.Client(base_url=base) as client:
         page = client.get(f"/ops/pgqueue/jobs/{job}")
         assert page.status_code == 200
@@ -234,3 +240,11 @@ def test_mounted_under_a_prefix_links_stay_inside_it(app, conn):
         assert done.headers["location"] == f"/ops/pgqueue/jobs/{job}?done=retry"
         assert app.get_job(job).state is pgqueue.JobState.RETRY
         assert client.get("/ops/pgqueue/static/refresh.js").status_code == 200
+        swap = client.get("/ops/locked/jobs?token=tk-1&state=failed")
+        assert swap.headers["location"] == "/ops/locked/jobs?state=failed"
+        assert "Path=/ops/locked;" in swap.headers["set-cookie"]
+        assert client.get("/ops/locked/jobs?state=failed").status_code == 200
+        swap = client.get("/proxied/jobs?token=tk-1")
+        assert swap.headers["location"] == "/outside/prefix/jobs"
+        page = client.get("/proxied/jobs", headers={"Authorization": "Bearer tk-1"})
+        assert 'href="/outside/prefix/static/style.css"' in page.text
