@@ -11,6 +11,7 @@ import psycopg
 
 from .codec import encode_data
 from .db import ops
+from .db.admin import AdminMethods
 from .db.insert import JobTemplate, NewJob, Unencoded
 from .db.notifier import Notifier
 from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
@@ -27,7 +28,7 @@ DEFAULT_QUEUE = "default"
 EXECUTORS = ("async", "thread", "process")
 
 
-class App:
+class App(AdminMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded

@@ -395,3 +395,138 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
+
+-- name: queue_overview
+-- Per queue, for the dashboard and /metrics: jobs waiting to run now, scheduled for later
+-- (created, run_at in the future), running, waiting to be retried, failed, cancelled, completed
+-- in the last minute, and how long the oldest runnable job has waited (seconds; NULL if none).
+SELECT queue,
+       count(*) FILTER (WHERE state = 'created' AND run_at <= now()) AS waiting,
+       count(*) FILTER (WHERE state = 'created' AND run_at > now()) AS scheduled,
+       count(*) FILTER (WHERE state = 'active') AS active,
+       count(*) FILTER (WHERE state = 'retry') AS retrying,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE state = 'completed') AS completed,
+       count(*) FILTER (WHERE state = 'completed' AND finished_at > now() - interval '1 minute')
+           AS completed_last_minute,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state < 'active' AND run_at <= now()))::float8
+           AS oldest_waiting_seconds
+FROM {schema}.job
+GROUP BY queue
+ORDER BY queue;
+
+-- name: throughput
+-- Jobs completed and failed per minute over the last %(minutes)s minutes (the current one
+-- included), oldest first, minutes without any included; %(queue)s NULL for every queue.
+-- Reads finished rows through the job_finished index.
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                           date_trunc('minute', now()), interval '1 minute') AS minute
+), finished AS (
+    SELECT date_trunc('minute', finished_at) AS minute,
+           count(*) FILTER (WHERE state = 'completed') AS completed,
+           count(*) FILTER (WHERE state = 'failed') AS failed
+    FROM {schema}.job
+    WHERE state > 'active'
+      AND finished_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+    GROUP BY 1
+)
+SELECT m.minute, coalesce(f.completed, 0) AS completed, coalesce(f.failed, 0) AS failed
+FROM minutes AS m LEFT JOIN finished AS f ON f.minute = m.minute
+ORDER BY m.minute;
+
+-- name: job_filter
+-- A part of the statements below, not a statement: the rows matching the job filter (each
+-- NULL parameter matches everything). older_than: created more than that many seconds ago.
+(%(queue)s::text IS NULL OR queue = %(queue)s)
+AND (%(type)s::text IS NULL OR type = %(type)s)
+AND (%(state)s::text IS NULL OR state = %(state)s::{schema}.job_state)
+AND (%(error)s::text IS NULL OR strpos(lower(error), lower(%(error)s)) > 0)
+AND (%(older_than)s::float8 IS NULL OR created_at < now() - make_interval(secs => %(older_than)s))
+
+-- name: list_jobs
+-- One page of the jobs matching the filter, newest first, after the id %(before)s (keyset
+-- paging: no OFFSET, so a page costs the same however deep it is). Errors keep their end (the message).
+SELECT id, type, queue, state::text AS state, priority, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, duration, worker_id, right(error, 300) AS error
+FROM {schema}.job
+WHERE {job_filter}
+  AND (%(before)s::bigint IS NULL OR id < %(before)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_jobs_newer
+-- list_jobs backwards: the page of matching jobs just newer than the id %(after)s, oldest first.
+SELECT id, type, queue, state::text AS state, priority, attempts, max_attempts, run_at,
+       created_at, started_at, finished_at, duration, worker_id, right(error, 300) AS error
+FROM {schema}.job
+WHERE {job_filter}
+  AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: count_jobs
+-- How many jobs match the filter and, unless %(within)s is NULL, are in one of those states
+-- (shown before an action on all of them, which touches only jobs in the states it acts on).
+SELECT count(*) AS jobs FROM {schema}.job
+WHERE {job_filter} AND (%(within)s::text[] IS NULL OR state::text = ANY(%(within)s::text[]));
+
+-- name: job_types
+-- The queues and job types present, for the filters' choices.
+SELECT DISTINCT queue, type FROM {schema}.job ORDER BY queue, type;
+
+-- name: worker_list
+-- The registered worker processes with the jobs each runs now, newest first.
+SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.last_seen_at,
+       extract(epoch FROM now() - w.last_seen_at)::float8 AS seen_seconds_ago,
+       coalesce(r.running, 0) AS running
+FROM {schema}.worker AS w
+LEFT JOIN (
+    SELECT worker_id, count(*) AS running FROM {schema}.job WHERE state = 'active' GROUP BY worker_id
+) AS r ON r.worker_id = w.id
+ORDER BY w.started_at DESC, w.id;
+
+-- name: delete_job
+DELETE FROM {schema}.job WHERE id = %(id)s RETURNING id;
+
+-- name: cancel_batch
+-- Cancel up to %(batch)s unfinished jobs matching the filter, with ids above %(after)s, in
+-- id order. One batch per statement keeps each one's row locks short; rows a worker holds
+-- right now are skipped (the caller moves on past them). A running job's worker is fenced out.
+UPDATE {schema}.job
+SET state = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+WHERE id = ANY(ARRAY(
+    SELECT id FROM {schema}.job
+    WHERE {job_filter} AND state < 'completed' AND id > %(after)s
+    ORDER BY id LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING id, queue;
+
+-- name: retry_batch
+-- Run again, now, up to %(batch)s failed or cancelled jobs matching the filter, with ids
+-- above %(after)s (as the retry statement does for one job).
+UPDATE {schema}.job
+SET state = 'retry', run_at = now(), finished_at = NULL,
+    max_attempts = greatest(max_attempts, attempts + 1)
+WHERE id = ANY(ARRAY(
+    SELECT id FROM {schema}.job
+    WHERE {job_filter} AND state IN ('failed', 'cancelled') AND id > %(after)s
+    ORDER BY id LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING id, queue;
+
+-- name: delete_batch
+-- Delete up to %(batch)s jobs matching the filter, with ids above %(after)s. A running job's
+-- worker finds its row gone and records nothing.
+DELETE FROM {schema}.job
+WHERE id = ANY(ARRAY(
+    SELECT id FROM {schema}.job
+    WHERE {job_filter} AND id > %(after)s
+    ORDER BY id LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING id, queue;

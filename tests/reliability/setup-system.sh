@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System tools the reliability suite drives: PostgreSQL's server programs (for a throwaway
 # cluster it may crash), pgbouncer (transaction pooling) and libfaketime (clock skew on one
-# worker process). Installs only what is missing.
+# worker process); and headless Chromium with its WebDriver for the dashboard's browser tests.
+# Installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,8 @@ command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(
 if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
     missing+=(libfaketime faketime)
 fi
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
