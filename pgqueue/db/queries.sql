@@ -383,3 +383,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
+
+-- name: unfinished_jobs
+-- Jobs that wait or run, oldest first: what a test's assert_enqueued looks through.
+SELECT * FROM {schema}.job WHERE state < 'completed' ORDER BY id LIMIT %(limit)s;
+
+-- name: advance_run_at
+-- Move every waiting job's run_at %(seconds)s seconds earlier: a test's way to let time pass
+-- for delayed jobs and retries, leaving the database clock (which decides) alone.
+UPDATE {schema}.job SET run_at = run_at - make_interval(secs => %(seconds)s)
+WHERE state < 'active'
+RETURNING id;
