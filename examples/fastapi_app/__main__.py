@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--concurrency", type=int, default=500, help="the worker's jobs at once")
     parser.add_argument("--no-worker", action="store_true", help="run the web app only")
+    parser.add_argument("--log-level", default="warning", help="the worker's log level")
     args = parser.parse_args()
 
     url = queue.database_url
@@ -36,7 +37,7 @@ def main() -> None:
     if not args.no_worker:
         worker = subprocess.Popen(
             [sys.executable, "-m", "pgqueue", "work", "examples.fastapi_app.tasks:queue",
-             "--concurrency", str(args.concurrency), "--log-level", "warning"],
+             "--concurrency", str(args.concurrency), "--log-level", args.log_level],
             env=env,
         )
     try:
