@@ -12,8 +12,10 @@ pool: Django has no async transactions to join.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +27,7 @@ from django.db import close_old_connections, connections
 from ...app import App
 from ...codec import encode_data
 from ...db.insert import NewJob
+from ...job import Job
 from ...settings import resolve_schema
 from ...task import F, Task
 from .conf import database_alias, database_url, pgqueue_settings
@@ -86,6 +89,9 @@ class DjangoApp(App):
             return connection
         return None
 
+    def get_job(self, job_id: int, conn: Any = None) -> Job:
+        return _decoded(super().get_job(job_id, conn))
+
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
         if conn is None:
             conn = self.transaction_connection()
@@ -120,6 +126,20 @@ class DjangoApp(App):
         with self._lock:
             self._resolved_url = None
         self.alias = database_alias()
+
+
+def _decoded(job: Job) -> Job:
+    """``job`` with its JSON columns decoded: read on Django's connection, whose psycopg adapters
+    leave ``jsonb`` as text (Django's JSONField decodes it), they arrive as strings."""
+    if not isinstance(job.data, str):
+        return job
+    return dataclasses.replace(
+        job,
+        data=json.loads(job.data),
+        output=None if job.output is None else json.loads(job.output),
+        errors=json.loads(job.errors) if isinstance(job.errors, str) else job.errors,
+        trace=json.loads(job.trace) if isinstance(job.trace, str) else job.trace,
+    )
 
 
 _handler_connections: set[Any] = set()
