@@ -16,7 +16,9 @@ import djproject.settings as project_settings
 HERE = Path(__file__).resolve().parent
 
 if not settings.configured:
-    settings.configure(**{name: getattr(project_settings, name) for name in dir(project_settings) if name.isupper()})
+    settings.configure(
+        **{name: getattr(project_settings, name) for name in dir(project_settings) if name.isupper()}
+    )
     django.setup()
 
 

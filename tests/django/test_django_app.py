@@ -98,7 +98,9 @@ def test_bad_data_inside_atomic_leaves_the_transaction_usable(
 
 
 @pytest.mark.timeout(60)
-def test_worker_runs_the_committed_job_with_django_orm(project: DjangoApp, conn: psycopg.Connection[Any]) -> None:
+def test_worker_runs_the_committed_job_with_django_orm(
+    project: DjangoApp, conn: psycopg.Connection[Any]
+) -> None:
     with transaction.atomic():
         order(9)
         job_id = tasks.ship_order.enqueue(order_id=9)

@@ -85,7 +85,12 @@ async def test_aenqueue_from_async_code(project: DjangoApp, enqueued_signals: An
 def test_get_result_and_missing_results(project: DjangoApp) -> None:
     result = default_task_backend.enqueue(tasks.noop_task, [], {})
     fetched = default_task_backend.get_result(result.id)
-    assert (fetched.id, fetched.status, fetched.task, fetched.args) == (result.id, result.status, result.task, [])
+    assert (fetched.id, fetched.status, fetched.task, fetched.args) == (
+        result.id,
+        result.status,
+        result.task,
+        [],
+    )
     assert fetched.enqueued_at is not None
     for missing in (str(uuid.uuid4()), "123abc", "999999", "", "-1", "1" * 40):
         with pytest.raises(TaskResultDoesNotExist):
@@ -183,7 +188,10 @@ def test_retries_are_visible(project: DjangoApp) -> None:
     succeeds.refresh()
     assert succeeds.status == TaskResultStatus.SUCCESSFUL and succeeds.return_value == 2
     assert succeeds.attempts == 2 and len(succeeds.errors) == 1
-    assert succeeds.errors[0].exception_class is RuntimeError and "attempt 1 fails" in succeeds.errors[0].traceback
+    assert (
+        succeeds.errors[0].exception_class is RuntimeError
+        and "attempt 1 fails" in succeeds.errors[0].traceback
+    )
     fails.refresh()
     assert fails.status == TaskResultStatus.FAILED and fails.attempts == 3
     assert [e.exception_class for e in fails.errors] == [RuntimeError] * 3
