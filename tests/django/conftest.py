@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import django
+import djproject.settings as project_settings
 import pytest
 from django.conf import settings
-
-import djproject.settings as project_settings
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,12 +9,12 @@ import psycopg
 import pytest
 from conftest import jobs
 from django.db import connection, transaction
+from shop import tasks
 
 import pgqueue
 from pgqueue.contrib.django import app as module_app
-from pgqueue.contrib.django.djangoapp import DjangoApp
 from pgqueue.contrib.django.conf import database_url
-from shop import tasks
+from pgqueue.contrib.django.djangoapp import DjangoApp
 
 
 class Rollback(Exception):

@@ -17,11 +17,11 @@ from conftest import HERE
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django_tasks import TaskResultStatus, default_task_backend
+from shop import tasks
 
 from pgqueue.contrib.django.djangoapp import DjangoApp
 from pgqueue.contrib.django.options import work_settings
 from pgqueue.settings import WorkerConfig, flag_settings
-from shop import tasks
 
 
 def manage(dsn: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -50,8 +50,8 @@ def test_migrate_then_work_in_real_processes(empty_dsn: str) -> None:
         conn.execute("CREATE TABLE orders (id int PRIMARY KEY, shipped boolean NOT NULL DEFAULT false)")
         conn.execute("INSERT INTO orders (id) VALUES (1)")
     from django.conf import settings
-
     from djproject.settings import database
+
     from pgqueue.contrib.django.djangoapp import get_app
 
     settings.DATABASES["default"].update(database(empty_dsn))

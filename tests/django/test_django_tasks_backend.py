@@ -16,13 +16,13 @@ from django.utils import timezone
 from django_tasks import TaskResultStatus, default_task_backend, task, task_backends
 from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 from django_tasks.signals import task_enqueued
+from shop import tasks
 
 import pgqueue
 from pgqueue.contrib.django import TaskBackend
 from pgqueue.contrib.django.backend import TASK_TYPE
 from pgqueue.contrib.django.djangoapp import DjangoApp
 from pgqueue.contrib.django.results import exception_class_path
-from shop import tasks
 
 
 def work(app: DjangoApp, rounds: int = 1) -> None:
