@@ -4,15 +4,12 @@ and pointed at each test's fresh database (the ``dsn`` fixture)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import django
 import djproject.settings as project_settings
 import pytest
 from django.conf import settings
-
-HERE = Path(__file__).resolve().parent
 
 if not settings.configured:
     settings.configure(
@@ -37,12 +34,3 @@ def project(dsn: str) -> Iterator[Any]:
     yield app
     app.close()
     connections.close_all()
-
-
-def jobs(conn: Any, type_: str | None = None) -> list[tuple[Any, ...]]:
-    """(id, type, queue, state, priority, data) of the jobs, oldest first."""
-    where = "WHERE type = %s" if type_ else ""
-    return conn.execute(
-        f"SELECT id, type, queue, state::text, priority, data FROM pgqueue.job {where} ORDER BY id",
-        (type_,) if type_ else None,
-    ).fetchall()

@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import jobs
 from django.db import connection, transaction
+from djproject.testing import jobs
 from shop import tasks
 
 import pgqueue

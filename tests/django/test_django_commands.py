@@ -13,10 +13,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import HERE
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django_tasks import TaskResultStatus, default_task_backend
+from djproject.testing import HERE
 from shop import tasks
 
 from pgqueue.contrib.django.djangoapp import DjangoApp
@@ -84,6 +84,7 @@ def test_work_flags_are_those_of_pgqueue_work(empty_dsn: str) -> None:
     assert bad.returncode != 0 and "concurrency" in bad.stderr
 
 
+@pytest.mark.timeout(30)
 def test_work_settings_precedence() -> None:
     config, process = work_settings(
         {"concurrency": "7", "no_listen": True, "queues": "a, b"}, {"concurrency": 3}
@@ -98,6 +99,7 @@ def test_work_settings_precedence() -> None:
         call_command("pgqueue_work", concurrency=0)
 
 
+@pytest.mark.timeout(30)
 def test_queues_include_the_task_backends(project: DjangoApp) -> None:
     assert project.queues == ["default", "queue-1"]
 
@@ -110,6 +112,7 @@ def _imports(tree: ast.AST, *module_prefixes: str) -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.timeout(30)
 def test_tasks_api_names_exist_in_django_6_and_the_backport() -> None:
     """The names pgqueue imports from ``django.tasks`` (Django 6) are those django-tasks-db's compat
     module imports from it (that module runs on Django 6 in its CI) or documented in Django 6.0's

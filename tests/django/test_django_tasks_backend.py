@@ -10,12 +10,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import jobs
 from django.db import transaction
 from django.utils import timezone
 from django_tasks import TaskResultStatus, default_task_backend, task, task_backends
 from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 from django_tasks.signals import task_enqueued
+from djproject.testing import jobs
 from shop import tasks
 
 import pgqueue
@@ -44,6 +44,7 @@ def enqueued_signals() -> Any:
     task_enqueued.disconnect(capture, dispatch_uid="test-capture")
 
 
+@pytest.mark.timeout(30)
 def test_capabilities() -> None:
     backend = task_backends["default"]
     assert isinstance(backend, TaskBackend)
@@ -232,6 +233,7 @@ def test_enqueue_joins_the_transaction(project: DjangoApp, conn: psycopg.Connect
         default_task_backend.get_result(rolled_back.id)
 
 
+@pytest.mark.timeout(30)
 def test_exception_class_path_of_stored_errors() -> None:
     def text(exc: BaseException) -> str:
         try:
