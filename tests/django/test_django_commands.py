@@ -39,6 +39,8 @@ def manage(dsn: str, *args: str, timeout: float = 60) -> subprocess.CompletedPro
 
 @pytest.mark.timeout(90)
 def test_migrate_then_work_in_real_processes(empty_dsn: str) -> None:
+    unmigrated = manage(empty_dsn, "pgqueue_work", "--burst")
+    assert unmigrated.returncode == 1 and "manage.py pgqueue_migrate" in unmigrated.stderr, unmigrated.stderr
     check = manage(empty_dsn, "pgqueue_migrate", "--check")
     assert check.returncode == 1, check.stdout + check.stderr
     migrated = manage(empty_dsn, "pgqueue_migrate")
@@ -62,7 +64,17 @@ def test_migrate_then_work_in_real_processes(empty_dsn: str) -> None:
             shipped = tasks.ship_order.enqueue(order_id=1)
             result = tasks.calculate_meaning_of_life.enqueue()
             failing = tasks.failing_task_value_error.using(queue_name="queue-1").enqueue()
-        worker = manage(empty_dsn, "pgqueue_work", "--burst", "--concurrency", "3", "--poll-interval", "0.2")
+        worker = manage(
+            empty_dsn,
+            "pgqueue_work",
+            "--burst",
+            "--processes",
+            "2",
+            "--concurrency",
+            "3",
+            "--poll-interval",
+            "0.2",
+        )
         assert worker.returncode == 0, worker.stderr
         assert shipped is not None and app.get_job(shipped).output == {"shipped": 1}
         assert default_task_backend.get_result(result.id).return_value == 42

@@ -32,7 +32,7 @@ from ...settings import resolve_schema
 from ...task import F, Task
 from .conf import database_alias, database_url, pgqueue_settings
 
-TASK_BACKEND = "pgqueue.contrib.django.TaskBackend"
+TASK_BACKENDS = ("pgqueue.contrib.django.TaskBackend", "pgqueue.contrib.django.backend.TaskBackend")
 """The ``BACKEND`` of Django task backends that run on pgqueue."""
 
 
@@ -106,7 +106,7 @@ class DjangoApp(App):
         (their ``QUEUES`` in ``settings.TASKS``, default ``["default"]``)."""
         queues = super().queues
         for params in (getattr(settings, "TASKS", None) or {}).values():
-            if isinstance(params, dict) and params.get("BACKEND") == TASK_BACKEND:
+            if isinstance(params, dict) and params.get("BACKEND") in TASK_BACKENDS:
                 queues += list(params.get("QUEUES") or ["default"])
         return list(dict.fromkeys(queues))
 

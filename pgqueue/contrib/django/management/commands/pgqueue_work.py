@@ -15,15 +15,16 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import autodiscover_modules
 
 from pgqueue import logs
 from pgqueue.contrib.django.conf import worker_defaults
-from pgqueue.contrib.django.djangoapp import TASK_BACKEND, DjangoApp, get_app
+from pgqueue.contrib.django.djangoapp import TASK_BACKENDS, DjangoApp, get_app
 from pgqueue.contrib.django.options import add_work_arguments, work_settings
 from pgqueue.db import ops
 from pgqueue.db.driver import run
+from pgqueue.errors import SchemaOutOfDate
 from pgqueue.settings import ProcessSettings, WorkerConfig, worker_argv
 
 
@@ -42,8 +43,11 @@ class Command(BaseCommand):  # type: ignore[misc]
         if process.processes > 1:
             raise SystemExit(_supervise(config, process))
         load_tasks(app)
-        with app.connect("pgqueue-cli") as conn:
-            run(conn, ops.check_schema(app.schema))
+        try:
+            with app.connect("pgqueue-cli") as conn:
+                run(conn, ops.check_schema(app.schema))
+        except SchemaOutOfDate as exc:
+            raise CommandError(f"{exc} (here: python manage.py pgqueue_migrate)") from None
         try:
             app.run_worker(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
         finally:
@@ -57,7 +61,7 @@ def load_tasks(app: DjangoApp) -> None:
     aliases = [
         alias
         for alias, params in (getattr(settings, "TASKS", None) or {}).items()
-        if isinstance(params, dict) and params.get("BACKEND") == TASK_BACKEND
+        if isinstance(params, dict) and params.get("BACKEND") in TASK_BACKENDS
     ]
     if aliases:
         from pgqueue.contrib.django.tasks_api import task_backends
