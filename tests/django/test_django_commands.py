@@ -97,6 +97,12 @@ def test_work_flags_are_those_of_pgqueue_work(empty_dsn: str) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_the_core_never_imports_django() -> None:
+    code = "import sys, pgqueue, pgqueue.cli, pgqueue.contrib; assert not [m for m in sys.modules if 'django' in m]"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+@pytest.mark.timeout(30)
 def test_work_settings_precedence() -> None:
     config, process = work_settings(
         {"concurrency": "7", "no_listen": True, "queues": "a, b"}, {"concurrency": 3}
