@@ -98,7 +98,10 @@ def test_work_flags_are_those_of_pgqueue_work(empty_dsn: str) -> None:
 
 @pytest.mark.timeout(30)
 def test_the_core_never_imports_django() -> None:
-    code = "import sys, pgqueue, pgqueue.cli, pgqueue.contrib; assert not [m for m in sys.modules if 'django' in m]"
+    code = (
+        "import sys, pgqueue, pgqueue.cli, pgqueue.contrib\n"
+        "assert not [m for m in sys.modules if 'django' in m]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 
