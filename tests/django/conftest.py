@@ -34,3 +34,10 @@ def project(dsn: str) -> Iterator[Any]:
     yield app
     app.close()
     connections.close_all()
+
+
+@pytest.fixture
+async def aproject(project: Any) -> Any:
+    """``project`` for async tests: the App's async pool is closed on the test's own event loop."""
+    yield project
+    await project.aclose()

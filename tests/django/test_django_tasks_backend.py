@@ -72,7 +72,7 @@ def test_enqueue_task(project: DjangoApp, conn: psycopg.Connection[Any], enqueue
 
 
 @pytest.mark.timeout(30)
-async def test_aenqueue_from_async_code(project: DjangoApp, enqueued_signals: Any) -> None:
+async def test_aenqueue_from_async_code(aproject: DjangoApp, enqueued_signals: Any) -> None:
     for django_task in (tasks.noop_task, tasks.noop_task_async):
         result = await django_task.aenqueue()
         assert result.status == TaskResultStatus.READY and result.args == [] and result.kwargs == {}
@@ -93,16 +93,20 @@ def test_get_result_and_missing_results(project: DjangoApp) -> None:
         [],
     )
     assert fetched.enqueued_at is not None
-    for missing in (str(uuid.uuid4()), "123abc", "999999", "", "-1", "1" * 40):
+    for missing in (str(uuid.uuid4()), "123abc", "999999", "", "-1", "1" * 40, str(2**63), "١٢"):
         with pytest.raises(TaskResultDoesNotExist):
             default_task_backend.get_result(missing)
     not_a_django_task = project.enqueue("ship-order", {"order_id": 1})
     with pytest.raises(TaskResultDoesNotExist):
         default_task_backend.get_result(str(not_a_django_task))
+    with transaction.atomic():  # a bad id never aborts the transaction it is looked up in
+        with pytest.raises(TaskResultDoesNotExist):
+            default_task_backend.get_result(str(2**63))
+        assert default_task_backend.get_result(result.id).id == result.id
 
 
 @pytest.mark.timeout(30)
-async def test_aget_missing_result(project: DjangoApp) -> None:
+async def test_aget_missing_result(aproject: DjangoApp) -> None:
     with pytest.raises(TaskResultDoesNotExist):
         await default_task_backend.aget_result("123")
 

@@ -44,6 +44,8 @@ TASK_TYPE = "django-task"
 JOB_OPTIONS = ("max_attempts", "retry_delay", "retry_backoff", "retry_delay_max", "timeout")
 """What ``OPTIONS`` may set, per job: pgqueue's retry and timeout options."""
 
+BIGINT_MAX = 2**63 - 1
+
 _register_lock = threading.Lock()
 
 
@@ -156,8 +158,9 @@ class TaskBackend(BaseTaskBackend):  # type: ignore[misc]
 
 
 def _job_id(result_id: Any) -> int:
+    # Checked here: an id PostgreSQL cannot cast would abort the caller's transaction.
     text = str(result_id)
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    if not text.isascii() or not text.isdigit() or int(text) > BIGINT_MAX:
         raise TaskResultDoesNotExist(result_id)
     return int(text)
 
