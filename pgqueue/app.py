@@ -21,7 +21,12 @@ from .settings import prepared_statements_default, resolve_database_url, resolve
 from .task import F, Task
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from .worker import Runtime
+    from .worker.events import WorkerEvents
+
+    EnqueueTrace = Callable[[Sequence[NewJob]], AbstractContextManager[str | None]]
 
 DEFAULT_QUEUE = "default"
 EXECUTORS = ("async", "thread", "process")
@@ -73,6 +78,10 @@ class App:
         self._templates: dict[tuple[str, JobOptions], JobTemplate] = {}
         self._notifier: Notifier | None = None
         self._lock = threading.Lock()
+        self._worker_events: list[WorkerEvents] = []
+        self._enqueue_trace: EnqueueTrace | None = None
+        """Set by :func:`pgqueue.tracing.instrument`: a context manager around each enqueue that
+        yields the trace context (JSON text) to store with the jobs."""
         gate = SchemaGate(self.schema)
 
         def url() -> str:  # resolved on first use: it may start the embedded server
@@ -222,6 +231,9 @@ class App:
         return await self._ainsert(self._jobs(items, conn), conn)
 
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+        if self._enqueue_trace is not None:
+            with self._enqueue_trace(jobs) as trace:
+                return self._execute(ops.insert_jobs(self.schema, jobs, self.notify, trace), conn)
         if conn is not None:
             return self._execute(ops.insert_jobs(self.schema, jobs, self.notify), conn)
         # On the App's own pool each statement commits by itself: as a rule no NOTIFY in it (it
@@ -234,6 +246,9 @@ class App:
         return ids
 
     async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+        if self._enqueue_trace is not None:
+            with self._enqueue_trace(jobs) as trace:
+                return await self._aexecute(ops.insert_jobs(self.schema, jobs, self.notify, trace), conn)
         if conn is not None:
             return await self._aexecute(ops.insert_jobs(self.schema, jobs, self.notify), conn)
         if self.notify and self._notifier_for().quiet():
@@ -305,11 +320,25 @@ class App:
 
         await Worker(self.runtime(), WorkerConfig(**config)).run()
 
-    def runtime(self) -> Runtime:
-        """What a worker takes from this App: database, schema, tasks and defaults."""
-        from .worker import Runtime
+    def add_worker_events(self, observer: WorkerEvents) -> None:
+        """Let ``observer`` (a :class:`pgqueue.worker.events.WorkerEvents`) hear what this App's
+        workers do: jobs started and finished, claims, rescues. ``pgqueue.metrics`` and
+        ``pgqueue.tracing`` register themselves here."""
+        self._worker_events.append(observer)
 
-        return Runtime(self.schema, self.database_url, self.connect_kwargs(), self.tasks, self.defaults)
+    def runtime(self) -> Runtime:
+        """What a worker takes from this App: database, schema, tasks, defaults and observers."""
+        from .worker import Runtime
+        from .worker.events import combine
+
+        return Runtime(
+            self.schema,
+            self.database_url,
+            self.connect_kwargs(),
+            self.tasks,
+            self.defaults,
+            combine(self._worker_events),
+        )
 
     # --- connections ---------------------------------------------------------------------
 

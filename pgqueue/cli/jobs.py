@@ -10,6 +10,7 @@ import psycopg
 import typer
 
 from ..app import App
+from ..codec import error_summary
 from ..config import redact
 from ..db import ops
 from ..db.driver import run
@@ -99,8 +100,8 @@ def _job_text(job: Job) -> str:
     if len(job.errors) > 1:
         lines.append(f"  errors     {len(job.errors)} failed attempts:")
         for entry in job.errors:
-            last = (str(entry.get("error") or "").strip().splitlines() or [""])[-1]
-            lines.append(f"             attempt {entry.get('attempt')}: {last}")
+            summary = error_summary(str(entry.get("error") or ""))
+            lines.append(f"             attempt {entry.get('attempt')}: {summary}")
     return "\n".join(lines)
 
 

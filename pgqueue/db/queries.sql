@@ -55,6 +55,23 @@ WITH inserted AS (
 SELECT id, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
 FROM inserted;
 
+-- name: insert_job_traced
+-- Insert one job with the trace context of its enqueue (%(trace)s, W3C headers as JSON) and,
+-- with %(notify)s, wake its queue's workers on commit. Used only when tracing is on. Skipped
+-- (no row) when its unique_key matches a job that still waits or runs.
+WITH inserted AS (
+    INSERT INTO {schema}.job (type, queue, data, priority, max_attempts, run_at,
+                              retry_delay, retry_backoff, retry_delay_max, timeout, unique_key, trace)
+    VALUES (%(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
+            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s::float8, 0))),
+            %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(unique_key)s,
+            %(trace)s::jsonb)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
+    RETURNING id, queue
+)
+SELECT id, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
+FROM inserted;
+
 -- name: reserve_job_ids
 -- Take %(n)s ids from the job sequence, and the clock that delays count from, for a COPY.
 SELECT now() AS now,
@@ -75,13 +92,14 @@ COPY {schema}.job (id, data, type, queue, priority, max_attempts,
 -- Insert one row per element of the parallel arrays, in one round trip, and wake the
 -- workers of each queue once (delivered on commit; identical notifications in one
 -- transaction are merged by PostgreSQL). A job whose unique_key matches a job that
--- still waits or runs is skipped and returns no row.
+-- still waits or runs is skipped and returns no row. %(trace)s: the enqueue's trace
+-- context for every row (NULL unless tracing is on).
 WITH inserted AS (
     INSERT INTO {schema}.job AS j (type, queue, data, priority, max_attempts, run_at,
-                                   retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
+                                   retry_delay, retry_backoff, retry_delay_max, timeout, unique_key, trace)
     SELECT v.type, v.queue, v.data::jsonb, v.priority, v.max_attempts,
            coalesce(v.run_at, now() + make_interval(secs => coalesce(v.delay, 0))),
-           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key
+           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key, %(trace)s::jsonb
     FROM unnest(%(type)s::text[], %(queue)s::text[], %(data)s::text[], %(priority)s::int[],
                 %(max_attempts)s::int[], %(run_at)s::timestamptz[], %(delay)s::float8[],
                 %(retry_delay)s::float8[], %(retry_backoff)s::bool[], %(retry_delay_max)s::float8[],
@@ -361,7 +379,8 @@ VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
 ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
 
 -- name: worker_gone
-DELETE FROM {schema}.worker WHERE id = %(id)s OR last_seen_at < now() - interval '1 hour';
+-- Also drops the rows of workers not seen for 10 minutes (they died without saying so).
+DELETE FROM {schema}.worker WHERE id = %(id)s OR last_seen_at < now() - interval '10 minutes';
 
 -- name: workers
 -- The registered worker processes, newest first, for status displays.

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from ..codec import encode_output, number_array, text_array
+from ..codec import encode_output, error_summary, number_array, text_array
 from ..db.sql import Queries
 from ..job import retry_delay_seconds
 from ..settings import resolve_option
@@ -50,6 +50,7 @@ class Completer(Service):
         """Claim parameters that claim nothing, for an exchange that only records."""
         self.results: list[Result] = []
         self.ready = asyncio.Event()
+        self.events = runtime.events
 
     def add(self, result: Result) -> None:
         self.results.append(result)
@@ -169,8 +170,15 @@ class Completer(Service):
         self, batch: list[Result], applied: set[int], what: str, states: dict[int, str] | None = None
     ) -> None:
         info = log.isEnabledFor(logging.INFO)
+        events = self.events
         for result in batch:
             job = result.job
+            if events is not None:
+                if job.id not in applied:
+                    state = "completed" if result.handler_completed else "fenced"
+                else:
+                    state = (states or {}).get(job.id, "failed") if what == "failed" else "completed"
+                events.job_finished(job, result.outcome, result.duration, state)
             if what == "completed" and not info and job.id in applied:
                 self.stats["completed"] += 1  # the common case, with nothing to log
                 continue
@@ -202,7 +210,7 @@ class Completer(Service):
                         "(the job stays completed): %s",
                         job.id,
                         job.type,
-                        _last_line(result),
+                        _summary(result),
                         extra={**extra, "outcome": "completed"},
                     )
                 continue
@@ -234,11 +242,10 @@ class Completer(Service):
                     job.type,
                     job.attempts,
                     "final" if state == "failed" else "will retry",
-                    _last_line(result),
+                    _summary(result),
                     extra={**extra, "outcome": str(state)},
                 )
 
 
-def _last_line(result: Result) -> str:
-    lines = (result.outcome.error or "").strip().splitlines()
-    return lines[-1] if lines else ""
+def _summary(result: Result) -> str:
+    return error_summary(result.outcome.error or "")

@@ -78,6 +78,7 @@ class Worker:
             "lease_seconds": config.lease_seconds,
             "worker_id": self.worker_id,
         }
+        self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
         lane = Lane(self.db, self.q)
         self.services: list[Service] = [
@@ -91,7 +92,7 @@ class Worker:
                 concurrency=config.concurrency,
                 lease_seconds=config.lease_seconds,
             ),
-            Rescuer(lane, config.rescue_interval, self._notify),
+            Rescuer(lane, config.rescue_interval, self._notify, self.events),
             Pruner(
                 lane,
                 config.prune_interval,
@@ -111,6 +112,7 @@ class Worker:
                     worker_id=self.worker_id,
                     poll_interval=config.poll_interval,
                     url=config.listen_database_url,
+                    events=self.events,
                 )
             )
 
@@ -134,6 +136,13 @@ class Worker:
                 self.config.concurrency,
                 self.config.listen,
             )
+            if self.events is not None:
+                self.events.worker_started(self.worker_id, self.config)
+            elif self.config.metrics_port is not None:
+                log.warning(
+                    "metrics_port is set but no metrics are collected: call pgqueue.metrics.instrument(app) "
+                    "(pgqueue work does) with the metrics extra installed"
+                )
             for service in self.services:
                 service.start()
             await self._claim_loop()
@@ -147,6 +156,8 @@ class Worker:
             self.processes.close()
             await self._forget_worker()
             await self.db.close()
+            if self.events is not None:
+                self.events.worker_stopped(self.worker_id)
             log.info(
                 "worker %s stopped: %d completed, %d failed attempts, %d handed back",
                 self.worker_id,
@@ -246,11 +257,15 @@ class Worker:
             "worker_id": self.worker_id,
         }
         batch = self.completer.take()
+        started = time.perf_counter()
         try:
-            return await self.completer.exchange(batch, params)
+            claimed = await self.completer.exchange(batch, params)
         except BaseException:
             self.completer.put_back(batch)
             raise
+        if self.events is not None:
+            self.events.claimed(len(claimed), time.perf_counter() - started)
+        return claimed
 
     # --- running -------------------------------------------------------------------------
 
@@ -265,6 +280,9 @@ class Worker:
         task = self.runtime.tasks.get(job.type)
         started = time.monotonic()
         context = None
+        events = self.events
+        if events is not None:
+            events.job_started(job)
         try:
             if task is None:
                 outcome = Outcome(
@@ -288,6 +306,8 @@ class Worker:
             self.per_type[job.type] -= 1
             self.slot_freed.set()
         duration = time.monotonic() - started
+        if events is not None:
+            events.job_ended(job, outcome, duration)
         handler_completed = context is not None and context._completed
         if running.lost:
             if handler_completed:
