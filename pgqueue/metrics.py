@@ -46,12 +46,17 @@ class WorkerMetrics(WorkerEvents):
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
         labels = ("queue", "type")
-        self.started = Counter("pgqueue_jobs_started", "Jobs whose handler started.", labels, registry=registry)
+        self.started = Counter(
+            "pgqueue_jobs_started", "Jobs whose handler started.", labels, registry=registry
+        )
         self.completed = Counter(
             "pgqueue_jobs_completed", "Attempts recorded as completed.", labels, registry=registry
         )
         self.failed = Counter(
-            "pgqueue_jobs_failed", "Attempts that failed for good (the job is failed).", labels, registry=registry
+            "pgqueue_jobs_failed",
+            "Attempts that failed for good (the job is failed).",
+            labels,
+            registry=registry,
         )
         self.retried = Counter(
             "pgqueue_jobs_retried", "Attempts that failed and will run again.", labels, registry=registry
