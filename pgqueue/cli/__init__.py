@@ -22,7 +22,7 @@ import typer
 from .. import logs
 from ..errors import ConfigurationError, InvalidJob, PgQueueError
 from ..settings import known_passwords
-from . import embedded, jobs, schema, work
+from . import doctor, embedded, jobs, schema, work
 from .work import load_app
 
 __all__ = ["cli", "load_app", "main"]
@@ -45,6 +45,7 @@ for command in (
     jobs.retry,
     jobs.cancel,
     embedded.demo,
+    doctor.doctor,
 ):
     cli.command()(command)
 cli.add_typer(embedded.embedded_cli, name="embedded")

@@ -402,3 +402,69 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
+
+-- name: health_server
+-- pgqueue doctor: the server settings it checks, the database's clock, and this session.
+SELECT current_setting('autovacuum') = 'on' AS autovacuum,
+       now() AS db_now, clock_timestamp() AS db_clock,
+       pg_notification_queue_usage()::float8 AS notify_usage,
+       current_user AS role, pg_backend_pid() AS pid,
+       current_setting('server_version') AS server_version;
+
+-- name: health_tables
+-- pgqueue doctor: each table of pgqueue's schema, its autovacuum reloption, dead tuples, and the
+-- privileges the connecting role has on it.
+SELECT c.relname AS name,
+       coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
+                 WHERE option_name = 'autovacuum_enabled'), 'true') AS autovacuum_enabled,
+       coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
+       greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
+       has_table_privilege(c.oid, 'SELECT') AS can_select,
+       has_table_privilege(c.oid, 'INSERT') AS can_insert,
+       has_table_privilege(c.oid, 'UPDATE') AS can_update,
+       has_table_privilege(c.oid, 'DELETE') AS can_delete
+FROM pg_class AS c
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p')
+ORDER BY c.relname;
+
+-- name: health_idle_in_transaction
+-- pgqueue doctor: sessions idle in an open transaction for more than %(seconds)s (they hold the
+-- xmin horizon, and any row locks they took). Their start is visible to privileged roles only.
+SELECT pid, coalesce(usename, '?') AS role, coalesce(nullif(application_name, ''), '?') AS application,
+       extract(epoch FROM now() - state_change)::float8 AS idle_for,
+       extract(epoch FROM now() - xact_start)::float8 AS open_for
+FROM pg_stat_activity
+WHERE state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid() AND datname = current_database()
+  AND state_change < now() - make_interval(secs => %(seconds)s)
+ORDER BY state_change;
+
+-- name: health_stuck_jobs
+-- pgqueue doctor: active jobs whose lease expired more than %(seconds)s ago (no worker rescued them).
+SELECT count(*) AS jobs, min(id) AS first_id,
+       extract(epoch FROM now() - min(lease_expires_at))::float8 AS oldest_expired_for
+FROM {schema}.job
+WHERE state = 'active' AND lease_expires_at < now() - make_interval(secs => %(seconds)s);
+
+-- name: health_schema_usage
+-- pgqueue doctor: may the connecting role use pgqueue's schema?
+SELECT has_schema_privilege(%(schema)s, 'USAGE') AS usage;
+
+-- name: health_xmin_holders
+-- pgqueue doctor: xmin_holders, limited to what holds back vacuum in this database: its own
+-- sessions and prepared transactions, physical replication slots and its logical ones.
+SELECT 'backend ' || pid || ' (' || coalesce(usename, '?') || ', '
+           || coalesce(nullif(application_name, ''), '?') || ', ' || state || ')' AS holder,
+       backend_xmin::text AS xmin,
+       extract(epoch FROM now() - xact_start)::float8 AS held_for
+FROM pg_stat_activity
+WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()
+UNION ALL
+SELECT 'replication slot ' || slot_name, coalesce(xmin, catalog_xmin)::text, NULL
+FROM pg_replication_slots
+WHERE (xmin IS NOT NULL OR catalog_xmin IS NOT NULL)
+  AND (database IS NULL OR database = current_database())
+UNION ALL
+SELECT 'prepared transaction ' || gid, transaction::text, extract(epoch FROM now() - prepared)::float8
+FROM pg_prepared_xacts
+WHERE database = current_database();
