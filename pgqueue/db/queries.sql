@@ -468,3 +468,30 @@ UNION ALL
 SELECT 'prepared transaction ' || gid, transaction::text, extract(epoch FROM now() - prepared)::float8
 FROM pg_prepared_xacts
 WHERE database = current_database();
+
+-- name: list_jobs
+-- pgqueue jobs: one page of jobs, oldest id first, after id %(after)s; each filter applies when
+-- not NULL (%(error)s: a case-insensitive substring of the error report).
+SELECT id, type, queue, state::text AS state, attempts, max_attempts, priority,
+       created_at, run_at, started_at, finished_at, worker_id, error
+FROM {schema}.job
+WHERE id > %(after)s
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(state)s::text IS NULL OR state::text = %(state)s::text)
+  AND (%(error)s::text IS NULL OR strpos(lower(error), lower(%(error)s::text)) > 0)
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: queue_activity
+-- pgqueue status: per queue, how long the oldest runnable job has waited, and jobs completed
+-- per minute over the last %(minutes)s minutes (completed jobs pruned sooner are not counted).
+SELECT queue,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state < 'active' AND run_at <= now()))::float8
+           AS oldest_waiting,
+       (count(*) FILTER (WHERE state = 'completed'
+                           AND finished_at > now() - make_interval(mins => %(minutes)s)))::float8
+           / %(minutes)s AS completed_per_minute
+FROM {schema}.job
+GROUP BY queue
+ORDER BY queue;
