@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -119,6 +120,14 @@ class Completer(Service):
         """Record outcomes and, given claim parameters, claim more: one statement, one round trip,
         one commit. Arrays go as literals built here: adapting lists element by element cost
         the worker more CPU than anything else in a drain."""
+        if self.events is None or claim is None:
+            return await self._exchange(batch, claim)
+        started = time.perf_counter()
+        claimed = await self._exchange(batch, claim)
+        self.events.claimed(len(claimed), time.perf_counter() - started)
+        return claimed
+
+    async def _exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
         if not batch and claim is not None and claim["capped"] == "{}":
             async with self.db.pooled() as conn:
                 cur = await conn.execute(self.q.claim, claim)

@@ -30,6 +30,7 @@ from ..settings import WorkerConfig, resolve_option
 from .aio import cancelling, describe, install_signals, remove_signals, wait_any
 from .completer import Completer
 from .database import WorkerDatabase
+from .events import announce_start
 from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
@@ -136,13 +137,7 @@ class Worker:
                 self.config.concurrency,
                 self.config.listen,
             )
-            if self.events is not None:
-                self.events.worker_started(self.worker_id, self.config)
-            elif self.config.metrics_port is not None:
-                log.warning(
-                    "metrics_port is set but no metrics are collected: call pgqueue.metrics.instrument(app) "
-                    "(pgqueue work does) with the metrics extra installed"
-                )
+            announce_start(self.events, self.worker_id, self.config)
             for service in self.services:
                 service.start()
             await self._claim_loop()
@@ -257,15 +252,11 @@ class Worker:
             "worker_id": self.worker_id,
         }
         batch = self.completer.take()
-        started = time.perf_counter()
         try:
-            claimed = await self.completer.exchange(batch, params)
+            return await self.completer.exchange(batch, params)
         except BaseException:
             self.completer.put_back(batch)
             raise
-        if self.events is not None:
-            self.events.claimed(len(claimed), time.perf_counter() - started)
-        return claimed
 
     # --- running -------------------------------------------------------------------------
 

@@ -93,6 +93,17 @@ class Fanout(WorkerEvents):
         self._each("listener_reconnected")
 
 
+def announce_start(events: WorkerEvents | None, worker_id: str, config: WorkerConfig) -> None:
+    """Tell the observers a worker started; warn when it was asked for metrics that nobody collects."""
+    if events is not None:
+        events.worker_started(worker_id, config)
+    elif config.metrics_port is not None:
+        log.warning(
+            "metrics_port is set but no metrics are collected: call pgqueue.metrics.instrument(app) "
+            "(pgqueue work does) with the metrics extra installed"
+        )
+
+
 def combine(observers: Sequence[WorkerEvents]) -> WorkerEvents | None:
     """None for no observers (the worker then skips every call), else one object for all of them."""
     if not observers:
