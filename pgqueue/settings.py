@@ -370,7 +370,7 @@ def parse_list(name: str, spec: Setting, text: str | None) -> list[str] | None:
 
 def worker_argv(config: WorkerConfig, process: ProcessSettings) -> list[str]:
     """The ``pgqueue work`` flags that give back ``config`` and ``process``: a supervisor's child
-    command line. Every value is written but a false switch and an unset list, which the child,
+    command line. Every value is written but a false switch and an unset list or number, which the child,
     given its parent's environment, reads as its parent did."""
     argv: list[str] = []
     for cls, values in ((WorkerConfig, config), (ProcessSettings, process)):
