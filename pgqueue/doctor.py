@@ -150,30 +150,38 @@ def _autovacuum(info: dict[str, Any], tables: list[dict[str, Any]], limits: Thre
     return found
 
 
+WORKER_NEEDS = {"job": ("select", "update", "delete"), "worker": ("select", "insert", "update", "delete")}
+"""What a worker role needs (``pgqueue grants --worker``); a producer role needs INSERT on job."""
+
+
 def _grants(role: str, schema: str, usable: bool, tables: list[dict[str, Any]], migrated: bool) -> Finding:
+    advice = "run `pgqueue grants --worker ROLE --producer ROLE --apply` as the schema's owner"
     if not migrated:
         return Finding("grants", WARNING, "not checked: the schema is missing")
     if not usable:
-        return Finding(
-            "grants",
-            PROBLEM,
-            f"role {role!r} may not use schema {schema!r}",
-            "run `pgqueue grants --worker ROLE --producer ROLE --apply` as the schema's owner",
-        )
+        return Finding("grants", PROBLEM, f"role {role!r} may not use schema {schema!r}", advice)
+    by_name = {t["name"]: t for t in tables}
     missing = []
-    for table in tables:
-        lacking = [p for p in ("select", "insert", "update", "delete") if not table[f"can_{p}"]]
-        if lacking and table["name"] in ("job", "worker"):
-            missing.append(f"{table['name']}: {', '.join(p.upper() for p in lacking)}")
-    if missing:
-        return Finding(
-            "grants",
-            PROBLEM,
-            f"role {role!r} lacks {'; '.join(missing)} (a worker needs all four)",
-            "run `pgqueue grants --worker ROLE --producer ROLE --apply` as the schema's owner "
-            "(a producer-only role needs INSERT on job alone: then ignore this)",
-        )
-    return Finding("grants", OK, f"role {role!r} may SELECT, INSERT, UPDATE and DELETE pgqueue's tables")
+    for name, needed in WORKER_NEEDS.items():
+        table = by_name.get(name, {})
+        lacking = [p.upper() for p in needed if not table.get(f"can_{p}")]
+        if lacking:
+            missing.append(f"{', '.join(lacking)} on {name}")
+    can_enqueue = bool(by_name.get("job", {}).get("can_insert"))
+    can_work = not missing
+    if can_work:
+        also = "and enqueue" if can_enqueue else "(not enqueue: a worker role)"
+        return Finding("grants", OK, f"role {role!r} may run workers {also}")
+    held = sum(bool(t.get(f"can_{p}")) for name, t in by_name.items() for p in WORKER_NEEDS.get(name, ()))
+    if can_enqueue and held == 0:
+        return Finding("grants", OK, f"role {role!r} may enqueue (a producer role), not run workers")
+    return Finding(
+        "grants",
+        PROBLEM,
+        f"role {role!r} has some of a worker's privileges but lacks {'; '.join(missing)}"
+        + ("" if can_enqueue else ", and may not enqueue (INSERT on job)"),
+        advice,
+    )
 
 
 def _xmin(idle: list[dict[str, Any]], holders: list[dict[str, Any]], limits: Thresholds) -> Finding:

@@ -75,7 +75,14 @@ def test_missing_grants_are_reported(dsn, conn):
         result = doctor(reader, "--json")
         assert result.returncode == 1, output(result)
         grants = checks(result)["grants"][0]
-        assert grants["status"] == "problem" and "job: INSERT, UPDATE, DELETE" in grants["detail"]
+        assert grants["status"] == "problem", grants
+        assert "lacks UPDATE, DELETE on job; INSERT, UPDATE, DELETE on worker" in grants["detail"]
+        assert "may not enqueue" in grants["detail"]
+        conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA pgqueue FROM doctor_reader")
+        conn.execute("GRANT INSERT ON pgqueue.job TO doctor_reader")
+        conn.execute("GRANT SELECT ON pgqueue.pgqueue_alembic_version TO doctor_reader")
+        producer = checks(doctor(reader, "--json"))["grants"][0]
+        assert producer["status"] == "ok" and "a producer role" in producer["detail"], producer
     finally:
         conn.execute("DROP OWNED BY doctor_reader")
         conn.execute("DROP ROLE doctor_reader")
