@@ -188,9 +188,12 @@ def _xmin(idle: list[dict[str, Any]], holders: list[dict[str, Any]], limits: Thr
     old = [h for h in holders if h["held_for"] is not None and h["held_for"] > limits.transaction_seconds]
     slots = [h for h in holders if h["holder"].startswith("replication slot")]
     parts = [f"{h['holder']} for {h['held_for']:.0f}s" for h in old]
+    # A session idle in transaction without a snapshot holds no xmin, but it will as soon as it
+    # runs a statement, and it keeps its locks meanwhile: reported too, once per session.
     parts += [
         f"backend {s['pid']} ({s['role']}, {s['application']}) idle in transaction for {s['idle_for']:.0f}s"
         for s in idle
+        if not any(h["holder"].startswith(f"backend {s['pid']} ") for h in old)
     ]
     parts += [f"{s['holder']} (xmin {s['xmin']})" for s in slots]
     if parts:

@@ -31,6 +31,7 @@ def test_an_unhealthy_database_reports_each_problem_and_exits_1(dsn, conn):
         "'host:1:dead') RETURNING id"
     ).fetchone()[0]
     with psycopg.connect(dsn, application_name="forgotten-tx") as idle:
+        idle.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # its snapshot holds the xmin
         idle.execute("SELECT count(*) FROM pgqueue.job")  # opens a transaction, then sits idle in it
         time.sleep(1.5)
         result = doctor(dsn, "--max-transaction-age", "1", "--json")
@@ -40,6 +41,7 @@ def test_an_unhealthy_database_reports_each_problem_and_exits_1(dsn, conn):
     assert json.loads(result.stdout)["healthy"] is False
     xmin = found["xmin horizon"][0]
     assert xmin["status"] == "problem" and "forgotten-tx" in xmin["detail"] and "idle in transaction" in xmin["detail"]
+    assert xmin["detail"].count("forgotten-tx") == 1
     stuck = found["stuck jobs"][0]
     assert stuck["status"] == "problem" and str(job_id) in stuck["detail"] and "pgqueue work" in stuck["advice"]
     with psycopg.connect(dsn) as check:
