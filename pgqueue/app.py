@@ -18,19 +18,23 @@ from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
+from .running import WorkerMethods
 from .settings import prepared_statements_default, resolve_database_url, resolve_option, resolve_schema
 from .task import F, Task
 
 if TYPE_CHECKING:
-    from .worker import Runtime
+    from contextlib import AbstractContextManager
+
+    from .worker.events import WorkerEvents
+
+    EnqueueTrace = Callable[[Sequence[NewJob]], AbstractContextManager[str | None]]
 
 DEFAULT_QUEUE = "default"
 EXECUTORS = ("async", "thread", "process")
+
+
 # drain(): a worker in burst mode that notices freed slots and new jobs quickly, without a listener.
-DRAIN_CONFIG = {"poll_interval": 0.05, "lease_seconds": 5.0, "listen": False, "shutdown_grace": 5.0}
-
-
-class App(AdminMethods):
+class App(AdminMethods, WorkerMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded
@@ -76,6 +80,10 @@ class App(AdminMethods):
         self._templates: dict[tuple[str, JobOptions], JobTemplate] = {}
         self._notifier: Notifier | None = None
         self._lock = threading.Lock()
+        self._worker_events: list[WorkerEvents] = []
+        self._enqueue_trace: EnqueueTrace | None = None
+        """Set by :func:`pgqueue.tracing.instrument`: a context manager around each enqueue that
+        yields the trace context (JSON text) to store with the jobs."""
         gate = SchemaGate(self.schema)
 
         def url() -> str:  # resolved on first use: it may start the embedded server
@@ -225,6 +233,9 @@ class App(AdminMethods):
         return await self._ainsert(self._jobs(items, conn), conn)
 
     def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+        if self._enqueue_trace is not None:
+            with self._enqueue_trace(jobs) as trace:
+                return self._execute(ops.insert_jobs(self.schema, jobs, self.notify, trace), conn)
         if conn is not None:
             return self._execute(ops.insert_jobs(self.schema, jobs, self.notify), conn)
         # On the App's own pool each statement commits by itself: as a rule no NOTIFY in it (it
@@ -237,6 +248,9 @@ class App(AdminMethods):
         return ids
 
     async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+        if self._enqueue_trace is not None:
+            with self._enqueue_trace(jobs) as trace:
+                return await self._aexecute(ops.insert_jobs(self.schema, jobs, self.notify, trace), conn)
         if conn is not None:
             return await self._aexecute(ops.insert_jobs(self.schema, jobs, self.notify), conn)
         if self.notify and self._notifier_for().quiet():
@@ -291,61 +305,6 @@ class App(AdminMethods):
     def counts(self, conn: Any = None) -> dict[str, dict[str, int]]:
         """Jobs per queue and state."""
         return self._execute(ops.counts(self.schema), conn)
-
-    # --- workers -------------------------------------------------------------------------
-
-    def run_worker(self, **config: Any) -> None:
-        """Run a worker in this process until it is stopped (or, with ``burst=True``, idle).
-
-        Takes the :class:`pgqueue.WorkerConfig` fields as keywords.
-        """
-        from .worker import run_blocking
-
-        run_blocking(self.arun_worker(**config))
-
-    async def arun_worker(self, **config: Any) -> None:
-        from .worker import Worker, WorkerConfig
-
-        await Worker(self.runtime(), WorkerConfig(**config)).run()
-
-    def drain(self, **config: Any) -> dict[str, int]:
-        """Run every job that is runnable now, and the jobs those enqueue, in this process, through
-        the real claim and serialization; return once none is left. For tests: delayed jobs (and
-        retries waiting out their delay) stay where they are. Returns the worker's counts:
-        ``{"completed": 3, "failed": 1, ...}`` (``failed`` counts failed attempts).
-
-        Takes :class:`pgqueue.WorkerConfig` fields as keywords, like :meth:`run_worker`.
-        """
-        from .worker import run_blocking
-
-        stats: dict[str, int] = {}
-
-        async def main() -> None:
-            stats.update(await self.adrain(**config))
-
-        run_blocking(main())
-        return stats
-
-    async def adrain(self, **config: Any) -> dict[str, int]:
-        from .worker import Worker, WorkerConfig
-
-        settings = WorkerConfig(**{**DRAIN_CONFIG, **config, "burst": True})
-        total: dict[str, int] = {}
-        while True:
-            # A burst worker stops when a claim finds nothing, but the outcomes it records last
-            # may make jobs runnable (retries without delay): run again until a round runs nothing.
-            worker = Worker(self.runtime(), settings)
-            await worker.run()
-            for name, count in worker.stats.items():
-                total[name] = total.get(name, 0) + count
-            if not worker.stats["completed"] and not worker.stats["failed"]:
-                return total
-
-    def runtime(self) -> Runtime:
-        """What a worker takes from this App: database, schema, tasks and defaults."""
-        from .worker import Runtime
-
-        return Runtime(self.schema, self.database_url, self.connect_kwargs(), self.tasks, self.defaults)
 
     # --- connections ---------------------------------------------------------------------
 

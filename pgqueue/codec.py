@@ -218,6 +218,38 @@ def error_text(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "\n[truncated]"
 
 
+SUMMARY_CHARS = 300
+"""Longest error summary shown on one line (the stored report is never cut for it)."""
+
+
+def error_summary(text: str) -> str:
+    """One line for a stored error report: the exception's type and the first line of its message.
+
+    ``text`` is what :func:`error_text` stored (``traceback.format_exception`` output). The
+    summary comes from the last traceback in it, the exception that ended the attempt when
+    exceptions were chained, and keeps only its message's first line: a message that goes on
+    (an HTTP body, SQLAlchemy's "Background on this error at" link) stays in the full report.
+    Text that is not a traceback (a timeout, a lost lease) gives its first non-blank line.
+
+    >>> error_summary(error_text(RuntimeError("CRM call failed\\nHTTP 503")))
+    'RuntimeError: CRM call failed'
+    """
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    for header in reversed(headers):
+        for line in lines[header + 1 :]:
+            if line and not line[0].isspace():
+                return _cut(line.rstrip())
+    for line in lines:
+        if line.strip():
+            return _cut(line.strip())
+    return ""
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "\u2026"
+
+
 # --- array literals ----------------------------------------------------------------------
 
 

@@ -277,6 +277,18 @@ class WorkerConfig:
     worker crash) may then forget the last fraction of a second of claims and outcomes, and
     those jobs run again: at-least-once still holds, and enqueues, made by producers, are never
     affected."""
+    metrics_port: int | None = setting(
+        None,
+        int,
+        low=1,
+        high=65535,
+        env="PGQUEUE_METRICS_PORT",
+        flag="--metrics-port",
+        help="Serve Prometheus metrics over HTTP on this port (worker process i of --processes uses "
+        "port + i). Needs the metrics extra.",
+    )
+    """The TCP port on which the worker serves its Prometheus metrics (``pgqueue.metrics``); None
+    serves none. Under ``--processes N`` worker process ``i`` serves on this port + ``i``."""
     listen_database_url: str | None = setting(None, str, env="PGQUEUE_LISTEN_DATABASE_URL")
     """A direct connection for LISTEN when the app's URL goes through a pooler in transaction mode
     (where LISTEN cannot work). Default: $PGQUEUE_LISTEN_DATABASE_URL, else the app's URL."""
@@ -358,13 +370,13 @@ def parse_list(name: str, spec: Setting, text: str | None) -> list[str] | None:
 
 def worker_argv(config: WorkerConfig, process: ProcessSettings) -> list[str]:
     """The ``pgqueue work`` flags that give back ``config`` and ``process``: a supervisor's child
-    command line. Every value is written but a false switch and an unset list, which the child,
+    command line. Every value is written but a false switch and an unset list or number, which the child,
     given its parent's environment, reads as its parent did."""
     argv: list[str] = []
     for cls, values in ((WorkerConfig, config), (ProcessSettings, process)):
         for name, _, spec in declared(cls):
             value = getattr(values, name)
-            if spec.flag is None:
+            if spec.flag is None or value is None:
                 continue
             if spec.kind is bool:
                 argv += [spec.flag] if value != spec.negate else []
@@ -466,6 +478,14 @@ def known_passwords(environ: Mapping[str, str] | None = None) -> list[str]:
 def prepared_statements_default() -> bool:
     """``PGQUEUE_PREPARED_STATEMENTS``: False when set to 0, false, no or off; True otherwise."""
     return os.environ.get("PGQUEUE_PREPARED_STATEMENTS", "true").lower() not in FALSE_WORDS
+
+
+def worker_index() -> int:
+    """This worker process's index under a supervisor (``PGQUEUE_WORKER_INDEX``), 0 without one."""
+    try:
+        return int(os.environ.get("PGQUEUE_WORKER_INDEX", "0"))
+    except ValueError:
+        return 0
 
 
 def embedded_pgdata() -> Path:

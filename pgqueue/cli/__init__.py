@@ -8,7 +8,7 @@ Errors are one line on stderr (exit code 2 for bad settings, 1 for the rest); a 
 is never printed.
 
 One module per topic: ``schema`` (migrate, grants), ``work``, ``jobs`` (status, show, retry,
-cancel), ``embedded`` (the embedded server, and the demo that runs on it).
+cancel), ``listing`` (jobs), ``doctor``, ``embedded`` (the embedded server, and the demo that runs on it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import typer
 from .. import logs
 from ..errors import ConfigurationError, InvalidJob, PgQueueError
 from ..settings import known_passwords
-from . import dashboard, embedded, jobs, schema, work
+from . import dashboard, doctor, embedded, jobs, listing, schema, work
 from .work import load_app
 
 __all__ = ["cli", "load_app", "main"]
@@ -46,6 +46,8 @@ for command in (
     jobs.cancel,
     embedded.demo,
     dashboard.dashboard,
+    doctor.doctor,
+    listing.jobs,
 ):
     cli.command()(command)
 cli.add_typer(embedded.embedded_cli, name="embedded")

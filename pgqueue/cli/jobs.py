@@ -10,11 +10,15 @@ import psycopg
 import typer
 
 from ..app import App
+from ..codec import error_summary
 from ..config import redact
 from ..db import ops
 from ..db.driver import run
+from ..db.listing import queue_activity
 from ..job import Job
+from ..settings import WorkerConfig
 from .common import DatabaseUrl, Schema, session
+from .listing import console, table
 
 _STATES = ("created", "retry", "active", "completed", "cancelled", "failed")
 
@@ -26,54 +30,82 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().isoformat(sep=" ", timespec="milliseconds") if value else "-"
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def status(database_url: DatabaseUrl = None, schema: Schema = None, as_json: JsonFlag = False) -> None:
-    """Jobs per queue and state, and the worker processes registered."""
+def status(
+    database_url: DatabaseUrl = None,
+    schema: Schema = None,
+    as_json: JsonFlag = False,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            "--lease-seconds",
+            envvar="PGQUEUE_LEASE_SECONDS",
+            min=1,
+            help="The workers' --lease-seconds: a worker that missed 3 heartbeats (one every third "
+            "of it) is shown as gone.",
+        ),
+    ] = WorkerConfig.lease_seconds,
+) -> None:
+    """Jobs per queue and state, how long the oldest waits, throughput, and the workers."""
     with session(database_url, schema) as (app, conn):
         counts = app.counts(conn=conn)
+        activity = run(conn, queue_activity(app.schema))
         workers = run(conn, ops.workers(app.schema))
         url, schema = app.database_url, app.schema
+    for w in workers:
+        # Heartbeats come every lease/3 seconds: three missed ones mean the worker is gone.
+        w["gone"] = w["seen_seconds_ago"] > lease_seconds
     if as_json:
-        typer.echo(json.dumps({"queues": counts, "workers": workers}, default=str, indent=2))
+        typer.echo(
+            json.dumps({"queues": counts, "activity": activity, "workers": workers}, default=str, indent=2)
+        )
         return
-    typer.echo(f"database {redact(url)}, schema {schema!r}")
+    out = console()
+    out.print(f"database {redact(url)}, schema {schema!r}")
     if counts:
-        rows = [["queue", *_STATES, "total"]]
+        right = (*_STATES, "total", "oldest waiting", "completed/min")
+        grid = table("queue", *right, right=right)
         for queue, states in sorted(counts.items()):
             numbers = [states.get(state, 0) for state in _STATES]
-            rows.append([queue, *map(str, numbers), str(sum(numbers))])
-        typer.echo(_table(rows))
+            seen = activity.get(queue, {})
+            oldest = seen.get("oldest_waiting")
+            grid.add_row(
+                queue,
+                *map(str, numbers),
+                str(sum(numbers)),
+                "-" if oldest is None else _age(oldest),
+                f"{seen.get('completed_per_minute') or 0:.1f}",
+            )
+        out.print(grid)
     else:
-        typer.echo("no jobs")
+        out.print("no jobs")
     if not workers:
-        typer.echo("no workers registered")
+        out.print("no workers registered")
         return
-    typer.echo(f"\n{len(workers)} worker(s):")
-    rows = [["worker", "host", "pid", "queues", "concurrency", "started", "last seen"]]
+    out.print("")
+    grid = table(
+        "worker", "host", "pid", "queues", "concurrency", "started", "last seen", "status", title=None
+    )
     for w in workers:
-        rows.append(
-            [
-                w["id"],
-                w["hostname"],
-                str(w["pid"]),
-                ",".join(w["queues"]),
-                str(w["concurrency"]),
-                _when(w["started_at"]),
-                f"{w['seen_seconds_ago']:.0f} s ago",
-            ]
+        grid.add_row(
+            w["id"],
+            w["hostname"],
+            str(w["pid"]),
+            ",".join(w["queues"]),
+            str(w["concurrency"]),
+            _when(w["started_at"]),
+            f"{w['seen_seconds_ago']:.0f} s ago",
+            "gone" if w["gone"] else "alive",
         )
-    typer.echo(_table(rows))
+    out.print(f"{len(workers)} worker(s):")
+    out.print(grid)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _job_text(job: Job) -> str:
@@ -99,8 +131,8 @@ def _job_text(job: Job) -> str:
     if len(job.errors) > 1:
         lines.append(f"  errors     {len(job.errors)} failed attempts:")
         for entry in job.errors:
-            last = (str(entry.get("error") or "").strip().splitlines() or [""])[-1]
-            lines.append(f"             attempt {entry.get('attempt')}: {last}")
+            summary = error_summary(str(entry.get("error") or ""))
+            lines.append(f"             attempt {entry.get('attempt')}: {summary}")
     return "\n".join(lines)
 
 

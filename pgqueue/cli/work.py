@@ -106,6 +106,14 @@ def work(
         _check_schema(url, schema)
         raise typer.Exit(supervise(target, config, process))
     _check_schema(app.database_url, schema)
+    if config.metrics_port is not None:
+        try:
+            from ..metrics import instrument
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--metrics-port needs the metrics extra: pip install 'pgqueue[metrics]' ({exc})"
+            ) from None
+        instrument(app)
     try:
         app.run_worker(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
     finally:

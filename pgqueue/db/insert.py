@@ -90,8 +90,14 @@ def _copy_text(value: Any) -> str:
 _TEMPLATE_FIELDS = tuple(name for name in JobTemplate.__dataclass_fields__ if name != "values")
 
 
-def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Operation[list[int | None]]:
+def insert_jobs(
+    schema: str, jobs: Sequence[NewJob], notify: bool = True, trace: str | None = None
+) -> Operation[list[int | None]]:
     """Insert jobs; return their ids in input order (None where a unique key was taken).
+
+    ``trace`` (JSON text: the W3C trace context of the enqueue, see :mod:`pgqueue.tracing`) is
+    stored with every job; given one, the jobs go through ``insert_job_traced`` or
+    ``insert_jobs`` (never COPY), and the untraced statements stay as they were.
 
     With ``notify``, the workers of each queue are woken once, on commit. One job is one
     statement; many are one ``INSERT ... unnest`` (or, for large batches without unique
@@ -100,6 +106,8 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
     if not jobs:
         return []
     q = queries(schema)
+    if trace is not None:
+        return (yield from _insert_traced(schema, jobs, notify, trace))
     if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
         return (yield from _copy_jobs(schema, jobs, notify))
     jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
@@ -115,9 +123,30 @@ def insert_jobs(schema: str, jobs: Sequence[NewJob], notify: bool = True) -> Ope
         params.update(data=data, channel=channel(schema), notify=notify)
         rows = yield q.insert_unique_job, params
         return [rows[0]["id"] if rows else None]
-    params = {name: [getattr(template, name) for template, _ in jobs] for name in _TEMPLATE_FIELDS}
-    params.update(data=[data for _, data in jobs], channel=channel(schema), notify=notify)
-    rows = yield q.insert_jobs, params
+    return (yield from _insert_many(schema, jobs, notify, None))
+
+
+def _insert_traced(
+    schema: str, jobs: Sequence[NewJob], notify: bool, trace: str
+) -> Operation[list[int | None]]:
+    jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
+    if len(jobs) > 1:
+        return (yield from _insert_many(schema, jobs, notify, trace))
+    template, data = jobs[0]
+    params: dict[str, Any] = {name: getattr(template, name) for name in _TEMPLATE_FIELDS}
+    params.update(data=data, channel=channel(schema), notify=notify, trace=trace)
+    rows = yield queries(schema).insert_job_traced, params
+    return [rows[0]["id"] if rows else None]
+
+
+def _insert_many(
+    schema: str, jobs: Sequence[NewJob], notify: bool, trace: str | None
+) -> Operation[list[int | None]]:
+    params: dict[str, Any] = {
+        name: [getattr(template, name) for template, _ in jobs] for name in _TEMPLATE_FIELDS
+    }
+    params.update(data=[data for _, data in jobs], channel=channel(schema), notify=notify, trace=trace)
+    rows = yield queries(schema).insert_jobs, params
     if len(rows) == len(jobs):
         return [row["id"] for row in rows]
     # Some unique keys were taken: match the rows that were inserted back to their jobs.

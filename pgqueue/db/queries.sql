@@ -55,6 +55,23 @@ WITH inserted AS (
 SELECT id, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
 FROM inserted;
 
+-- name: insert_job_traced
+-- Insert one job with the trace context of its enqueue (%(trace)s, W3C headers as JSON) and,
+-- with %(notify)s, wake its queue's workers on commit. Used only when tracing is on. Skipped
+-- (no row) when its unique_key matches a job that still waits or runs.
+WITH inserted AS (
+    INSERT INTO {schema}.job (type, queue, data, priority, max_attempts, run_at,
+                              retry_delay, retry_backoff, retry_delay_max, timeout, unique_key, trace)
+    VALUES (%(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
+            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s::float8, 0))),
+            %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(unique_key)s,
+            %(trace)s::jsonb)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
+    RETURNING id, queue
+)
+SELECT id, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
+FROM inserted;
+
 -- name: reserve_job_ids
 -- Take %(n)s ids from the job sequence, and the clock that delays count from, for a COPY.
 SELECT now() AS now,
@@ -75,13 +92,14 @@ COPY {schema}.job (id, data, type, queue, priority, max_attempts,
 -- Insert one row per element of the parallel arrays, in one round trip, and wake the
 -- workers of each queue once (delivered on commit; identical notifications in one
 -- transaction are merged by PostgreSQL). A job whose unique_key matches a job that
--- still waits or runs is skipped and returns no row.
+-- still waits or runs is skipped and returns no row. %(trace)s: the enqueue's trace
+-- context for every row (NULL unless tracing is on).
 WITH inserted AS (
     INSERT INTO {schema}.job AS j (type, queue, data, priority, max_attempts, run_at,
-                                   retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
+                                   retry_delay, retry_backoff, retry_delay_max, timeout, unique_key, trace)
     SELECT v.type, v.queue, v.data::jsonb, v.priority, v.max_attempts,
            coalesce(v.run_at, now() + make_interval(secs => coalesce(v.delay, 0))),
-           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key
+           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key, %(trace)s::jsonb
     FROM unnest(%(type)s::text[], %(queue)s::text[], %(data)s::text[], %(priority)s::int[],
                 %(max_attempts)s::int[], %(run_at)s::timestamptz[], %(delay)s::float8[],
                 %(retry_delay)s::float8[], %(retry_backoff)s::bool[], %(retry_delay_max)s::float8[],
@@ -373,7 +391,8 @@ VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
 ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
 
 -- name: worker_gone
-DELETE FROM {schema}.worker WHERE id = %(id)s OR last_seen_at < now() - interval '1 hour';
+-- Also drops the rows of workers not seen for 10 minutes (they died without saying so).
+DELETE FROM {schema}.worker WHERE id = %(id)s OR last_seen_at < now() - interval '10 minutes';
 
 -- name: workers
 -- The registered worker processes, newest first, for status displays.
@@ -541,3 +560,82 @@ SELECT * FROM {schema}.job WHERE state < 'completed' ORDER BY id LIMIT %(limit)s
 UPDATE {schema}.job SET run_at = run_at - make_interval(secs => %(seconds)s)
 WHERE state < 'active'
 RETURNING id;
+
+-- name: health_server
+-- pgqueue doctor: the server settings it checks, the database's clock, and this session.
+SELECT current_setting('autovacuum') = 'on' AS autovacuum,
+       now() AS db_now, clock_timestamp() AS db_clock,
+       pg_notification_queue_usage()::float8 AS notify_usage,
+       current_user AS role, pg_backend_pid() AS pid,
+       current_setting('server_version') AS server_version;
+
+-- name: health_tables
+-- pgqueue doctor: each table of pgqueue's schema, its autovacuum reloption, dead tuples, and the
+-- privileges the connecting role has on it.
+SELECT c.relname AS name,
+       coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
+                 WHERE option_name = 'autovacuum_enabled'), 'true') AS autovacuum_enabled,
+       coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
+       greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
+       has_table_privilege(c.oid, 'SELECT') AS can_select,
+       has_table_privilege(c.oid, 'INSERT') AS can_insert,
+       has_table_privilege(c.oid, 'UPDATE') AS can_update,
+       has_table_privilege(c.oid, 'DELETE') AS can_delete
+FROM pg_class AS c
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p')
+ORDER BY c.relname;
+
+-- name: health_idle_in_transaction
+-- pgqueue doctor: sessions idle in an open transaction for more than %(seconds)s (they hold the
+-- xmin horizon, and any row locks they took). Their start is visible to privileged roles only.
+SELECT pid, coalesce(usename, '?') AS role, coalesce(nullif(application_name, ''), '?') AS application,
+       extract(epoch FROM now() - state_change)::float8 AS idle_for,
+       extract(epoch FROM now() - xact_start)::float8 AS open_for
+FROM pg_stat_activity
+WHERE state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid() AND datname = current_database()
+  AND state_change < now() - make_interval(secs => %(seconds)s)
+ORDER BY state_change;
+
+-- name: health_stuck_jobs
+-- pgqueue doctor: active jobs whose lease expired more than %(seconds)s ago (no worker rescued them).
+SELECT count(*) AS jobs, min(id) AS first_id,
+       extract(epoch FROM now() - min(lease_expires_at))::float8 AS oldest_expired_for
+FROM {schema}.job
+WHERE state = 'active' AND lease_expires_at < now() - make_interval(secs => %(seconds)s);
+
+-- name: health_schema_usage
+-- pgqueue doctor: may the connecting role use pgqueue's schema?
+SELECT has_schema_privilege(%(schema)s, 'USAGE') AS usage;
+
+-- name: health_xmin_holders
+-- pgqueue doctor: xmin_holders, limited to what holds back vacuum in this database: its own
+-- sessions and prepared transactions, physical replication slots and its logical ones.
+SELECT 'backend ' || pid || ' (' || coalesce(usename, '?') || ', '
+           || coalesce(nullif(application_name, ''), '?') || ', ' || state || ')' AS holder,
+       backend_xmin::text AS xmin,
+       extract(epoch FROM now() - xact_start)::float8 AS held_for
+FROM pg_stat_activity
+WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()
+UNION ALL
+SELECT 'replication slot ' || slot_name, coalesce(xmin, catalog_xmin)::text, NULL
+FROM pg_replication_slots
+WHERE (xmin IS NOT NULL OR catalog_xmin IS NOT NULL)
+  AND (database IS NULL OR database = current_database())
+UNION ALL
+SELECT 'prepared transaction ' || gid, transaction::text, extract(epoch FROM now() - prepared)::float8
+FROM pg_prepared_xacts
+WHERE database = current_database();
+
+-- name: queue_activity
+-- pgqueue status: per queue, how long the oldest runnable job has waited, and jobs completed
+-- per minute over the last %(minutes)s minutes (completed jobs pruned sooner are not counted).
+SELECT queue,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state < 'active' AND run_at <= now()))::float8
+           AS oldest_waiting,
+       (count(*) FILTER (WHERE state = 'completed'
+                           AND finished_at > now() - make_interval(mins => %(minutes)s)))::float8
+           / %(minutes)s AS completed_per_minute
+FROM {schema}.job
+GROUP BY queue
+ORDER BY queue;

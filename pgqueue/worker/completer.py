@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any
 
 import psycopg
 
-from ..codec import encode_output, number_array, text_array
+from ..codec import encode_output, error_summary, number_array, text_array
 from ..db.sql import Queries
 from ..job import retry_delay_seconds
 from ..settings import resolve_option
@@ -52,6 +53,7 @@ class Completer(Service):
         self.recording: list[Result] = []
         """The batch this loop's exchange is recording right now."""
         self.ready = asyncio.Event()
+        self.events = runtime.events
 
     def add(self, result: Result) -> None:
         self.results.append(result)
@@ -127,6 +129,14 @@ class Completer(Service):
         """Record outcomes and, given claim parameters, claim more: one statement, one round trip,
         one commit. Arrays go as literals built here: adapting lists element by element cost
         the worker more CPU than anything else in a drain."""
+        if self.events is None or claim is None:
+            return await self._exchange(batch, claim)
+        started = time.perf_counter()
+        claimed = await self._exchange(batch, claim)
+        self.events.claimed(len(claimed), time.perf_counter() - started)
+        return claimed
+
+    async def _exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
         if not batch and claim is not None and claim["capped"] == "{}":
             async with self.db.pooled() as conn:
                 cur = await conn.execute(self.q.claim, claim)
@@ -178,8 +188,15 @@ class Completer(Service):
         self, batch: list[Result], applied: set[int], what: str, states: dict[int, str] | None = None
     ) -> None:
         info = log.isEnabledFor(logging.INFO)
+        events = self.events
         for result in batch:
             job = result.job
+            if events is not None:
+                if job.id not in applied:
+                    state = "completed" if result.handler_completed else "fenced"
+                else:
+                    state = (states or {}).get(job.id, "failed") if what == "failed" else "completed"
+                events.job_finished(job, result.outcome, result.duration, state)
             if what == "completed" and not info and job.id in applied:
                 self.stats["completed"] += 1  # the common case, with nothing to log
                 continue
@@ -211,7 +228,7 @@ class Completer(Service):
                         "(the job stays completed): %s",
                         job.id,
                         job.type,
-                        _last_line(result),
+                        _summary(result),
                         extra={**extra, "outcome": "completed"},
                     )
                 continue
@@ -243,11 +260,10 @@ class Completer(Service):
                     job.type,
                     job.attempts,
                     "final" if state == "failed" else "will retry",
-                    _last_line(result),
+                    _summary(result),
                     extra={**extra, "outcome": str(state)},
                 )
 
 
-def _last_line(result: Result) -> str:
-    lines = (result.outcome.error or "").strip().splitlines()
-    return lines[-1] if lines else ""
+def _summary(result: Result) -> str:
+    return error_summary(result.outcome.error or "")

@@ -28,6 +28,7 @@ from ..settings import WorkerConfig, resolve_option
 from .aio import cancelling, describe, install_signals, remove_signals, retry_delay, wait_any
 from .completer import Completer
 from .database import WorkerDatabase
+from .events import announce_start
 from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
 from .handback import HandBack
 from .listener import Listener
@@ -77,6 +78,7 @@ class Worker:
             "lease_seconds": config.lease_seconds,
             "worker_id": self.worker_id,
         }
+        self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
         self.handback = HandBack(self.db, self.q, self.channel, self.worker_id, self.stats)
         lane = Lane(self.db, self.q)
@@ -91,7 +93,7 @@ class Worker:
                 concurrency=config.concurrency,
                 lease_seconds=config.lease_seconds,
             ),
-            Rescuer(lane, config.rescue_interval, self.handback.notify),
+            Rescuer(lane, config.rescue_interval, self.handback.notify, self.events),
             Pruner(
                 lane,
                 config.prune_interval,
@@ -111,6 +113,7 @@ class Worker:
                     worker_id=self.worker_id,
                     poll_interval=config.poll_interval,
                     url=config.listen_database_url,
+                    events=self.events,
                 )
             )
 
@@ -133,6 +136,7 @@ class Worker:
                 self.config.concurrency,
                 self.config.listen,
             )
+            announce_start(self.events, self.worker_id, self.config)
             for service in self.services:
                 service.start()
             await self._claim_loop()
@@ -146,6 +150,8 @@ class Worker:
             self.processes.close()
             await self._forget_worker()
             await self.db.close()
+            if self.events is not None:
+                self.events.worker_stopped(self.worker_id)
             log.info(
                 "worker %s stopped: %d completed, %d failed attempts, %d handed back",
                 self.worker_id,
@@ -269,6 +275,9 @@ class Worker:
         task = self.runtime.tasks.get(job.type)
         started = time.monotonic()
         context = None
+        events = self.events
+        if events is not None:
+            events.job_started(job)
         try:
             if task is None:
                 outcome = Outcome(
@@ -292,6 +301,8 @@ class Worker:
             self.per_type[job.type] -= 1
             self.slot_freed.set()
         duration = time.monotonic() - started
+        if events is not None:
+            events.job_ended(job, outcome, duration)
         handler_completed = context is not None and context._completed
         if running.lost:
             if handler_completed:

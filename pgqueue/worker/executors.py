@@ -9,6 +9,7 @@ failed outcome, so a handler cannot take the worker down or keep its slot foreve
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import json
 import logging
@@ -111,10 +112,13 @@ class ThreadRunner:
             if not future.done():
                 future.set_result(outcome)
 
+        # The handler sees the job task's context variables (a tracing span, for one).
+        context = contextvars.copy_context()
+        context.run(_current.set, job)
+
         def call() -> None:
-            _current.set(job)
             try:
-                outcome = Outcome(True, fn(**data))
+                outcome = Outcome(True, context.run(fn, **data))
             except BaseException as exc:  # noqa: BLE001
                 outcome = Outcome(False, error=error_text(exc))
             try:

@@ -12,6 +12,7 @@ import psycopg
 from ..db.sql import Queries
 from .aio import RETRY_DELAY_MAX, describe
 from .database import WorkerDatabase
+from .events import WorkerEvents
 from .service import Service
 
 log = logging.getLogger("pgqueue.worker")
@@ -39,11 +40,13 @@ class Listener(Service):
         worker_id: str,
         poll_interval: float,
         url: str | None = None,
+        events: WorkerEvents | None = None,
     ) -> None:
         super().__init__()
         self.db, self.q, self.channel, self.queues, self.wake = db, queries, channel, queues, wake
         self.poll_interval = poll_interval
         self.url = url
+        self.events = events
         self.probe = f" probe {worker_id}"  # never a queue name: names have no surrounding spaces
 
     async def run(self) -> None:
@@ -51,6 +54,7 @@ class Listener(Service):
         health_every = max(self.poll_interval * 5, 5.0)
         heard_once = False
         unheard = 0
+        connected_before = False
         while True:
             conn = None
             try:
@@ -58,6 +62,9 @@ class Listener(Service):
                 async with asyncio.timeout(self.db.io_timeout):
                     await conn.execute(self.q.listen)
                 backoff = 0.5
+                if connected_before and self.events is not None:
+                    self.events.listener_reconnected()
+                connected_before = True
                 self.wake()  # anything sent while we were not listening
                 quiet = 0.0  # probe at once after (re)connecting, then after each quiet spell
                 while True:

@@ -20,6 +20,7 @@ import psycopg
 from ..db.sql import Queries
 from .aio import describe, retry_delay
 from .database import WorkerDatabase
+from .events import WorkerEvents
 from .records import Running
 from .service import Lane, Periodic, Service
 
@@ -119,9 +120,11 @@ class Rescuer(Periodic):
         lane: Lane,
         interval: float,
         wake: Callable[[psycopg.AsyncConnection[Any], list[str]], Any],
+        events: WorkerEvents | None = None,
     ) -> None:
         super().__init__(lane, interval)
         self.wake = wake
+        self.events = events
         self.lock_key = lock_key(f"pgqueue rescue {lane.queries.schema}")
 
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -134,10 +137,13 @@ class Rescuer(Periodic):
                 ", ".join(str(row[0]) for row in rescued[:20]),
             )
             await self.wake(conn, sorted({row[1] for row in rescued}))
+            if self.events is not None:
+                self.events.rescued(len(rescued))
 
 
 class Pruner(Periodic):
-    """Delete finished jobs past their retention, in batches, for at most 5 s a turn."""
+    """Delete finished jobs past their retention, in batches, for at most 5 s a turn, and the rows
+    of workers not seen for 10 minutes (killed without removing their row)."""
 
     name = "prune"
 
@@ -158,6 +164,7 @@ class Pruner(Periodic):
         }
 
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(self.q.worker_gone, {"id": ""})  # no worker is named "": only stale rows go
         deadline = time.monotonic() + 5.0  # keep pace with high rates without hogging the connection
         while time.monotonic() < deadline:
             cur = await conn.execute(self.q.prune, self.params)

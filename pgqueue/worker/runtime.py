@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..job import JobOptions
+from .events import WorkerEvents
 
 
 class Handler(Protocol):
@@ -42,6 +43,8 @@ class Runtime:
     """The handlers by job type."""
     defaults: JobOptions
     """App-wide defaults of the retry settings, used where neither the job nor its task sets one."""
+    events: WorkerEvents | None = None
+    """The observers of the worker (metrics, tracing) as one, or None when there are none."""
 
     @property
     def queues(self) -> list[str]:

@@ -160,7 +160,7 @@ def test_status_show_cancel_and_retry_real_jobs(dsn, conn, tmp_path):
     assert status.returncode == 0, output(status)
     lines = status.stdout.splitlines()
     header = next(line for line in lines if line.startswith("queue"))
-    assert header.split() == [
+    assert header.split()[:8] == [
         "queue",
         "created",
         "retry",
@@ -170,7 +170,7 @@ def test_status_show_cancel_and_retry_real_jobs(dsn, conn, tmp_path):
         "failed",
         "total",
     ]
-    assert next(line for line in lines if line.startswith("emails")).split() == [
+    assert next(line for line in lines if line.startswith("emails")).split()[:8] == [
         "emails",
         "3",
         "0",
@@ -180,7 +180,7 @@ def test_status_show_cancel_and_retry_real_jobs(dsn, conn, tmp_path):
         "0",
         "3",
     ]
-    assert next(line for line in lines if line.startswith("math")).split() == [
+    assert next(line for line in lines if line.startswith("math")).split()[:8] == [
         "math",
         "0",
         "0",
