@@ -24,7 +24,7 @@ def list_jobs(
     of a page to get the next), filtered by whichever of the filters are given."""
     where = JobFilter(queue=queue, type=type, state=state, error=error_contains)
     page = yield from inspect.list_jobs(schema, where, after=after, limit=limit)
-    return page.jobs
+    return page.jobs[::-1]  # a page after an id comes newest first, as the dashboard shows it
 
 
 def queue_activity(schema: str, minutes: int = 5) -> Operation[dict[str, dict[str, Any]]]:
