@@ -68,17 +68,10 @@ class WorkerMethods:
         return stats
 
     async def adrain(self: _Host, **config: Any) -> dict[str, int]:
-        settings = WorkerConfig(**{**DRAIN_CONFIG, **config, "burst": True})
-        total: dict[str, int] = {}
-        while True:
-            # A burst worker stops when a claim finds nothing, but the outcomes it records last
-            # may make jobs runnable (retries without delay): run again until a round runs nothing.
-            worker = Worker(self.runtime(), settings)
-            await worker.run()
-            for name, count in worker.stats.items():
-                total[name] = total.get(name, 0) + count
-            if not worker.stats["completed"] and not worker.stats["failed"]:
-                return total
+        """Async twin of :meth:`drain`."""
+        worker = Worker(self.runtime(), WorkerConfig(**{**DRAIN_CONFIG, **config, "burst": True}))
+        await worker.run()  # a burst worker ends once nothing is running, due, or being recorded
+        return dict(worker.stats)
 
     def add_worker_events(self: _Host, observer: WorkerEvents) -> None:
         """Let ``observer`` (a :class:`pgqueue.worker.events.WorkerEvents`) hear what this App's
@@ -88,7 +81,6 @@ class WorkerMethods:
 
     def runtime(self: _Host) -> Runtime:
         """What a worker takes from this App: database, schema, tasks, defaults and observers."""
-
         return Runtime(
             self.schema,
             self.database_url,

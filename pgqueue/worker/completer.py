@@ -51,6 +51,9 @@ class Completer(Service):
         """Claim parameters that claim nothing, for an exchange that only records."""
         self.results: list[Result] = []
         self.recording: list[Result] = []
+        self.recorded = 0
+        """Statements that recorded outcomes so far (a burst worker's last claim may not see the
+        retries they scheduled: it claims once more after any)."""
         """The batch this loop's exchange is recording right now."""
         self.ready = asyncio.Event()
         self.events = runtime.events
@@ -161,6 +164,8 @@ class Completer(Service):
         async with self.db.pooled() as conn:
             cur = await conn.execute(self.q.exchange, params)
             completed, failures, claimed = await cur.fetchone()  # type: ignore[misc]
+        if batch:
+            self.recorded += 1
         if done:
             self._report(done, set(completed or ()), "completed")
         if failed:

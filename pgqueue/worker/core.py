@@ -187,6 +187,7 @@ class Worker:
                 await self.slot_freed.wait()
                 continue
             self.wake.clear()
+            recorded = self.completer.recorded
             try:
                 if lost_claims:
                     await self.handback.lost_claims([*self.running, *self.completer.pending()])
@@ -215,8 +216,12 @@ class Worker:
             if claimed and len(claimed) >= free:
                 continue
             if self.config.burst:
-                if not claimed and not self.running:
-                    return
+                # Done once a claim finds nothing with nothing running, and no outcome was recorded
+                # meanwhile: a retry due at once, recorded in or beside that claim, was not visible to it.
+                if not claimed and not self.running and not self.completer.pending():
+                    if self.completer.recorded == recorded:
+                        return
+                    continue
                 self.slot_freed.clear()
                 await wait_any(self.slot_freed, self.wake, timeout=self.config.poll_interval)
             else:

@@ -559,3 +559,21 @@ async def test_async_commit_sets_the_worker_connections_only_and_runs_jobs(app, 
     assert seen == ["off"]
     assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"  # producers are untouched
     assert [app.get_job(i).output for i in ids] == [n + 1 for n in range(50)]
+
+
+async def test_burst_runs_retries_that_are_due_at_once(app, conn):
+    """A failure with no retry delay is recorded in the same statement as the next claim, which
+    cannot see the retry: a burst worker must claim once more rather than exit with it waiting."""
+    attempts: list[int] = []
+
+    @app.task("flaky", max_attempts=3, retry_delay=0)
+    async def flaky() -> str:
+        attempts.append(pgqueue.current_job().attempt)
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+        return "done"
+
+    job_id = app.enqueue("flaky")
+    await asyncio.wait_for(app.arun_worker(burst=True, poll_interval=5.0, listen=False), timeout=30)
+    assert attempts == [1, 2, 3]
+    assert app.get_job(job_id).state.value == "completed"
