@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from .codec import encode_data
-from .db import ops
+from .db import ops, queues
 from .db.admin import AdminMethods
 from .db.insert import JobTemplate, NewJob, Unencoded
 from .db.notifier import Notifier
@@ -305,6 +305,25 @@ class App(AdminMethods, WorkerMethods):
     def counts(self, conn: Any = None) -> dict[str, dict[str, int]]:
         """Jobs per queue and state."""
         return self._execute(ops.counts(self.schema), conn)
+
+    # --- queues --------------------------------------------------------------------------
+
+    def configure_queue(self, name: str, *, paused: bool | None = None, conn: Any = None) -> dict[str, Any]:
+        """Change a queue's settings, kept in the database for every worker; return them.
+
+        ``paused=True``: no worker claims the queue's jobs from its next claim on (jobs already
+        running finish); ``paused=False`` resumes it and wakes its workers.
+
+        >>> app.configure_queue("emails", paused=True)
+        """
+        if paused is None:
+            validate_name("queue", name)
+            return self.queue_settings(conn).get(name, {"paused": False, "updated_at": None})
+        return self._execute(queues.pause_queue(self.schema, name, paused, self.notify), conn)
+
+    def queue_settings(self, conn: Any = None) -> dict[str, dict[str, Any]]:
+        """The settings of every queue that has any, by name (``{"emails": {"paused": True, ...}}``)."""
+        return self._execute(queues.queue_settings(self.schema), conn)
 
     # --- connections ---------------------------------------------------------------------
 

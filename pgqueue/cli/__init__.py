@@ -22,7 +22,7 @@ import typer
 from .. import logs
 from ..errors import ConfigurationError, InvalidJob, PgQueueError
 from ..settings import known_passwords
-from . import dashboard, doctor, embedded, jobs, listing, schema, work
+from . import dashboard, doctor, embedded, jobs, listing, queues, schema, work
 from .work import load_app
 
 __all__ = ["cli", "load_app", "main"]
@@ -51,6 +51,7 @@ for command in (
 ):
     cli.command()(command)
 cli.add_typer(embedded.embedded_cli, name="embedded")
+cli.add_typer(queues.queue_cli, name="queue")
 
 
 def _one_line(error: BaseException) -> str:

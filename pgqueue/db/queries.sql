@@ -207,6 +207,7 @@ SELECT id, type, priority, run_at
 FROM {schema}.job
 WHERE queue = q.name AND state < 'active' AND run_at <= now()
   AND type <> ALL(%(full)s::text[])
+  AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = q.name AND p.paused)
 ORDER BY priority DESC, run_at, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -411,9 +412,20 @@ GRANT USAGE ON SCHEMA {schema} TO {worker}, {producer};
 GRANT SELECT ON {schema}.{version_table} TO {worker}, {producer};
 GRANT SELECT, UPDATE, DELETE ON {schema}.job TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.queue TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
+
+-- name: pause_queue
+-- Pause or resume a queue (a row is made for it on first use). Workers check it in every claim.
+INSERT INTO {schema}.queue AS q (name, paused) VALUES (%(name)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+RETURNING name, paused, updated_at;
+
+-- name: queue_settings
+-- The settings of every queue that has any, by name.
+SELECT name, paused, updated_at FROM {schema}.queue ORDER BY name;
 
 -- name: queue_overview
 -- Per queue, for the dashboard and /metrics: jobs waiting to run now, scheduled for later

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 import pgqueue
+import pgqueue.migrate
 
 SECRET = "s3cret"
 
@@ -81,7 +82,7 @@ def schema_exists(dsn: str, schema: str) -> bool:
 def test_migrate_an_empty_database_then_check_it(empty_dsn):
     first = pgqueue_cli("migrate", "--database-url", empty_dsn)
     assert first.returncode == 0, output(first)
-    assert "version 0001" in first.stdout
+    assert f"version {pgqueue.migrate.SCHEMA_VERSION}" in first.stdout
     assert " s]" in first.stdout  # how long it took
     check = pgqueue_cli("migrate", "--check", env={"PGQUEUE_DATABASE_URL": empty_dsn})
     assert check.returncode == 0, output(check)
@@ -90,7 +91,7 @@ def test_migrate_an_empty_database_then_check_it(empty_dsn):
     assert again.returncode == 0, output(again)
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [
-            ("0001",)
+            (pgqueue.migrate.SCHEMA_VERSION,)
         ]
 
 
@@ -130,7 +131,7 @@ def test_concurrent_migrations_all_succeed(empty_dsn):
     assert [code for code, _, _ in results] == [0, 0, 0, 0], results
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [
-            ("0001",)
+            (pgqueue.migrate.SCHEMA_VERSION,)
         ]
         assert conn.execute("SELECT count(*) FROM pgqueue.job").fetchone() == (0,)
 

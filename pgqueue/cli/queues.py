@@ -1,0 +1,69 @@
+"""``pgqueue queue pause|resume|show``: queue settings kept in the database."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from .common import DatabaseUrl, Schema, session
+
+queue_cli = typer.Typer(
+    help="Pause, resume and show queues (settings every worker reads).", no_args_is_help=True
+)
+
+QueueName = Annotated[str, typer.Argument(metavar="NAME", help="The queue's name.")]
+
+
+def _when(value: Any) -> str:
+    return value.astimezone().isoformat(sep=" ", timespec="seconds") if value else "-"
+
+
+@queue_cli.command("pause")
+def pause(name: QueueName, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
+    """Stop every worker claiming the queue's jobs (running jobs finish); resume undoes it."""
+    with session(database_url, schema) as (app, conn):
+        app.configure_queue(name, paused=True, conn=conn)
+    typer.echo(f"queue {name!r} paused: workers claim none of its jobs until `pgqueue queue resume {name}`")
+
+
+@queue_cli.command("resume")
+def resume(name: QueueName, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
+    """Let workers claim the queue's jobs again, and wake them."""
+    with session(database_url, schema) as (app, conn):
+        app.configure_queue(name, paused=False, conn=conn)
+    typer.echo(f"queue {name!r} resumed")
+
+
+@queue_cli.command("show")
+def show(
+    name: Annotated[
+        str | None, typer.Argument(metavar="[NAME]", help="One queue; default: every queue.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    schema: Schema = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Each queue's settings and jobs per state."""
+    with session(database_url, schema) as (app, conn):
+        settings = app.queue_settings(conn=conn)
+        counts = app.counts(conn=conn)
+    names = [name] if name else sorted(set(settings) | set(counts))
+    shown = {
+        queue: {
+            "paused": settings.get(queue, {}).get("paused", False),
+            "changed": settings.get(queue, {}).get("updated_at"),
+            "jobs": counts.get(queue, {}),
+        }
+        for queue in names
+    }
+    if as_json:
+        typer.echo(json.dumps(shown, default=str, indent=2))
+        return
+    if not shown:
+        typer.echo("no queues")
+    for queue, info in shown.items():
+        state = "paused" if info["paused"] else "running"
+        jobs = ", ".join(f"{n} {s}" for s, n in sorted(info["jobs"].items())) or "no jobs"
+        typer.echo(f"{queue}: {state} (changed {_when(info['changed'])}); {jobs}")
