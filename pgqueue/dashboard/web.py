@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .. import logs
-from ..db import admin, inspect, ops
+from ..db import admin, inspect, ops, queues
 from ..db.operation import Operation
 from ..errors import InvalidJob, JobNotFound, PgQueueError
 from ..job import Job
@@ -123,8 +123,18 @@ class Dashboard:
 
     async def queues(self, request: Request) -> Response:
         overview = await self.run(inspect.queue_overview(self.app.schema))
+        settings = await self.run(queues.queue_settings(self.app.schema))
         minutes = await self.run(inspect.throughput(self.app.schema, 60))
-        return self.render(request, "queues.html", queues=overview, chart=throughput_chart(minutes))
+        paused = {name for name, queue in settings.items() if queue["paused"]}
+        idle = sorted(paused - {q.queue for q in overview})  # paused queues with no jobs yet
+        return self.render(
+            request,
+            "queues.html",
+            queues=overview,
+            paused=paused,
+            idle_paused=idle,
+            chart=throughput_chart(minutes),
+        )
 
     async def jobs(self, request: Request) -> Response:
         where, form = _filter(request.query_params)
@@ -215,6 +225,16 @@ class Dashboard:
             raise HTTPException(404, f"no job {job_id}") from None
         return self.redirect(request, f"/jobs/{job_id}?done={action if changed else 'refused'}")
 
+    async def act_on_queue(self, request: Request) -> Response:
+        """Pause or resume the queue named in the form: workers check it in every claim."""
+        form = await self.checked_form(request)
+        action = request.path_params["action"]
+        if action not in ("pause", "resume"):
+            raise HTTPException(404, "unknown action")
+        name = str(form.get("queue", ""))
+        await self.run(queues.pause_queue(self.app.schema, name, action == "pause", self.app.notify))
+        return self.redirect(request, "/")
+
     async def act_on_filter(self, request: Request) -> Response:
         form = await self.checked_form(request)
         action = form.get("action")
@@ -303,6 +323,7 @@ def create_app(
         Route("/jobs/bulk", dashboard.act_on_filter, methods=["POST"], name="bulk"),
         Route("/jobs/{job_id:int}", dashboard.job, name="job"),
         Route("/jobs/{job_id:int}/{action:str}", dashboard.act_on_job, methods=["POST"], name="act"),
+        Route("/queues/{action:str}", dashboard.act_on_queue, methods=["POST"], name="queue"),
         Route("/workers", dashboard.workers, name="workers"),
         Route("/metrics", dashboard.metrics, name="metrics"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

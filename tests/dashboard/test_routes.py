@@ -248,3 +248,27 @@ def test_mounted_under_a_prefix_links_stay_inside_it(app, conn):
         assert swap.headers["location"] == "/outside/prefix/jobs"
         page = client.get("/proxied/jobs", headers={"Authorization": "Bearer tk-1"})
         assert 'href="/outside/prefix/static/style.css"' in page.text
+
+
+def test_queues_pause_and_resume_from_the_queues_page(app, conn, serve):
+    _failed_jobs(app, conn, 1)
+    base = serve()
+    with httpx.Client(base_url=base) as client:
+        token = _csrf(client, "/")
+        assert client.post("/queues/pause", data={"queue": "emails"}).status_code == 403
+        assert app.queue_settings() == {}
+        done = client.post("/queues/pause", data={"csrf": token, "queue": "emails"})
+        assert done.status_code == 303 and app.queue_settings()["emails"]["paused"] is True
+        page = client.get("/").text
+        assert "paused" in page and 'action="/queues/resume"' in page
+        # A paused queue with no jobs is still listed, so it can be resumed.
+        assert client.post("/queues/pause", data={"csrf": token, "queue": "reports"}).status_code == 303
+        assert 'data-queue="reports"' in client.get("/").text
+        assert client.post("/queues/resume", data={"csrf": token, "queue": "emails"}).status_code == 303
+        assert app.queue_settings()["emails"]["paused"] is False
+        assert client.post("/queues/stop", data={"csrf": token, "queue": "emails"}).status_code == 404
+    with httpx.Client(base_url=serve(read_only=True)) as client:
+        token = _csrf(client, "/")
+        assert "/queues/pause" not in client.get("/").text
+        assert client.post("/queues/pause", data={"csrf": token, "queue": "emails"}).status_code == 403
+    assert app.queue_settings()["emails"]["paused"] is False
