@@ -33,6 +33,7 @@ from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_as
 from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
+from .progress import ProgressWriter
 from .records import ClaimedJob, Result, Running
 from .runtime import Handler, Runtime
 from .service import Lane, Service
@@ -81,9 +82,11 @@ class Worker:
         self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
         self.handback = HandBack(self.db, self.q, self.channel, self.worker_id, self.stats)
+        self.progress = ProgressWriter(self.db, self.q)
         lane = Lane(self.db, self.q)
         self.services: list[Service] = [
             self.completer,
+            self.progress,
             Heartbeat(
                 self.db,
                 self.q,
@@ -114,6 +117,7 @@ class Worker:
                     poll_interval=config.poll_interval,
                     url=config.listen_database_url,
                     events=self.events,
+                    cancel=self.cancel_running,
                 )
             )
 
@@ -264,6 +268,16 @@ class Worker:
 
     # --- running -------------------------------------------------------------------------
 
+    def cancel_running(self, job_id: int, lease_id: str) -> None:
+        """The running job was cancelled (a notice on the schema's channel): stop its handler.
+        Its outcome is not recorded (the cancel took its lease: the exchange would be fenced)."""
+        running = self.running.get(job_id)
+        if running is None or running.lost or str(running.job.lease_id) != lease_id:
+            return
+        log.info("job %s was cancelled: stopping its handler", job_id, extra={"job_id": job_id})
+        running.cancel()
+        self.progress.forget(job_id)
+
     def _start(self, job: ClaimedJob) -> None:
         running = Running(job)
         self.running[job.id] = running
@@ -295,12 +309,19 @@ class Worker:
                     schema=self.runtime.schema,
                     started=started,
                 )
+                object.__setattr__(context, "_progress_sink", self.progress.sink(job.id, job.lease_id))
+                running.context = context
+                if running.lost:  # cancelled before it started
+                    context._cancel_event.set()
                 outcome = await self._execute(task, job.data, timeout, context)
         finally:
             self.running.pop(job.id, None)
             self.per_type[job.type] -= 1
             self.slot_freed.set()
         duration = time.monotonic() - started
+        last_report = self.progress.take(job.id)
+        if last_report is not None and not running.lost:
+            await self.progress.write_last(job.id, last_report)
         if events is not None:
             events.job_ended(job, outcome, duration)
         handler_completed = context is not None and context._completed

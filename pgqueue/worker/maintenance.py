@@ -30,7 +30,8 @@ log = logging.getLogger("pgqueue.worker")
 class Heartbeat(Service):
     """Keep the worker's row fresh and renew the leases of its running jobs, from a connection of
     its own: a busy pool cannot starve it. A job whose lease did not renew was rescued or
-    cancelled meanwhile: it is marked lost, so that its outcome is not recorded."""
+    cancelled meanwhile: it is marked lost, so that its outcome is not recorded, and its handler
+    is cancelled (the backstop of the listener's cancel notices)."""
 
     name = "heartbeat"
 
@@ -101,9 +102,10 @@ class Heartbeat(Service):
         for running in held:
             job = running.job
             if job.id not in renewed and job.id in self.running:
-                running.lost = True
+                running.cancel()
                 log.warning(
-                    "job %s: lease lost (it was rescued or cancelled); its outcome will not be recorded",
+                    "job %s: lease lost (it was rescued or cancelled); its handler is told to stop and "
+                    "its outcome will not be recorded",
                     job.id,
                     extra={"job_id": job.id, "type": job.type},
                 )
