@@ -123,6 +123,26 @@ async def test_cancelling_a_running_job_stops_its_handler(app, conn, tmp_path, e
     assert (state, attempts, output) == ("cancelled", 1, None)
 
 
+async def test_a_handler_that_returns_after_its_cancel_is_fenced_out(app, conn):
+    """No listener and a long lease: the worker learns nothing before the handler returns, so the
+    late outcome reaches the exchange, whose lease guard leaves the cancelled job alone."""
+    gate = threading.Event()
+
+    @app.task("ignores-cancel", max_attempts=3, retry_delay=0)
+    def ignores_cancel() -> str:
+        gate.wait(10)
+        return "late"
+
+    job_id = ignores_cancel.enqueue()
+    async with Running(app, listen=False, lease_seconds=60) as worker:
+        await until(lambda: job_id in worker.running)
+        assert app.cancel_job(job_id) is True
+        gate.set()
+        await until(lambda: worker.stats["fenced"] == 1)
+        await asyncio.sleep(0.3)
+    assert row(conn, job_id)[:3] == ("cancelled", 1, None)
+
+
 async def test_a_cancel_notice_for_another_lease_is_ignored(app, conn):
     gate = threading.Event()
 
