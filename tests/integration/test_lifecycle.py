@@ -303,3 +303,20 @@ def test_set_progress_checks_its_value() -> None:
     job.set_progress(0.5, message="outside a worker: nothing is written")
     assert not job.cancelled
     job.check_cancelled()
+
+
+def test_show_prints_progress(app, conn, dsn) -> None:
+    from typer.testing import CliRunner
+
+    from pgqueue.cli import cli
+
+    job_id = app.enqueue("render", {"doc": 7})
+    conn.execute(
+        """UPDATE pgqueue.job SET progress = '{"value": 0.4, "message": "page 4 of 10"}' WHERE id = %s""",
+        (job_id,),
+    )
+    result = CliRunner().invoke(cli, ["show", str(job_id), "--database-url", dsn])
+    assert result.exit_code == 0, result.output
+    assert "progress   40% (page 4 of 10)" in result.output
+    as_json = CliRunner().invoke(cli, ["show", str(job_id), "--database-url", dsn, "--json"])
+    assert '"message": "page 4 of 10"' in as_json.output
