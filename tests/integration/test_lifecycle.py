@@ -123,6 +123,33 @@ async def test_cancelling_a_running_job_stops_its_handler(app, conn, tmp_path, e
     assert (state, attempts, output) == ("cancelled", 1, None)
 
 
+async def test_cancelling_jobs_in_bulk_stops_the_running_ones(app, conn):
+    seen: dict[int, bool] = {}
+
+    @app.task("bulk-cancellable", max_attempts=3, retry_delay=0)
+    def bulk_cancellable(n: int) -> None:
+        job = pgqueue.current_job()
+        deadline = time.monotonic() + 30
+        while not job.cancelled and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen[n] = job.cancelled
+
+    ids = bulk_cancellable.enqueue_many([{"n": n} for n in range(3)])
+    async with Running(app, concurrency=2) as worker:
+        await until(lambda: len(worker.running) == 2)
+        # A bulk cancel skips rows locked at that instant (a heartbeat renewing them): ask again.
+        cancelled = app.cancel_jobs(type="bulk-cancellable")
+        for _ in range(20):
+            if cancelled == 3:
+                break
+            await asyncio.sleep(0.05)
+            cancelled += app.cancel_jobs(type="bulk-cancellable")
+        assert cancelled == 3  # two running, one waiting
+        await until(lambda: len(seen) == 2, timeout=2)
+    assert seen == {0: True, 1: True}
+    assert {row(conn, job_id)[:2] for job_id in ids} == {("cancelled", 1), ("cancelled", 0)}
+
+
 async def test_a_handler_that_returns_after_its_cancel_is_fenced_out(app, conn):
     """No listener and a long lease: the worker learns nothing before the handler returns, so the
     late outcome reaches the exchange, whose lease guard leaves the cancelled job alone."""
