@@ -338,7 +338,7 @@ class Worker:
                 )
                 return
             log.warning(
-                "job %s finished after its lease was lost; its outcome is not recorded",
+                "job %s finished after it was cancelled or its lease lost; its outcome is not recorded",
                 job.id,
                 extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
             )
