@@ -12,6 +12,8 @@ from .context import JobContext, current_job
 from .errors import (
     ConfigurationError,
     InvalidJob,
+    JobCancelled,
+    JobFailed,
     JobNotFound,
     LeaseLost,
     PayloadTooLarge,
@@ -28,7 +30,9 @@ __all__ = [
     "ConfigurationError",
     "InvalidJob",
     "Job",
+    "JobCancelled",
     "JobContext",
+    "JobFailed",
     "JobNotFound",
     "JobState",
     "LeaseLost",

@@ -18,6 +18,7 @@ from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
+from .results import ResultMethods
 from .running import WorkerMethods
 from .settings import prepared_statements_default, resolve_database_url, resolve_option, resolve_schema
 from .task import F, Task
@@ -34,7 +35,7 @@ EXECUTORS = ("async", "thread", "process")
 
 
 # drain(): a worker in burst mode that notices freed slots and new jobs quickly, without a listener.
-class App(AdminMethods, WorkerMethods):
+class App(AdminMethods, WorkerMethods, ResultMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import math
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -14,7 +17,7 @@ import psycopg
 from .db.adapters import async_connection, sync_connection
 from .db.driver import arun, run
 from .db.ops import complete_job
-from .errors import ConfigurationError
+from .errors import ConfigurationError, JobCancelled
 
 C = TypeVar("C", psycopg.Connection[Any], psycopg.AsyncConnection[Any])
 
@@ -39,6 +42,59 @@ class JobContext:
     (the clock is the machine's, shared by the worker and its child processes)."""
     _completed: bool = field(default=False, init=False, repr=False, compare=False)
     """Set once :meth:`complete` succeeded in this attempt (its transaction may still roll back)."""
+    _cancel_event: Any = field(default_factory=threading.Event, init=False, repr=False, compare=False)
+    """Set by the worker when the job is cancelled or its lease lost (a ``multiprocessing.Event``
+    in a process-executor child, shared with the worker)."""
+    _on_cancel: Callable[[], Any] | None = field(default=None, init=False, repr=False, compare=False)
+    """How the worker interrupts the handler besides the flag: an async handler's task's ``cancel``."""
+    _progress_sink: Callable[[dict[str, Any]], None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """Where :meth:`set_progress` sends its reports: the worker's writer, or a child's pipe."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled while it runs (``pgqueue cancel``, ``App.cancel_job``) or
+        this attempt lost the job: whatever the handler returns from then on is not recorded."""
+        return bool(self._cancel_event.is_set())
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`pgqueue.JobCancelled` if :attr:`cancelled`: a sync or process handler's way
+        to stop between steps (async handlers get ``asyncio.CancelledError`` instead).
+
+        >>> for page in pages:
+        ...     pgqueue.current_job().check_cancelled()
+        ...     render(page)
+        """
+        if self._cancel_event.is_set():
+            raise JobCancelled(f"job {self.id} was cancelled", self.id)
+
+    def set_progress(self, value: float, message: str | None = None) -> None:
+        """Report how far the handler has got: ``value`` from 0 to 1, an optional ``message``.
+
+        Stored in the job's ``progress`` column (``Job.progress``: ``{"value": ..., "message": ...}``),
+        at most once a second per job (reports in between are coalesced into the latest, and the
+        last one is written before the job's outcome is). It never blocks on the database, and a
+        report after the job was cancelled updates nothing. Outside a worker it does nothing.
+
+        >>> pgqueue.current_job().set_progress(0.4, message="page 4 of 10")
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"progress must be a number from 0 to 1, got {value!r}")
+        if not 0 <= value <= 1:
+            raise ValueError(f"progress must be from 0 to 1, got {value!r}")
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"a progress message must be text, got {type(message).__name__}")
+        sink = self._progress_sink
+        if sink is not None:
+            sink({"value": float(value), "message": None if message is None else message[:1000]})
+
+    def _cancel(self) -> None:
+        """The worker's side of a cancellation: raise the flag, and interrupt an async handler."""
+        self._cancel_event.set()
+        on_cancel = self._on_cancel
+        if on_cancel is not None:
+            on_cancel()
 
     def complete(self, conn: Any, output: Any = None) -> None:
         """Complete this job inside the caller's open transaction on ``conn``, so that the handler's

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PgQueueError(Exception):
     """Base class of every error pgqueue raises on purpose."""
@@ -38,3 +40,24 @@ class LeaseLost(PgQueueError):
     """This attempt no longer holds its job: it was rescued after its lease expired, cancelled,
     or completed already. Raised by :meth:`pgqueue.JobContext.complete`; let it propagate so that
     the handler's transaction rolls back and its effects are not written twice."""
+
+
+class JobCancelled(PgQueueError):
+    """The job was cancelled. Raised inside a handler by :meth:`pgqueue.JobContext.check_cancelled`
+    once its running job is cancelled (let it propagate: nothing it returns is recorded), and by
+    :meth:`pgqueue.App.wait_for` / ``await_result`` for a job that ended cancelled."""
+
+    def __init__(self, message: str, job_id: int | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailed(PgQueueError):
+    """The job failed for good (no attempt left): raised by :meth:`pgqueue.App.wait_for` and
+    ``await_result``. ``error`` is the last attempt's recorded error, ``job`` the finished row."""
+
+    def __init__(self, message: str, job_id: int, error: str | None, job: Any = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.error = error
+        self.job = job

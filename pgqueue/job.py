@@ -63,6 +63,8 @@ class Job:
     worker_id: str | None = None
     unique_key: str | None = None
     trace: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+    """What the handler last reported with ``set_progress``: ``{"value": 0..1, "message": text or None}``."""
 
     @property
     def success(self) -> bool | None:

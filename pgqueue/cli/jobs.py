@@ -123,6 +123,10 @@ def _job_text(job: Job) -> str:
         lines.append(f"  duration   {job.duration:.3f} s")
     if job.worker_id:
         lines.append(f"  worker     {job.worker_id}")
+    if job.progress:
+        message = job.progress.get("message")
+        shown = f"{job.progress.get('value', 0):.0%}" + (f" ({message})" if message else "")
+        lines.append(f"  progress   {shown}")
     lines.append(f"  data       {json.dumps(job.data, ensure_ascii=False)}")
     lines.append(f"  output     {json.dumps(job.output, ensure_ascii=False, default=str)}")
     if job.error:

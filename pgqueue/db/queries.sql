@@ -139,6 +139,10 @@ SELECT * FROM {schema}.job WHERE id = %(id)s;
 -- are at their concurrency limit in this worker and are not claimed. Each claim counts an
 -- attempt and gets a fresh lease id. Claimed rows come back as one JSON array (decoding
 -- JSON is far cheaper for the worker than building rows).
+--
+-- Jobs this statement finished (completed, or failed for good) are announced to waiters
+-- (App.wait_for) with one notification on {schema}_done: their ids, space-separated, or ''
+-- ("some finished, look") past 300 ids, where the payload could outgrow NOTIFY's 8000 bytes.
 WITH done AS (
     UPDATE {schema}.job AS j
     SET state = 'completed', output = v.output::jsonb, duration = v.duration, error = NULL,
@@ -180,10 +184,13 @@ WITH done AS (
     ORDER BY r.priority DESC, r.run_at, r.id
     LIMIT %(limit)s
 ), claimed AS ({claim_picked}
+), finished AS (
+    SELECT id FROM done UNION ALL SELECT id FROM failed WHERE state = 'failed'
 )
 SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
-       (SELECT json_agg(claimed) FROM claimed) AS claimed;
+       (SELECT json_agg(claimed) FROM claimed) AS claimed,
+       (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished HAVING count(*) > 0) AS announced;
 
 -- name: claim
 -- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
@@ -222,7 +229,8 @@ SET state = 'active',
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
     started_at = now(),
     finished_at = NULL,
-    worker_id = %(worker_id)s
+    worker_id = %(worker_id)s,
+    progress = NULL
 FROM picked
 WHERE j.id = picked.id
 RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
@@ -230,12 +238,20 @@ RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
 
 -- name: complete
 -- A handler completes its own job in its own transaction (JobContext.complete), guarded by
--- the claim's lease like the worker's exchange: a lost lease updates nothing.
-UPDATE {schema}.job
-SET state = 'completed', output = %(output)s::jsonb, duration = %(duration)s, error = NULL,
-    finished_at = now(), lease_id = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND lease_id = %(lease_id)s::uuid
-RETURNING id;
+-- the claim's lease like the worker's exchange: a lost lease updates nothing. Waiters
+-- (App.wait_for) hear of it when that transaction commits.
+WITH completed AS (
+    UPDATE {schema}.job
+    SET state = 'completed', output = %(output)s::jsonb, duration = %(duration)s, error = NULL,
+        finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+    WHERE id = %(id)s AND lease_id = %(lease_id)s::uuid
+    RETURNING id
+)
+SELECT id, pg_notify({done_channel}, id::text) FROM completed;
+
+-- name: finished_payload
+-- A part of exchange, not a statement: the payload announcing the ids of the CTE "finished".
+CASE WHEN count(*) <= 300 THEN string_agg(id::text, ' ') ELSE '' END
 
 -- name: release
 -- Hand unfinished jobs back to the queue at once (graceful shutdown): the interrupted
@@ -318,7 +334,9 @@ WITH leader AS (
     WHERE j.id = expired.id
     RETURNING j.id, j.queue, j.state
 )
-SELECT id, queue, state FROM rescued;
+SELECT id, queue, state,
+       (SELECT count(pg_notify({done_channel}, f.id::text)) FROM rescued AS f WHERE f.state = 'failed') AS announced
+FROM rescued;
 
 -- name: prune
 -- Delete up to %(batch)s finished jobs older than their retention.
@@ -351,11 +369,26 @@ SELECT 'prepared transaction ' || gid, transaction::text, extract(epoch FROM now
 FROM pg_prepared_xacts;
 
 -- name: cancel
--- Cancel a job that has not finished. A running job's worker is fenced out.
-UPDATE {schema}.job
-SET state = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND state < 'completed'
-RETURNING id;
+-- Cancel a job that has not finished. A running job's worker is fenced out, and told on the
+-- schema's channel (' cancel <id> <lease>', never a queue name: names have no surrounding
+-- spaces) so that it stops the handler; waiters hear of it on {schema}_done. Both on commit.
+WITH old AS MATERIALIZED (
+    SELECT id, lease_id FROM {schema}.job WHERE id = %(id)s AND state < 'completed' FOR UPDATE
+), cancelled AS (
+    UPDATE {schema}.job
+    SET state = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+    WHERE id = ANY(ARRAY(SELECT id FROM old))
+    RETURNING id
+)
+SELECT c.id, {cancel_notices}
+FROM cancelled AS c;
+
+-- name: cancel_notices
+-- A part of cancel and cancel_batch, not a statement: tell the workers running jobs of "old"
+-- that were cancelled to stop them, and waiters that they finished.
+(SELECT count(pg_notify({jobs_channel}, ' cancel ' || o.id || ' ' || o.lease_id))
+ FROM old AS o WHERE o.lease_id IS NOT NULL AND o.id IN (SELECT id FROM cancelled)) AS stopped,
+(SELECT count(pg_notify({done_channel}, x.id::text)) FROM cancelled AS x) AS announced
 
 -- name: retry
 -- Run a failed or cancelled job again, now, with one more attempt allowed if it used them all.
@@ -366,8 +399,19 @@ WHERE id = %(id)s AND state IN ('failed', 'cancelled')
 RETURNING id, queue;
 
 -- name: listen
--- Listen for wake-ups on the schema's channel (payload: a queue name).
+-- Listen for wake-ups on the schema's channel (payload: a queue name, or ' cancel <id> <lease>').
 LISTEN {channel};
+
+-- name: listen_done
+-- Listen for finished jobs (App.wait_for): payloads are space-separated job ids, or '' for "look".
+LISTEN {done_listen};
+
+-- name: set_progress
+-- Record what running handlers last reported of their progress, each guarded by its lease.
+UPDATE {schema}.job AS j
+SET progress = v.progress::jsonb
+FROM unnest(%(id)s::bigint[], %(lease_id)s::uuid[], %(progress)s::text[]) AS v(id, lease_id, progress)
+WHERE j.id = v.id AND j.lease_id = v.lease_id;
 
 -- name: notify
 -- Wake the workers of the given queues.
@@ -526,15 +570,19 @@ DELETE FROM {schema}.job WHERE id = %(id)s RETURNING id;
 -- Cancel up to %(batch)s unfinished jobs matching the filter, with ids above %(after)s, in
 -- id order. One batch per statement keeps each one's row locks short; rows a worker holds
 -- right now are skipped (the caller moves on past them). A running job's worker is fenced out.
-UPDATE {schema}.job
-SET state = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
-WHERE id = ANY(ARRAY(
-    SELECT id FROM {schema}.job
+WITH old AS MATERIALIZED (
+    SELECT id, lease_id FROM {schema}.job
     WHERE {job_filter} AND state < 'completed' AND id > %(after)s
     ORDER BY id LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
-))
-RETURNING id, queue;
+), cancelled AS (
+    UPDATE {schema}.job
+    SET state = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+    WHERE id = ANY(ARRAY(SELECT id FROM old))
+    RETURNING id, queue
+)
+SELECT c.id, c.queue, {cancel_notices}
+FROM cancelled AS c;
 
 -- name: retry_batch
 -- Run again, now, up to %(batch)s failed or cancelled jobs matching the filter, with ids

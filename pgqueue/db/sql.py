@@ -29,12 +29,21 @@ def _raw() -> dict[str, str]:
 
 
 def channel(schema: str) -> str:
-    """The one LISTEN/NOTIFY channel of a schema; payloads are queue names."""
+    """The LISTEN/NOTIFY channel of a schema's workers; payloads are queue names, or
+    ``" cancel <id> <lease>"`` for a running job that was cancelled."""
     return f"{schema}_jobs"
+
+
+def done_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of waiters for results; payloads are finished jobs' ids."""
+    return f"{schema}_done"
 
 
 class Queries:
     """The named statements with ``{schema}`` (and ``{channel}``, its LISTEN channel) bound.
+
+    ``{jobs_channel}`` and ``{done_channel}`` are the two channels as literals (for ``pg_notify``),
+    ``{done_listen}`` the second as an identifier (for ``LISTEN``).
 
     ``{version_table}`` is the alembic version table, ``{version_table_name}`` its name as a literal.
 
@@ -47,6 +56,9 @@ class Queries:
         self._names = {
             "schema": sql.Identifier(schema),
             "channel": sql.Identifier(channel(schema)),
+            "jobs_channel": sql.Literal(channel(schema)),
+            "done_channel": sql.Literal(done_channel(schema)),
+            "done_listen": sql.Identifier(done_channel(schema)),
             "version_table": sql.Identifier(VERSION_TABLE),
             "version_table_name": sql.Literal(VERSION_TABLE),
         }

@@ -163,7 +163,7 @@ class Completer(Service):
         }
         async with self.db.pooled() as conn:
             cur = await conn.execute(self.q.exchange, params)
-            completed, failures, claimed = await cur.fetchone()  # type: ignore[misc]
+            completed, failures, claimed, _ = await cur.fetchone()  # type: ignore[misc]
         if batch:
             self.recorded += 1
         if done:

@@ -33,6 +33,7 @@ from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_as
 from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
+from .progress import ProgressWriter
 from .records import ClaimedJob, Result, Running
 from .runtime import Handler, Runtime
 from .service import Lane, Service
@@ -81,18 +82,21 @@ class Worker:
         self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
         self.handback = HandBack(self.db, self.q, self.channel, self.worker_id, self.stats)
+        self.progress = ProgressWriter(self.db, self.q)
         lane = Lane(self.db, self.q)
+        self.heartbeat = Heartbeat(
+            self.db,
+            self.q,
+            self.running,
+            worker_id=self.worker_id,
+            queues=self.queues,
+            concurrency=config.concurrency,
+            lease_seconds=config.lease_seconds,
+        )
         self.services: list[Service] = [
             self.completer,
-            Heartbeat(
-                self.db,
-                self.q,
-                self.running,
-                worker_id=self.worker_id,
-                queues=self.queues,
-                concurrency=config.concurrency,
-                lease_seconds=config.lease_seconds,
-            ),
+            self.progress,
+            self.heartbeat,
             Rescuer(lane, config.rescue_interval, self.handback.notify, self.events),
             Pruner(
                 lane,
@@ -114,6 +118,7 @@ class Worker:
                     poll_interval=config.poll_interval,
                     url=config.listen_database_url,
                     events=self.events,
+                    cancel=self.cancel_running,
                 )
             )
 
@@ -148,7 +153,7 @@ class Worker:
             remove_signals(installed)
             self.threads.close()
             self.processes.close()
-            await self._forget_worker()
+            await self.heartbeat.forget()
             await self.db.close()
             if self.events is not None:
                 self.events.worker_stopped(self.worker_id)
@@ -269,6 +274,16 @@ class Worker:
 
     # --- running -------------------------------------------------------------------------
 
+    def cancel_running(self, job_id: int, lease_id: str) -> None:
+        """The running job was cancelled (a notice on the schema's channel): stop its handler.
+        Its outcome is not recorded (the cancel took its lease: the exchange would be fenced)."""
+        running = self.running.get(job_id)
+        if running is None or running.lost or str(running.job.lease_id) != lease_id:
+            return
+        log.info("job %s was cancelled: stopping its handler", job_id, extra={"job_id": job_id})
+        running.cancel()
+        self.progress.forget(job_id)
+
     def _start(self, job: ClaimedJob) -> None:
         running = Running(job)
         self.running[job.id] = running
@@ -300,12 +315,19 @@ class Worker:
                     schema=self.runtime.schema,
                     started=started,
                 )
+                object.__setattr__(context, "_progress_sink", self.progress.sink(job.id, job.lease_id))
+                running.context = context
+                if running.lost:  # cancelled before it started
+                    context._cancel_event.set()
                 outcome = await self._execute(task, job.data, timeout, context)
         finally:
             self.running.pop(job.id, None)
             self.per_type[job.type] -= 1
             self.slot_freed.set()
         duration = time.monotonic() - started
+        last_report = self.progress.take(job.id)
+        if last_report is not None and not running.lost:
+            await self.progress.write_last(job.id, last_report)
         if events is not None:
             events.job_ended(job, outcome, duration)
         handler_completed = context is not None and context._completed
@@ -322,7 +344,7 @@ class Worker:
                 )
                 return
             log.warning(
-                "job %s finished after its lease was lost; its outcome is not recorded",
+                "job %s finished after it was cancelled or its lease lost; its outcome is not recorded",
                 job.id,
                 extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
             )
@@ -374,10 +396,3 @@ class Worker:
                 pending.discard(hard)
         finally:
             hard.cancel()
-
-    async def _forget_worker(self) -> None:
-        try:
-            async with self.db.pooled(5.0) as conn:
-                await conn.execute(self.q.worker_gone, {"id": self.worker_id})
-        except Exception as exc:  # noqa: BLE001 - best effort at exit
-            log.debug("could not remove the worker row: %s", describe(exc))

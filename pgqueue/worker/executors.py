@@ -31,6 +31,10 @@ log = logging.getLogger("pgqueue.worker")
 CANCEL_GRACE = 1.0
 """Seconds a timed-out async handler gets to honour its cancellation before it is abandoned."""
 
+PROCESS_CANCEL_GRACE = 5.0
+"""Seconds a process handler whose job was cancelled gets to notice it (``check_cancelled``) and
+return before its child is killed, so that a handler that never looks cannot keep a core busy."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -51,10 +55,18 @@ async def run_async(
 
     async def guarded() -> Outcome:
         _current.set(job)
+        this = asyncio.current_task()
+        # A cancellation of the running job (JobContext._cancel) cancels the task the handler
+        # runs in: it sees CancelledError where it awaits.
+        object.__setattr__(job, "_on_cancel", None if this is None else this.cancel)
         try:
             return Outcome(True, await fn(**data))
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything, SystemExit included
+            if job.cancelled and isinstance(exc, asyncio.CancelledError) and this is not None:
+                this.uncancel()  # handled here: the job's task goes on to finish normally
             return Outcome(False, error=error_text(exc))
+        finally:
+            object.__setattr__(job, "_on_cancel", None)
 
     if timeout is None:
         return await guarded()
@@ -151,8 +163,16 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _child_main(conn: Any) -> None:
-    """A process-executor child: run handlers named by module and qualified name, JSON in and out."""
+def _child_main(conn: Any, cancel: Any) -> None:
+    """A process-executor child: run handlers named by module and qualified name, JSON in and out.
+
+    ``cancel`` is the worker's ``multiprocessing.Event`` for the job this child runs: the
+    handler's :attr:`JobContext.cancelled`. Progress reports go to the worker through the pipe,
+    ahead of the reply."""
+
+    def report(progress: dict[str, Any]) -> None:
+        conn.send_bytes(json.dumps({"progress": progress}).encode())
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when children stop
     threading.Thread(
         target=_exit_with_parent, args=(os.getppid(),), name="pgqueue-orphan-watch", daemon=True
@@ -163,6 +183,8 @@ def _child_main(conn: Any) -> None:
         except (EOFError, OSError):
             return
         job = JobContext._from_json(request["job"])
+        object.__setattr__(job, "_cancel_event", cancel)
+        object.__setattr__(job, "_progress_sink", report)
         _current.set(job)
         try:
             target: Any = importlib.import_module(request["module"])
@@ -183,8 +205,9 @@ def _child_main(conn: Any) -> None:
 class _Child:
     def __init__(self, context: Any) -> None:
         self.conn, child_conn = context.Pipe()
+        self.cancel = context.Event()
         self.process = context.Process(
-            target=_child_main, args=(child_conn,), daemon=True, name="pgqueue-process"
+            target=_child_main, args=(child_conn, self.cancel), daemon=True, name="pgqueue-process"
         )
         self.process.start()
         child_conn.close()
@@ -210,33 +233,71 @@ class ProcessRunner:
         loop = asyncio.get_running_loop()
         child = self._idle.pop() if self._idle else await loop.run_in_executor(None, _Child, self._context)
         reply: asyncio.Future[bytes | None] = loop.create_future()
+        cancelled: asyncio.Future[None] = loop.create_future()
         fd = child.conn.fileno()
 
         def readable() -> None:
-            loop.remove_reader(fd)
             try:
                 body: bytes | None = child.conn.recv_bytes()
             except (EOFError, OSError):
                 body = None
+            if body is not None and body.startswith(b'{"progress"'):
+                sink = job._progress_sink
+                if sink is not None:
+                    sink(json.loads(body)["progress"])
+                return  # the reply is still to come
+            loop.remove_reader(fd)
             if not reply.done():
                 reply.set_result(body)
 
+        def cancel() -> None:
+            child.cancel.set()
+            if not cancelled.done():
+                cancelled.set_result(None)
+
         request = {"module": fn.__module__, "qualname": fn.__qualname__, "data": data, "job": job._to_json()}
+        child.cancel.clear()
+        object.__setattr__(job, "_on_cancel", cancel)
+        try:
+            return await self._exchange(child, request, job, reply, cancelled, timeout, readable)
+        finally:
+            object.__setattr__(job, "_on_cancel", None)
+
+    async def _exchange(
+        self,
+        child: _Child,
+        request: dict[str, Any],
+        job: JobContext,
+        reply: asyncio.Future[bytes | None],
+        cancelled: asyncio.Future[None],
+        timeout: float | None,
+        readable: Callable[[], None],
+    ) -> Outcome:
+        loop = asyncio.get_running_loop()
+        fd = child.conn.fileno()
         try:
             child.conn.send_bytes(json.dumps(request).encode())
         except OSError:
             child.kill()
             return Outcome(False, error="the handler's process could not be reached")
         loop.add_reader(fd, readable)
+        deadline = None if timeout is None else loop.time() + timeout
         try:
-            done, _ = await asyncio.wait({reply}, timeout=timeout)
+            either: set[asyncio.Future[Any]] = {reply, cancelled}
+            await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if cancelled.done() and not reply.done():
+                # Cancelled: the handler may notice (check_cancelled) and return; else it is killed.
+                grace = PROCESS_CANCEL_GRACE if deadline is None else max(0.0, deadline - loop.time())
+                await asyncio.wait({reply}, timeout=min(grace, PROCESS_CANCEL_GRACE))
         except asyncio.CancelledError:
             loop.remove_reader(fd)
             await loop.run_in_executor(None, child.kill)
             raise
-        if not done:
+        if not reply.done():
             loop.remove_reader(fd)
             await loop.run_in_executor(None, child.kill)
+            if cancelled.done():
+                return Outcome(False, error="the job was cancelled and its handler's process was stopped")
             return timed_out(timeout or 0)
         body = reply.result()
         if body is None:

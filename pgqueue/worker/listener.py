@@ -25,7 +25,8 @@ class Listener(Service):
     (a pooler in transaction mode) is given up for polling, with a warning.
 
     ``wake`` is called for every notification naming one of ``queues``, and once after each
-    (re)connection, for anything sent while nobody listened."""
+    (re)connection, for anything sent while nobody listened. ``cancel(job_id, lease_id)`` is
+    called for every ``" cancel <id> <lease>"`` notice (a running job was cancelled)."""
 
     name = "listen"
 
@@ -41,8 +42,10 @@ class Listener(Service):
         poll_interval: float,
         url: str | None = None,
         events: WorkerEvents | None = None,
+        cancel: Callable[[int, str], None] | None = None,
     ) -> None:
         super().__init__()
+        self.cancel = cancel
         self.db, self.q, self.channel, self.queues, self.wake = db, queries, channel, queues, wake
         self.poll_interval = poll_interval
         self.url = url
@@ -94,6 +97,8 @@ class Listener(Service):
             async for note in conn.notifies(timeout=quiet):
                 if note.payload in self.queues:
                     self.wake()
+                elif note.payload.startswith(" cancel "):
+                    self._cancelled(note.payload)
         async with self.db.pooled() as sender:
             await sender.execute(self.q.notify, {"channel": self.channel, "queues": [self.probe]})
         async for note in conn.notifies(timeout=3.0):
@@ -101,4 +106,12 @@ class Listener(Service):
                 self.wake()
             elif note.payload == self.probe:
                 return True
+            elif note.payload.startswith(" cancel "):
+                self._cancelled(note.payload)
         return False
+
+    def _cancelled(self, payload: str) -> None:
+        """A ``" cancel <id> <lease>"`` notice: pass it on if it is well formed."""
+        parts = payload.split()
+        if self.cancel is not None and len(parts) == 3 and parts[1].isdigit():
+            self.cancel(int(parts[1]), parts[2])

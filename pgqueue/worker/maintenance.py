@@ -30,7 +30,8 @@ log = logging.getLogger("pgqueue.worker")
 class Heartbeat(Service):
     """Keep the worker's row fresh and renew the leases of its running jobs, from a connection of
     its own: a busy pool cannot starve it. A job whose lease did not renew was rescued or
-    cancelled meanwhile: it is marked lost, so that its outcome is not recorded."""
+    cancelled meanwhile: it is marked lost, so that its outcome is not recorded, and its handler
+    is cancelled (the backstop of the listener's cancel notices)."""
 
     name = "heartbeat"
 
@@ -101,12 +102,21 @@ class Heartbeat(Service):
         for running in held:
             job = running.job
             if job.id not in renewed and job.id in self.running:
-                running.lost = True
+                running.cancel()
                 log.warning(
-                    "job %s: lease lost (it was rescued or cancelled); its outcome will not be recorded",
+                    "job %s: lease lost (it was rescued or cancelled); its handler is told to stop and "
+                    "its outcome will not be recorded",
                     job.id,
                     extra={"job_id": job.id, "type": job.type},
                 )
+
+    async def forget(self) -> None:
+        """Remove this worker's row at exit (best effort: the pruner drops stale rows anyway)."""
+        try:
+            async with self.db.pooled(5.0) as conn:
+                await conn.execute(self.q.worker_gone, {"id": self.worker_id})
+        except Exception as exc:  # noqa: BLE001 - best effort at exit
+            log.debug("could not remove the worker row: %s", describe(exc))
 
 
 class Rescuer(Periodic):

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..context import JobContext
 from .executors import Outcome
 
 
@@ -40,6 +41,14 @@ class Running:
     lost: bool = False
     """The lease is gone (rescued, cancelled, or handed back at shutdown): no outcome is recorded."""
     started: float = field(default_factory=time.monotonic)
+    context: JobContext | None = None
+    """What the handler sees of its job, once it starts: where a cancellation is signalled."""
+
+    def cancel(self) -> None:
+        """The job was cancelled, or its lease lost: record no outcome, and tell the handler."""
+        self.lost = True
+        if self.context is not None:
+            self.context._cancel()
 
 
 class Result(NamedTuple):

@@ -1,0 +1,1 @@
+ALTER TABLE {schema}.job DROP COLUMN progress;
