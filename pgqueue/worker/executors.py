@@ -190,6 +190,7 @@ def _child_main(conn: Any, cancel: Any) -> None:
             target: Any = importlib.import_module(request["module"])
             for part in request["qualname"].split("."):
                 target = getattr(target, part)
+            conn.send_bytes(b'{"started": true}')  # the timeout counts from here, not from the spawn
             output = target(**request["data"])
             reply = {"ok": True, "output": output, "completed": job._completed}
             try:
@@ -219,6 +220,11 @@ class _Child:
         self.conn.close()
 
 
+START_LIMIT = 60.0
+"""Seconds a process handler may take to start (a new child's spawn and imports) before its
+timeout starts counting anyway."""
+
+
 class ProcessRunner:
     """Child processes for CPU-bound handlers: one job at a time each, replaced when they die
     or overrun their timeout (the overrunning child is killed)."""
@@ -233,6 +239,7 @@ class ProcessRunner:
         loop = asyncio.get_running_loop()
         child = self._idle.pop() if self._idle else await loop.run_in_executor(None, _Child, self._context)
         reply: asyncio.Future[bytes | None] = loop.create_future()
+        started: asyncio.Future[None] = loop.create_future()
         cancelled: asyncio.Future[None] = loop.create_future()
         fd = child.conn.fileno()
 
@@ -241,6 +248,10 @@ class ProcessRunner:
                 body: bytes | None = child.conn.recv_bytes()
             except (EOFError, OSError):
                 body = None
+            if body == b'{"started": true}':
+                if not started.done():
+                    started.set_result(None)
+                return
             if body is not None and body.startswith(b'{"progress"'):
                 sink = job._progress_sink
                 if sink is not None:
@@ -259,7 +270,7 @@ class ProcessRunner:
         child.cancel.clear()
         object.__setattr__(job, "_on_cancel", cancel)
         try:
-            return await self._exchange(child, request, job, reply, cancelled, timeout, readable)
+            return await self._exchange(child, request, job, (started, reply, cancelled), timeout, readable)
         finally:
             object.__setattr__(job, "_on_cancel", None)
 
@@ -268,12 +279,12 @@ class ProcessRunner:
         child: _Child,
         request: dict[str, Any],
         job: JobContext,
-        reply: asyncio.Future[bytes | None],
-        cancelled: asyncio.Future[None],
+        futures: tuple[asyncio.Future[None], asyncio.Future[bytes | None], asyncio.Future[None]],
         timeout: float | None,
         readable: Callable[[], None],
     ) -> Outcome:
         loop = asyncio.get_running_loop()
+        started, reply, cancelled = futures
         fd = child.conn.fileno()
         try:
             child.conn.send_bytes(json.dumps(request).encode())
@@ -281,8 +292,13 @@ class ProcessRunner:
             child.kill()
             return Outcome(False, error="the handler's process could not be reached")
         loop.add_reader(fd, readable)
-        deadline = None if timeout is None else loop.time() + timeout
         try:
+            if timeout is not None:
+                # A new child may take seconds to start (spawn, imports) on a busy machine: the
+                # handler's timeout counts from when it starts, within a bound.
+                first: set[asyncio.Future[Any]] = {started, reply, cancelled}
+                await asyncio.wait(first, timeout=START_LIMIT, return_when=asyncio.FIRST_COMPLETED)
+            deadline = None if timeout is None else loop.time() + timeout
             either: set[asyncio.Future[Any]] = {reply, cancelled}
             await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if cancelled.done() and not reply.done():

@@ -34,7 +34,9 @@ def test_s11_hung_handlers_time_out_and_other_jobs_keep_flowing(db, producer, fl
         assert job.state.value == "failed" and job.attempts == 2, (name, job.state, job.errors)
         assert all("timed out after 2 s" in entry["error"] for entry in job.errors), (name, job.errors)
         never_ran += [f"{name} attempt {e['attempt']}" for e in job.errors if e["attempt"] not in starts]
-        overruns[name] = max(entry_at(e) - float(starts[e["attempt"]]) for e in job.errors if e["attempt"] in starts)
+        overruns[name] = max(
+            (entry_at(e) - float(starts[e["attempt"]]) for e in job.errors if e["attempt"] in starts), default=0.0
+        )
     during = db.scalar(
         "SELECT count(*) FROM pgqueue.job WHERE id = ANY(%s) AND state = 'completed' AND finished_at < "
         "(SELECT max(finished_at) FROM pgqueue.job WHERE id = ANY(%s))", normal, list(hung.values()))
