@@ -35,6 +35,7 @@ from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .records import ClaimedJob, Result, Running
 from .runtime import Handler, Runtime
+from .scheduler import Scheduler
 from .service import Lane, Service
 
 log = logging.getLogger("pgqueue.worker")
@@ -101,6 +102,7 @@ class Worker:
                 failed_retention=config.failed_retention,
             ),
             XminWatch(lane, config.xmin_warning),
+            Scheduler(lane, runtime),
         ]
         if config.listen:
             self.services.append(

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 import pgqueue
+from pgqueue.db.version import SCHEMA_VERSION
 
 SECRET = "s3cret"
 
@@ -90,7 +91,7 @@ def test_migrate_an_empty_database_then_check_it(empty_dsn):
     assert again.returncode == 0, output(again)
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [
-            ("0001",)
+            (SCHEMA_VERSION,)
         ]
 
 
@@ -130,7 +131,7 @@ def test_concurrent_migrations_all_succeed(empty_dsn):
     assert [code for code, _, _ in results] == [0, 0, 0, 0], results
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT version_num FROM pgqueue.pgqueue_alembic_version").fetchall() == [
-            ("0001",)
+            (SCHEMA_VERSION,)
         ]
         assert conn.execute("SELECT count(*) FROM pgqueue.job").fetchone() == (0,)
 

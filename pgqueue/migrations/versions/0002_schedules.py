@@ -1,0 +1,20 @@
+"""The schedule table: periodic jobs and the last tick each one enqueued.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from pgqueue.migrate import run_revision_sql
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    run_revision_sql(__file__, "upgrade")
+
+
+def downgrade() -> None:
+    run_revision_sql(__file__, "downgrade")
