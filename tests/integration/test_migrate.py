@@ -253,7 +253,7 @@ def test_custom_schema_never_touches_the_users_alembic_version(empty_dsn: str) -
             == columns_before
         )
         assert schemas(conn) == {"public", "jobs_x"}
-        assert tables(conn, "jobs_x") == {"job", "worker", "pgqueue_alembic_version"}
+        assert tables(conn, "jobs_x") == {"job", "worker", "schedule", "pgqueue_alembic_version"}
         assert tables(conn, "public") == {"alembic_version"}
         assert version_rows(conn, "jobs_x") == [(migrate.SCHEMA_VERSION,)]
         assert migrate.current_version(conn, "jobs_x") == migrate.SCHEMA_VERSION
@@ -299,7 +299,7 @@ def test_upgrade_sql_prints_the_ddl_and_runs_nothing(empty_dsn: str, monkeypatch
         assert "jobs_sql" not in schemas(conn)
         # What a DBA runs by hand gives the same schema the online upgrade does.
         conn.execute(script)
-        assert tables(conn, "jobs_sql") == {"job", "worker", "pgqueue_alembic_version"}
+        assert tables(conn, "jobs_sql") == {"job", "worker", "schedule", "pgqueue_alembic_version"}
         assert migrate.current_version(conn, "jobs_sql") == migrate.SCHEMA_VERSION
 
 
