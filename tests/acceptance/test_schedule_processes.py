@@ -127,3 +127,47 @@ def test_a_restart_of_every_worker_loses_or_doubles_no_tick(dsn, conn, workers):
     assert len(skipping) == len(set(skipping))
     gaps = [b - a for a, b in zip(skipping, skipping[1:])]
     assert max(gaps) >= timedelta(seconds=2), gaps  # the seconds without a worker
+
+
+def pgqueue_cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn}
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue", "schedules", *args],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_the_schedules_command_adds_lists_and_removes(dsn, conn):
+    added = pgqueue_cli(
+        dsn,
+        "add",
+        "nightly",
+        "tick",
+        "--cron",
+        "30 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--data",
+        '{"kind": "nightly"}',
+        "--app",
+        "schedule_app:app",
+    )
+    assert added.returncode == 0, added.stderr
+    unknown = pgqueue_cli(dsn, "add", "bad", "no-such-task", "--every", "5", "--app", "schedule_app:app")
+    assert unknown.returncode == 2 and "no task named 'no-such-task'" in unknown.stderr
+    bad = pgqueue_cli(dsn, "add", "bad", "tick", "--cron", "99 * * * *")
+    assert bad.returncode == 2 and "bad cron expression" in bad.stderr
+    assert conn.execute("SELECT name, data FROM pgqueue.schedule").fetchall() == [
+        ("nightly", {"kind": "nightly"})
+    ]
+    listed = pgqueue_cli(dsn, "list")
+    assert listed.returncode == 0 and "nightly" in listed.stdout and "Europe/Berlin" in listed.stdout
+    removed = pgqueue_cli(dsn, "remove", "nightly")
+    assert removed.returncode == 0, removed.stderr
+    assert pgqueue_cli(dsn, "remove", "nightly").returncode == 2
+    assert "no schedules" in pgqueue_cli(dsn, "list").stdout
