@@ -102,8 +102,9 @@ class Worker:
                 failed_retention=config.failed_retention,
             ),
             XminWatch(lane, config.xmin_warning),
-            Scheduler(lane, runtime),
         ]
+        if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
+            self.services.append(Scheduler(lane, runtime))
         if config.listen:
             self.services.append(
                 Listener(

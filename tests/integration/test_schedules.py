@@ -213,3 +213,13 @@ def test_a_schedule_of_a_task_this_worker_does_not_run_is_left_to_others(app, co
     conn.execute("UPDATE pgqueue.schedule SET created_at = now() - interval '10 seconds'")
     asyncio.run(scheduler_pass(app))
     assert keys(conn) == []
+
+
+def test_drain_enqueues_no_ticks(app, conn):
+    @app.periodic(every=0.01)
+    @app.task("report")
+    def report() -> None: ...
+
+    app.enqueue("report")
+    assert app.drain()["completed"] == 1
+    assert keys(conn) == [None]
