@@ -82,7 +82,7 @@ def schema_exists(dsn: str, schema: str) -> bool:
 def test_migrate_an_empty_database_then_check_it(empty_dsn):
     first = pgqueue_cli("migrate", "--database-url", empty_dsn)
     assert first.returncode == 0, output(first)
-    assert "version 0001" in first.stdout
+    assert f"version {SCHEMA_VERSION}" in first.stdout
     assert " s]" in first.stdout  # how long it took
     check = pgqueue_cli("migrate", "--check", env={"PGQUEUE_DATABASE_URL": empty_dsn})
     assert check.returncode == 0, output(check)
