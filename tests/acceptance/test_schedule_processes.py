@@ -91,7 +91,6 @@ def test_three_workers_enqueue_every_tick_of_a_one_second_schedule_exactly_once(
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
     assert_each_second_once(ticks(conn, "every-second"))
-    # Every worker took part: the three raced for the ticks (each wrote its row in the registry).
     states = dict(conn.execute("SELECT state::text, count(*) FROM pgqueue.job GROUP BY 1").fetchall())
     assert states.get("completed", 0) >= 12
     schedules = {row[0]: row[1] for row in conn.execute("SELECT name, last_tick FROM pgqueue.schedule")}
