@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from .codec import encode_data
+from .cron import Spec
 from .db import ops, queues
 from .db.admin import AdminMethods
 from .db.insert import JobTemplate, NewJob, Unencoded
@@ -20,6 +21,7 @@ from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
 from .results import ResultMethods
 from .running import WorkerMethods
+from .schedules import ScheduleMethods
 from .settings import prepared_statements_default, resolve_database_url, resolve_option, resolve_schema
 from .task import F, Task
 
@@ -35,7 +37,7 @@ EXECUTORS = ("async", "thread", "process")
 
 
 # drain(): a worker in burst mode that notices freed slots and new jobs quickly, without a listener.
-class App(AdminMethods, WorkerMethods, ResultMethods):
+class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded
@@ -78,6 +80,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods):
             retry_delay_max=retry_delay_max,
         )
         self.tasks: dict[str, Task[Any]] = {}
+        self._periodic: list[tuple[Any, Spec]] = []  # declared with @app.periodic
         self._templates: dict[tuple[str, JobOptions], JobTemplate] = {}
         self._notifier: Notifier | None = None
         self._lock = threading.Lock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .cron import Spec
 from .job import JobOptions
 from .settings import WorkerConfig
 from .worker import Runtime, Worker, run_blocking
@@ -32,6 +33,8 @@ class _Host(Protocol):
     def connect_kwargs(self, application_name: str = ...) -> dict[str, Any]: ...
 
     def runtime(self) -> Runtime: ...
+
+    def periodic_schedules(self) -> list[Spec]: ...
 
     async def arun_worker(self, **config: Any) -> None: ...
 
@@ -88,4 +91,5 @@ class WorkerMethods:
             self.tasks,
             self.defaults,
             combine(self._worker_events),
+            self.periodic_schedules(),
         )

@@ -23,6 +23,7 @@ from .. import logs
 from ..errors import ConfigurationError, InvalidJob, PgQueueError
 from ..settings import known_passwords
 from . import dashboard, doctor, embedded, jobs, listing, queues, schema, work
+from .schedules import schedules_cli
 from .work import load_app
 
 __all__ = ["cli", "load_app", "main"]
@@ -52,6 +53,7 @@ for command in (
     cli.command()(command)
 cli.add_typer(embedded.embedded_cli, name="embedded")
 cli.add_typer(queues.queue_cli, name="queue")
+cli.add_typer(schedules_cli, name="schedules")
 
 
 def _one_line(error: BaseException) -> str:

@@ -457,6 +457,7 @@ GRANT SELECT ON {schema}.{version_table} TO {worker}, {producer};
 GRANT SELECT, UPDATE, DELETE ON {schema}.job TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.queue TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedule TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
@@ -699,3 +700,33 @@ SELECT queue,
 FROM {schema}.job
 GROUP BY queue
 ORDER BY queue;
+
+-- name: upsert_schedule
+-- Add a schedule, or replace the one of that name (keeping its last tick, so that a worker
+-- restart or a redeploy does not enqueue a tick twice).
+INSERT INTO {schema}.schedule AS s (name, task, data, cron, every, tz, catch_up)
+VALUES (%(name)s, %(task)s, %(data)s::jsonb, %(cron)s, %(every)s, %(tz)s, %(catch_up)s)
+ON CONFLICT (name) DO UPDATE
+SET task = excluded.task, data = excluded.data, cron = excluded.cron, every = excluded.every,
+    tz = excluded.tz, catch_up = excluded.catch_up;
+
+-- name: delete_schedule
+DELETE FROM {schema}.schedule WHERE name = %(name)s RETURNING name;
+
+-- name: list_schedules
+-- Every schedule, by name, with the database's clock: the scheduler decides what is due by it.
+-- Without schedules, one row of NULLs but the clock.
+SELECT s.name, s.task, s.data, s.cron, s.every, s.tz, s.catch_up, s.last_tick, s.created_at, now() AS now
+FROM (SELECT 1) AS clock
+LEFT JOIN {schema}.schedule AS s ON true
+ORDER BY s.name;
+
+-- name: advance_schedule
+-- Move a schedule's last tick forward to %(tick)s, in the transaction that enqueues the jobs of
+-- its ticks; returns the tick it had before. The row lock makes racing workers wait for each
+-- other; the loser re-reads the row after the winner commits and matches nothing (no row).
+UPDATE {schema}.schedule AS s
+SET last_tick = %(tick)s
+FROM (SELECT name, last_tick FROM {schema}.schedule WHERE name = %(name)s FOR UPDATE) AS before
+WHERE s.name = before.name AND (s.last_tick IS NULL OR s.last_tick < %(tick)s)
+RETURNING before.last_tick AS previous;

@@ -36,6 +36,7 @@ from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .progress import ProgressWriter
 from .records import ClaimedJob, Result, Running
 from .runtime import Handler, Runtime
+from .scheduler import Scheduler
 from .service import Lane, Service
 
 log = logging.getLogger("pgqueue.worker")
@@ -106,6 +107,8 @@ class Worker:
             ),
             XminWatch(lane, config.xmin_warning),
         ]
+        if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
+            self.services.append(Scheduler(lane, runtime))
         if config.listen:
             self.services.append(
                 Listener(
@@ -121,11 +124,6 @@ class Worker:
                     cancel=self.cancel_running,
                 )
             )
-
-    @property
-    def pool(self) -> Any:
-        """The worker's connection pool (claims, outcomes, maintenance)."""
-        return self.db.pool
 
     # --- lifecycle -----------------------------------------------------------------------
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..cron import Spec
 from ..job import JobOptions
 from .events import WorkerEvents
 
@@ -45,6 +46,8 @@ class Runtime:
     """App-wide defaults of the retry settings, used where neither the job nor its task sets one."""
     events: WorkerEvents | None = None
     """The observers of the worker (metrics, tracing) as one, or None when there are none."""
+    schedules: Sequence[Spec] = ()
+    """The periodic schedules declared in code, written to the schedule table when the worker starts."""
 
     @property
     def queues(self) -> list[str]:

@@ -551,7 +551,7 @@ async def test_async_commit_sets_the_worker_connections_only_and_runs_jobs(app, 
         while not all_final(conn)():
             assert time.monotonic() < deadline and not running.done()
             await asyncio.sleep(0.05)
-        async with worker.pool.connection() as wconn:
+        async with worker.db.pool.connection() as wconn:
             seen.append((await (await wconn.execute("SHOW synchronous_commit")).fetchone())[0])
     finally:
         worker.stop()
