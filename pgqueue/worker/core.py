@@ -4,7 +4,8 @@ One asyncio loop per process. The claim loop claims as many jobs as there are fr
 one statement (recording finished jobs' outcomes in the same one, see :mod:`.completer`); a
 heartbeat on a connection of its own renews the leases of running jobs; a listener wakes the
 claim loop on NOTIFY, and the claim loop polls anyway, so a lost notification costs at most one
-poll interval. Rescue, prune and the xmin watch are services of their own (:mod:`.maintenance`).
+poll interval. Rescue, prune and the xmin watch are services of their own (:mod:`.maintenance`), and so is the
+opt-in vacuum duty (:mod:`.vacuum`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .records import ClaimedJob, Result, Running
 from .runtime import Handler, Runtime
 from .service import Lane, Service
+from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -102,6 +104,10 @@ class Worker:
             ),
             XminWatch(lane, config.xmin_warning),
         ]
+        if config.vacuum_interval is not None:
+            self.services.append(
+                VacuumDuty(self.db, runtime.schema, config.vacuum_interval, url=config.listen_database_url)
+            )
         if config.listen:
             self.services.append(
                 Listener(
@@ -129,6 +135,7 @@ class Worker:
         installed = install_signals(self.stop)
         try:
             await self.db.check_schema(self.runtime.schema)
+            await warn_if_autovacuum_off(self.db, self.runtime.schema, self.config.vacuum_interval)
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s",
                 self.worker_id,
