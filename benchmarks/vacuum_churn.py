@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,8 @@ UNFINISHED = (
     f" (SELECT count(*) FROM {JOB} WHERE state = 'active')"
 )
 SIZES = f"SELECT pg_total_relation_size('{JOB}'), pg_relation_size('{JOB}'), pg_indexes_size('{JOB}')"
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+TICKS = os.sysconf("SC_CLK_TCK")
 STATS = f"SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables WHERE relid = '{JOB}'::regclass"
 FLAGS = [
     "--concurrency",
@@ -66,6 +69,12 @@ class Run:
     dead: int = 0
     vacuums: int = 0
     rows: int = 0
+    wal: int = 0
+    """WAL bytes written server-wide during the run (other databases' included)."""
+    db_cpu: float = 0.0
+    """CPU seconds of the run database's backends (the worker's and the runner's sessions)."""
+    worker_cpu: float = 0.0
+    """CPU seconds of the worker process."""
 
 
 def churn(server_dsn: str, jobs: int, vacuum_interval: float | None, keep: bool) -> Run:
@@ -87,6 +96,11 @@ def churn(server_dsn: str, jobs: int, vacuum_interval: float | None, keep: bool)
 
             add(2 * batch)
             admin.execute(f"ANALYZE {JOB}")
+            cpu: dict[int, float] = {}
+            own = admin.info.backend_pid
+            baseline = backend_cpu(own) or 0.0
+            wal_start = admin.execute("SELECT pg_current_wal_lsn()").fetchone()
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
             flags = [*FLAGS, *(["--vacuum-interval", f"{vacuum_interval:g}"] if vacuum_interval else [])]
             env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn}
             with tempfile.TemporaryFile() as output:
@@ -105,6 +119,7 @@ def churn(server_dsn: str, jobs: int, vacuum_interval: float | None, keep: bool)
                             size = admin.execute(SIZES).fetchone()
                             assert size is not None
                             run.peak = max(run.peak, int(size[0]))
+                            sample_cpu(admin, cpu)
                         counts = admin.execute(UNFINISHED).fetchone()
                         assert counts is not None
                         waiting, active = int(counts[0]), int(counts[1])
@@ -116,6 +131,7 @@ def churn(server_dsn: str, jobs: int, vacuum_interval: float | None, keep: bool)
                             break
                         time.sleep(0.1)
                     run.seconds = time.monotonic() - started
+                    sample_cpu(admin, cpu)
                 finally:
                     worker.terminate()
                     try:
@@ -123,6 +139,13 @@ def churn(server_dsn: str, jobs: int, vacuum_interval: float | None, keep: bool)
                     except subprocess.TimeoutExpired:
                         worker.kill()
                         worker.wait()
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                run.worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+            run.db_cpu = sum(cpu.values()) - baseline
+            assert wal_start is not None
+            wal = admin.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (wal_start[0],)).fetchone()
+            assert wal is not None
+            run.wal = int(wal[0])
             run.rate = jobs / run.seconds
             run.first_tenth, run.last_tenth = tenth_rates(progress, jobs)
             time.sleep(1.0)  # the worker's statistics reach the server as its sessions end
@@ -134,6 +157,24 @@ def churn(server_dsn: str, jobs: int, vacuum_interval: float | None, keep: bool)
             run.peak = max(run.peak, run.size[0])
             run.dead, run.vacuums, run.rows = int(stats[0]), int(stats[1]), int(rows[0])
     return run
+
+
+def backend_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a server process so far (the server runs on this machine)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def sample_cpu(admin: psycopg.Connection[Any], cpu: dict[int, float]) -> None:
+    """Record the CPU used so far by each backend of the run's database."""
+    for (pid,) in admin.execute(BACKENDS).fetchall():
+        used = backend_cpu(int(pid))
+        if used is not None:
+            cpu[int(pid)] = max(cpu.get(int(pid), 0.0), used)
 
 
 def tenth_rates(progress: list[tuple[float, int]], jobs: int) -> tuple[float, float]:
@@ -149,6 +190,10 @@ def tenth_rates(progress: list[tuple[float, int]], jobs: int) -> tuple[float, fl
     return rate(tenth, 2 * tenth), rate(8 * tenth, 9 * tenth)
 
 
+def per(jobs: int, seconds: float) -> str:
+    return f"{jobs / seconds:,.0f}" if seconds > 0 else "not measured"
+
+
 def table(runs: list[Run], jobs: int) -> str:
     mb = 2**20
     rows: list[tuple[str, Any]] = [
@@ -162,6 +207,9 @@ def table(runs: list[Run], jobs: int) -> str:
         ("drain, jobs/s, 10-20 % of the jobs", [f"{r.first_tenth:,.0f}" for r in runs]),
         ("drain, jobs/s, 80-90 % of the jobs", [f"{r.last_tenth:,.0f}" for r in runs]),
         ("seconds", [f"{r.seconds:.0f}" for r in runs]),
+        ("jobs per CPU-second of the database's backends", [per(jobs, r.db_cpu) for r in runs]),
+        ("jobs per CPU-second of the worker process", [per(jobs, r.worker_cpu) for r in runs]),
+        ("WAL B/job (server-wide, full-page images included)", [f"{r.wal / jobs:,.0f}" for r in runs]),
     ]
     lines = [
         f"| {jobs:,} jobs of churn | " + " | ".join(r.label for r in runs) + " |",
