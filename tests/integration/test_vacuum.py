@@ -95,15 +95,18 @@ async def test_the_vacuum_duty_vacuums_a_churned_job_table(app, conn, caplog):
     )
     worker = Worker(app.runtime(), config)
 
+    most_dead = [0]
+
     def vacuumed_after_the_churn() -> bool:
         left = conn.execute("SELECT count(*) FROM pgqueue.job").fetchone()
-        return left == (0,) and job_stats(conn)[1] is not None
+        dead, last_vacuum = job_stats(conn)
+        most_dead[0] = max(most_dead[0], dead)
+        return left == (0,) and last_vacuum is not None and dead < 1000
 
     await run_while(worker, vacuumed_after_the_churn, timeout=40)
     assert "vacuumed the job table" in caplog.text
-    # 3,000 completions and deletions leave at least 6,000 dead rows; a vacuum reclaims them.
-    dead, last_vacuum = job_stats(conn)
-    assert last_vacuum is not None and dead < 1000
+    # 3,000 completions and deletions leave thousands of dead rows; the vacuums reclaim them.
+    assert most_dead[0] > 1000
     assert "autovacuum is off for the server: this worker's vacuum duty" in caplog.text
 
 
