@@ -263,6 +263,22 @@ class WorkerConfig:
     )
     """Seconds a transaction (or replication slot, or prepared transaction) may hold the xmin
     horizon back before workers warn: meanwhile dead job rows pile up and claims slow down."""
+    vacuum_interval: float | None = setting(
+        None,
+        float,
+        low=1,
+        high=86400,
+        env="PGQUEUE_VACUUM_INTERVAL",
+        flag="--vacuum-interval",
+        help="Seconds between checks that VACUUM (ANALYZE) the job table once its dead rows pile up "
+        "(for servers running without autovacuum; needs the table's owner and a direct connection).",
+    )
+    """Seconds between turns of the vacuum duty, for servers where autovacuum is off: each turn, one
+    worker of the cluster at a time runs ``VACUUM (ANALYZE)`` on the job table if it has more than
+    1,000 dead rows and more than 10 % of its live ones. None (the default) leaves vacuuming to
+    autovacuum. The duty needs a role that owns the table, and holds a session-level advisory lock
+    on a connection of its own: give it a direct URL (``listen_database_url``), not a pooler in
+    transaction mode."""
     async_commit: bool = setting(
         False,
         bool,

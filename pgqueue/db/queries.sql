@@ -730,3 +730,31 @@ SET last_tick = %(tick)s
 FROM (SELECT name, last_tick FROM {schema}.schedule WHERE name = %(name)s FOR UPDATE) AS before
 WHERE s.name = before.name AND (s.last_tick IS NULL OR s.last_tick < %(tick)s)
 RETURNING before.last_tick AS previous;
+
+-- name: vacuum_job_table
+-- The vacuum duty: the job table's live and dead tuples (as the statistics last saw them), its
+-- last vacuum, and whether this role may vacuum it (its owner, the database's owner, or, from
+-- PostgreSQL 17, a role with MAINTAIN on it; superusers always).
+SELECT coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
+       greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
+       (pg_has_role(c.relowner, 'USAGE')
+        OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
+        OR CASE WHEN current_setting('server_version_num')::int >= 170000
+                THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END) AS may_vacuum
+FROM pg_class AS c
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.relnamespace = %(schema)s::regnamespace AND c.relname = 'job';
+
+-- name: vacuum_lock
+-- The vacuum duty: one worker of the cluster at a time. A session-level lock, because VACUUM
+-- cannot run inside a transaction; it is taken on a dedicated direct connection, never through a
+-- pooler in transaction mode, and released right after (or with the session).
+SELECT pg_try_advisory_lock(%(lock_key)s) AS locked;
+
+-- name: vacuum_unlock
+SELECT pg_advisory_unlock(%(lock_key)s) AS unlocked;
+
+-- name: vacuum_job
+-- The vacuum duty: reclaim the job table's dead rows and refresh its statistics (outside any
+-- transaction: on an autocommit connection).
+VACUUM (ANALYZE) {schema}.job;

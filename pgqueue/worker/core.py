@@ -4,7 +4,8 @@ One asyncio loop per process. The claim loop claims as many jobs as there are fr
 one statement (recording finished jobs' outcomes in the same one, see :mod:`.completer`); a
 heartbeat on a connection of its own renews the leases of running jobs; a listener wakes the
 claim loop on NOTIFY, and the claim loop polls anyway, so a lost notification costs at most one
-poll interval. Rescue, prune and the xmin watch are services of their own (:mod:`.maintenance`).
+poll interval. Rescue, prune and the xmin watch are services of their own (:mod:`.maintenance`), and so is the
+opt-in vacuum duty (:mod:`.vacuum`).
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ from .aio import cancelling, describe, install_signals, remove_signals, retry_de
 from .completer import Completer
 from .database import WorkerDatabase
 from .events import announce_start
-from .executors import Outcome, ProcessRunner, ThreadRunner, process_cap, run_async
+from .executors import Executors, Outcome, process_cap
 from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .progress import ProgressWriter
 from .records import ClaimedJob, Result, Running
-from .runtime import Handler, Runtime
+from .runtime import Runtime
 from .scheduler import Scheduler
 from .service import Lane, Service
+from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -60,8 +62,7 @@ class Worker:
         self.caps = {name: cap for name, cap in caps.items() if cap is not None and cap < config.concurrency}
         self.running: dict[int, Running] = {}
         self.per_type: Counter[str] = Counter()
-        self.threads = ThreadRunner()
-        self.processes = ProcessRunner()
+        self.executors = Executors()
         self.stopping = False
         self.signals = 0
         self.stats: Counter[str] = Counter()
@@ -109,6 +110,10 @@ class Worker:
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
             self.services.append(Scheduler(lane, runtime))
+        if config.vacuum_interval is not None:
+            self.services.append(
+                VacuumDuty(self.db, runtime.schema, config.vacuum_interval, url=config.listen_database_url)
+            )
         if config.listen:
             self.services.append(
                 Listener(
@@ -132,6 +137,7 @@ class Worker:
         installed = install_signals(self.stop)
         try:
             await self.db.check_schema(self.runtime.schema)
+            await warn_if_autovacuum_off(self.db, self.runtime.schema, self.config.vacuum_interval)
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s",
                 self.worker_id,
@@ -149,8 +155,7 @@ class Worker:
                 await service.stop()
             await self.completer.final_flush()
             remove_signals(installed)
-            self.threads.close()
-            self.processes.close()
+            self.executors.close()
             await self.heartbeat.forget()
             await self.db.close()
             if self.events is not None:
@@ -317,7 +322,7 @@ class Worker:
                 running.context = context
                 if running.lost:  # cancelled before it started
                     context._cancel_event.set()
-                outcome = await self._execute(task, job.data, timeout, context)
+                outcome = await self.executors.run(task, job.data, timeout, context)
         finally:
             self.running.pop(job.id, None)
             self.per_type[job.type] -= 1
@@ -351,15 +356,6 @@ class Worker:
         # transaction rolled back, the worker's own completion (or failure) applies as usual;
         # if it committed, the worker's statement is fenced and the completer counts it completed.
         self.completer.add(Result(job, outcome, duration, handler_completed))
-
-    async def _execute(
-        self, task: Handler, data: dict[str, Any], timeout: float | None, context: JobContext
-    ) -> Outcome:
-        if task.executor == "async":
-            return await run_async(task.fn, data, timeout, context)
-        if task.executor == "thread":
-            return await self.threads.run(task.fn, data, timeout, context)
-        return await self.processes.run(task.fn, data, timeout, context)
 
     # --- shutdown ------------------------------------------------------------------------
 

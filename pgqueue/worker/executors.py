@@ -339,6 +339,26 @@ class ProcessRunner:
         self._idle.clear()
 
 
+class Executors:
+    """Every place a handler can run: the event loop, threads, child processes."""
+
+    def __init__(self) -> None:
+        self.threads = ThreadRunner()
+        self.processes = ProcessRunner()
+
+    async def run(self, task: Any, data: dict[str, Any], timeout: float | None, job: JobContext) -> Outcome:
+        """Run ``task`` (a registered handler: ``fn`` and ``executor``) with its job's data."""
+        if task.executor == "async":
+            return await run_async(task.fn, data, timeout, job)
+        if task.executor == "thread":
+            return await self.threads.run(task.fn, data, timeout, job)
+        return await self.processes.run(task.fn, data, timeout, job)
+
+    def close(self) -> None:
+        self.threads.close()
+        self.processes.close()
+
+
 def process_cap() -> int:
     """Default concurrency of a process-executor task: the machine's cores."""
     return os.cpu_count() or 1

@@ -86,6 +86,7 @@ NON_DEFAULT = {
     "xmin_warning": ("12", 12.0),
     "async_commit": ("yes", True),
     "metrics_port": ("9100", 9100),
+    "vacuum_interval": ("30", 30.0),
     "processes": ("3", 3),
     "log_level": ("DEBUG", "debug"),
     "log_format": ("json", "json"),
@@ -177,11 +178,12 @@ def test_the_child_argv_round_trips(config: WorkerConfig, process: ProcessSettin
 
 def test_the_child_argv_does_not_depend_on_the_environment() -> None:
     config = WorkerConfig(queues=["a"], concurrency=3)
-    # An unset optional number (metrics_port) is, like an unset list, left to the inherited environment.
+    # An unset optional number (metrics_port, vacuum_interval) is, like an unset list, left to the
+    # inherited environment.
     noisy = {
         spec.env: "garbage"
         for _, _, spec in flag_settings()
-        if spec.env and spec.kind is not bool and not (spec.optional and spec.kind is int)
+        if spec.env and spec.kind is not bool and not (spec.optional and spec.kind in (int, float))
     }
     with pytest.raises(ValueError):
         parse([], env=noisy)
