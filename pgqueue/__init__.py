@@ -11,6 +11,7 @@ from .app import App
 from .context import JobContext, current_job
 from .errors import (
     ConfigurationError,
+    EnqueueTimeout,
     InvalidJob,
     JobNotFound,
     LeaseLost,
@@ -26,6 +27,7 @@ from .task import Task, TaskCall
 __all__ = [
     "App",
     "ConfigurationError",
+    "EnqueueTimeout",
     "InvalidJob",
     "Job",
     "JobContext",

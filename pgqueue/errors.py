@@ -38,3 +38,12 @@ class LeaseLost(PgQueueError):
     """This attempt no longer holds its job: it was rescued after its lease expired, cancelled,
     or completed already. Raised by :meth:`pgqueue.JobContext.complete`; let it propagate so that
     the handler's transaction rolls back and its effects are not written twice."""
+
+
+class EnqueueTimeout(PgQueueError, TimeoutError):
+    """An enqueue (or another call) on the App's own pool did not finish within the App's
+    ``enqueue_timeout``: no connection could be had, or the database did not answer in time.
+
+    The message says which. When the statement had been sent, the job may or may not have been
+    written: the caller cannot know. Retry with a ``unique_key``, or make the handler idempotent.
+    """

@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import asyncio  # async only
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import PoolTimeout
 
+from ..errors import EnqueueTimeout
 from ._driver_async import AsyncPooledConnection, arun
 from .adapters import async_connection
 from .operation import Operation
 from .ops import SchemaGate
+from .reconnect import AsyncPromptPool
 from .stash import Stash, alive
+
+NO_LIMIT = 365 * 86400.0
+"""The pool's wait for a connection when the App sets no time limit (psycopg_pool needs a number)."""
 
 R = TypeVar("R")
 
@@ -27,6 +34,11 @@ class AsyncProducerPool:
 
     The pool opens on first use. Between operations, idle connections wait in a
     :class:`~pgqueue.db.stash.Stash` rather than in the pool (see there why).
+
+    ``timeout`` (seconds, None: no limit) bounds each operation on the pool: the wait for a
+    connection and the statements. Past it, :class:`~pgqueue.errors.EnqueueTimeout`. A
+    connection that finds its server read-only (a failover moved the primary) is discarded and
+    the operation tried once more on a new one: the failed statement wrote nothing.
     """
 
     def __init__(
@@ -36,13 +48,15 @@ class AsyncProducerPool:
         size: int,
         gate: SchemaGate,
         name: str,
+        timeout: float | None = None,
     ) -> None:
         self._url = url
         self._kwargs = kwargs
+        self._timeout = timeout
         self._size = size
         self._name = name
         self._checked = gate.checked
-        self._pool: AsyncConnectionPool[Any] | None = None
+        self._pool: AsyncPromptPool | None = None
         self._stash: Stash[AsyncPooledConnection] = Stash(size)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # async only
@@ -51,35 +65,79 @@ class AsyncProducerPool:
         """Run ``operation`` on ``conn`` (what ``conn=`` accepts), or with None on the pool."""
         if conn is not None:
             return await arun(await async_connection(conn), self._checked(operation))
+        limit = self._timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            if True:  # async
+                async with asyncio.timeout(limit):
+                    return await self._on_pool(operation, deadline)
+            else:  # sync
+                return self._on_pool(operation, deadline)
+        except PoolTimeout:
+            if limit is None:
+                raise
+            raise EnqueueTimeout(
+                f"no database connection within {limit:g} s (enqueue_timeout): nothing was written"
+            ) from None
+        except (TimeoutError, psycopg.errors.QueryCanceled) as exc:
+            if limit is None:
+                raise
+            raise EnqueueTimeout(
+                f"the database did not answer within {limit:g} s (enqueue_timeout): the job may or "
+                f"may not have been written (retry with a unique key, or make the handler idempotent)"
+            ) from exc
+
+    async def _on_pool(self, operation: Operation[R], deadline: float | None) -> R:
         # The pool's connections are in autocommit: there is no transaction for `with conn`
         # to end, and putconn rolls back a connection left in one anyway.
         pool = await self.pool()  # async only
         stash = self._stash
-        pooled = stash.take()
-        while pooled is not None and not alive(pooled):
-            await pooled.home.putconn(pooled)  # closed: the pool replaces it
+        for tries_left in (1, 0):
             pooled = stash.take()
-        if pooled is None:
+            while pooled is not None and not alive(pooled):
+                await pooled.home.putconn(pooled)  # closed: the pool replaces it
+                pooled = stash.take()
+            if pooled is None:
+                try:
+                    # sync: pool = self.pool()
+                    wait = NO_LIMIT if deadline is None else max(deadline - time.monotonic(), 0.0)
+                    pooled = await pool.getconn(timeout=wait)
+                    # Checked here rather than by the pool's own check, which sleeps a second after a failure.
+                    while not alive(pooled):
+                        await pool.putconn(pooled)
+                        pooled = await pool.getconn(timeout=wait)
+                finally:
+                    stash.waited()
+                pooled = stash.lent(pooled, pool)
             try:
-                # sync: pool = self.pool()
-                pooled = await pool.getconn()
-                # Checked here rather than by the pool's own check, which sleeps a second after a failure.
-                while not alive(pooled):
-                    await pool.putconn(pooled)
-                    pooled = await pool.getconn()
-            finally:
-                stash.waited()
-            pooled = stash.lent(pooled, pool)
-        try:
-            result = await arun(pooled, self._checked(operation))
-        except BaseException:
-            await pooled.home.putconn(pooled)
-            raise
-        if not stash.keep(pooled):
-            await pooled.home.putconn(pooled)
-        return result
+                result = await arun(pooled, self._checked(operation))
+            except psycopg.errors.ReadOnlySqlTransaction:
+                # A server that was the primary is read-only now: this connection is useless,
+                # and a new one (with target_session_attrs=read-write) finds the new primary.
+                await pooled.close()
+                await pooled.home.putconn(pooled)
+                if not tries_left:
+                    raise
+                continue
+            except BaseException:
+                await pooled.home.putconn(pooled)
+                raise
+            if not stash.keep(pooled):
+                await pooled.home.putconn(pooled)
+            return result
+        raise AssertionError("unreachable")
 
-    async def pool(self) -> AsyncConnectionPool[Any]:
+    def _connect_kwargs(self, url: str) -> dict[str, Any]:
+        """The App's connection settings, with the time limit as the server's statement_timeout
+        (a bound the sync pool cannot otherwise put on a statement)."""
+        kwargs = self._kwargs()
+        if self._timeout is not None:
+            options = kwargs.get("options") or psycopg.conninfo.conninfo_to_dict(url).get("options")
+            bound = f"-c statement_timeout={max(int(self._timeout * 1000), 1)}"
+            kwargs["options"] = f"{options} {bound}" if options else bound
+        return kwargs
+
+    async def pool(self) -> AsyncPromptPool:
         """The connection pool, opened on first use."""
         if True:  # async
             # Its connections belong to the event loop that opened them: a new loop gets a new
@@ -87,11 +145,11 @@ class AsyncProducerPool:
             loop = asyncio.get_running_loop()
             if self._pool is None or self._loop is not loop:
                 url = self._url()
-                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                pool = AsyncPromptPool(
                     url,
                     min_size=1,
                     max_size=self._size,
-                    kwargs=self._kwargs(),
+                    kwargs=self._connect_kwargs(url),
                     open=False,
                     name=self._name,
                     connection_class=AsyncPooledConnection,
@@ -104,11 +162,11 @@ class AsyncProducerPool:
             url = self._url()
             with self._lock:
                 if self._pool is None:
-                    self._pool = AsyncConnectionPool(
+                    self._pool = AsyncPromptPool(
                         url,
                         min_size=1,
                         max_size=self._size,
-                        kwargs=self._kwargs(),
+                        kwargs=self._connect_kwargs(url),
                         open=True,
                         name=self._name,
                         connection_class=AsyncPooledConnection,

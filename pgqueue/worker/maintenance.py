@@ -62,9 +62,10 @@ class Heartbeat(Service):
                     async with asyncio.timeout(max(interval, 2.0)):
                         await self.beat(conn)
                     failures = 0
+                    self.db.outage.reached(conn)
                 except (psycopg.Error, OSError, TimeoutError) as exc:
                     failures += 1
-                    log.warning("heartbeat failed (%s); reconnecting", describe(exc))
+                    self.db.outage.report(exc, "heartbeat failed (%s); reconnecting", describe(exc))
                     if conn is not None:
                         await conn.close()
                     conn = None
