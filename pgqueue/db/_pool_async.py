@@ -36,9 +36,10 @@ class AsyncProducerPool:
     :class:`~pgqueue.db.stash.Stash` rather than in the pool (see there why).
 
     ``timeout`` (seconds, None: no limit) bounds each operation on the pool: the wait for a
-    connection and the statements. Past it, :class:`~pgqueue.errors.EnqueueTimeout`. A
-    connection that finds its server read-only (a failover moved the primary) is discarded and
-    the operation tried once more on a new one: the failed statement wrote nothing.
+    connection and the statements. Past it, :class:`~pgqueue.errors.EnqueueTimeout`. When a
+    statement finds its server read-only (SQLSTATE 25006: a failover moved the primary), the
+    error reaches the caller (nothing was written: trying again is safe) and that connection and
+    the stashed ones are closed, for the pool to replace them, as after a lost connection.
     """
 
     def __init__(
@@ -92,40 +93,38 @@ class AsyncProducerPool:
         # to end, and putconn rolls back a connection left in one anyway.
         pool = await self.pool()  # async only
         stash = self._stash
-        for tries_left in (1, 0):
+        pooled = stash.take()
+        while pooled is not None and not alive(pooled):
+            await pooled.home.putconn(pooled)  # closed: the pool replaces it
             pooled = stash.take()
-            while pooled is not None and not alive(pooled):
-                await pooled.home.putconn(pooled)  # closed: the pool replaces it
-                pooled = stash.take()
-            if pooled is None:
-                try:
-                    # sync: pool = self.pool()
-                    wait = NO_LIMIT if deadline is None else max(deadline - time.monotonic(), 0.0)
-                    pooled = await pool.getconn(timeout=wait)
-                    # Checked here rather than by the pool's own check, which sleeps a second after a failure.
-                    while not alive(pooled):
-                        await pool.putconn(pooled)
-                        pooled = await pool.getconn(timeout=wait)
-                finally:
-                    stash.waited()
-                pooled = stash.lent(pooled, pool)
+        if pooled is None:
             try:
-                result = await arun(pooled, self._checked(operation))
-            except psycopg.errors.ReadOnlySqlTransaction:
-                # A server that was the primary is read-only now: this connection is useless,
-                # and a new one (with target_session_attrs=read-write) finds the new primary.
-                await pooled.close()
-                await pooled.home.putconn(pooled)
-                if not tries_left:
-                    raise
-                continue
-            except BaseException:
-                await pooled.home.putconn(pooled)
-                raise
-            if not stash.keep(pooled):
-                await pooled.home.putconn(pooled)
-            return result
-        raise AssertionError("unreachable")
+                # sync: pool = self.pool()
+                wait = NO_LIMIT if deadline is None else max(deadline - time.monotonic(), 0.0)
+                pooled = await pool.getconn(timeout=wait)
+                # Checked here rather than by the pool's own check, which sleeps a second after a failure.
+                while not alive(pooled):
+                    await pool.putconn(pooled)
+                    pooled = await pool.getconn(timeout=wait)
+            finally:
+                stash.waited()
+            pooled = stash.lent(pooled, pool)
+        try:
+            result = await arun(pooled, self._checked(operation))
+        except psycopg.errors.ReadOnlySqlTransaction:
+            # The server these connections reached is read-only now (a failover made another
+            # the primary): nothing was written. They are replaced, so that the next
+            # operation gets a new one, which target_session_attrs=read-write sends to the primary.
+            for stale in (pooled, *stash.drain()):
+                await stale.close()
+                await stale.home.putconn(stale)
+            raise
+        except BaseException:
+            await pooled.home.putconn(pooled)
+            raise
+        if not stash.keep(pooled):
+            await pooled.home.putconn(pooled)
+        return result
 
     def _connect_kwargs(self, url: str) -> dict[str, Any]:
         """The App's connection settings, with the time limit as the server's statement_timeout
