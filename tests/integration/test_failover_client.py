@@ -71,17 +71,17 @@ def test_an_async_enqueue_with_no_database_to_reach_gives_up_within_its_time_lim
     asyncio.run(main())
 
 
-def _locked(dsn: str) -> tuple[psycopg.Connection[Any], threading.Event]:
+def _locked(dsn: str) -> psycopg.Connection[Any]:
     """A connection holding the job table locked (the caller rolls it back and closes it)."""
     locker = psycopg.connect(dsn)
     locker.execute("LOCK TABLE pgqueue.job IN ACCESS EXCLUSIVE MODE")
-    return locker, threading.Event()
+    return locker
 
 
 def test_an_enqueue_the_database_does_not_answer_in_time_may_or_may_not_have_been_written(dsn):
     app = pgqueue.App(dsn, enqueue_timeout=1.0)
     app.enqueue("warm-up")  # the pool is open and its connection stashed
-    locker, _ = _locked(dsn)
+    locker = _locked(dsn)
     try:
         began = time.monotonic()
         with pytest.raises(pgqueue.EnqueueTimeout, match="may or may not have been written"):
@@ -98,7 +98,7 @@ def test_an_async_enqueue_the_database_does_not_answer_in_time_raises_enqueue_ti
     async def main() -> None:
         app = pgqueue.App(dsn, enqueue_timeout=1.0)
         await app.aenqueue("warm-up")
-        locker, _ = _locked(dsn)
+        locker = _locked(dsn)
         try:
             began = time.monotonic()
             with pytest.raises(pgqueue.EnqueueTimeout, match="may or may not"):

@@ -40,7 +40,7 @@ def pgqueue_command(*args: str) -> list[str]:
 class Standby(Cluster):
     """A streaming standby of ``primary``, copied with ``pg_basebackup -R``, on a port of its own."""
 
-    def __init__(self, primary: Cluster) -> None:  # noqa: D107 - no initdb: the copy is the cluster
+    def __init__(self, primary: Cluster) -> None:  # no initdb: the copy is the cluster
         self.bindir = primary.bindir
         self.root = Path(tempfile.mkdtemp(prefix="pgqueue-standby-"))
         self.data = self.root / "data"
