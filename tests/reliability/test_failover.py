@@ -22,13 +22,13 @@ from typing import Any
 
 import psycopg
 import pytest
-
-import pgqueue
 import reliability_app
 import roles
 import scoreboard
 from fleet import Fleet, wait_for
 from throwaway_cluster import Cluster, free_port
+
+import pgqueue
 
 DATABASE = "failover"
 
