@@ -128,12 +128,15 @@ class AsyncProducerPool:
 
     def _connect_kwargs(self, url: str) -> dict[str, Any]:
         """The App's connection settings, with the time limit as the server's statement_timeout
-        (a bound the sync pool cannot otherwise put on a statement)."""
+        and as the TCP time limit on unacknowledged data (bounds the sync pool cannot otherwise
+        put on a statement; libpq ignores the latter on Unix sockets)."""
         kwargs = self._kwargs()
         if self._timeout is not None:
+            milliseconds = max(int(self._timeout * 1000), 1)
             options = kwargs.get("options") or psycopg.conninfo.conninfo_to_dict(url).get("options")
-            bound = f"-c statement_timeout={max(int(self._timeout * 1000), 1)}"
+            bound = f"-c statement_timeout={milliseconds}"
             kwargs["options"] = f"{options} {bound}" if options else bound
+            kwargs.setdefault("tcp_user_timeout", milliseconds)
         return kwargs
 
     async def pool(self) -> AsyncPromptPool:
