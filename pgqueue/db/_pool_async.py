@@ -21,6 +21,7 @@ from .operation import Operation
 from .ops import SchemaGate
 from .reconnect import AsyncPromptPool
 from .stash import Stash, alive
+from .watchdog import Watchdog
 
 NO_LIMIT = 365 * 86400.0
 """The pool's wait for a connection when the App sets no time limit (psycopg_pool needs a number)."""
@@ -54,6 +55,7 @@ class AsyncProducerPool:
         self._url = url
         self._kwargs = kwargs
         self._timeout = timeout
+        self._watchdog = Watchdog()  # the sync pool's statement limit; asyncio.timeout's here
         self._size = size
         self._name = name
         self._checked = gate.checked
@@ -109,9 +111,11 @@ class AsyncProducerPool:
             finally:
                 stash.waited()
             pooled = stash.lent(pooled, pool)
+        # sync: self._watchdog.watch(pooled, deadline)
         try:
             result = await arun(pooled, self._checked(operation))
         except psycopg.errors.ReadOnlySqlTransaction:
+            # sync: self._watchdog.unwatch(pooled)
             # The server these connections reached is read-only now (a failover made another
             # the primary): nothing was written. They are replaced, so that the next
             # operation gets a new one, which target_session_attrs=read-write sends to the primary.
@@ -120,23 +124,20 @@ class AsyncProducerPool:
                 await stale.home.putconn(stale)
             raise
         except BaseException:
+            # sync: self._watchdog.unwatch(pooled)
             await pooled.home.putconn(pooled)
             raise
+        # sync: self._watchdog.unwatch(pooled)
         if not stash.keep(pooled):
             await pooled.home.putconn(pooled)
         return result
 
-    def _connect_kwargs(self, url: str) -> dict[str, Any]:
-        """The App's connection settings, with the time limit as the server's statement_timeout
-        and as the TCP time limit on unacknowledged data (bounds the sync pool cannot otherwise
-        put on a statement; libpq ignores the latter on Unix sockets)."""
+    def _connect_kwargs(self) -> dict[str, Any]:
+        """The App's connection settings, with the time limit as the TCP time limit on data the
+        server does not acknowledge (a server gone without a word; ignored on Unix sockets)."""
         kwargs = self._kwargs()
         if self._timeout is not None:
-            milliseconds = max(int(self._timeout * 1000), 1)
-            options = kwargs.get("options") or psycopg.conninfo.conninfo_to_dict(url).get("options")
-            bound = f"-c statement_timeout={milliseconds}"
-            kwargs["options"] = f"{options} {bound}" if options else bound
-            kwargs.setdefault("tcp_user_timeout", milliseconds)
+            kwargs.setdefault("tcp_user_timeout", max(int(self._timeout * 1000), 1))
         return kwargs
 
     async def pool(self) -> AsyncPromptPool:
@@ -151,7 +152,7 @@ class AsyncProducerPool:
                     url,
                     min_size=1,
                     max_size=self._size,
-                    kwargs=self._connect_kwargs(url),
+                    kwargs=self._connect_kwargs(),
                     open=False,
                     name=self._name,
                     connection_class=AsyncPooledConnection,
@@ -168,7 +169,7 @@ class AsyncProducerPool:
                         url,
                         min_size=1,
                         max_size=self._size,
-                        kwargs=self._connect_kwargs(url),
+                        kwargs=self._connect_kwargs(),
                         open=True,
                         name=self._name,
                         connection_class=AsyncPooledConnection,
