@@ -11,6 +11,7 @@ from .app import App
 from .context import JobContext, current_job
 from .errors import (
     ConfigurationError,
+    EnqueueTimeout,
     InvalidJob,
     JobCancelled,
     JobFailed,
@@ -28,6 +29,7 @@ from .task import Task, TaskCall
 __all__ = [
     "App",
     "ConfigurationError",
+    "EnqueueTimeout",
     "InvalidJob",
     "Job",
     "JobCancelled",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -22,7 +23,14 @@ from .job import Job, JobOptions, validate_name
 from .results import ResultMethods
 from .running import WorkerMethods
 from .schedules import ScheduleMethods
-from .settings import prepared_statements_default, resolve_database_url, resolve_option, resolve_schema
+from .settings import (
+    enqueue_timeout_default,
+    prepared_statements_default,
+    resolve_database_url,
+    resolve_option,
+    resolve_schema,
+    validate_enqueue_timeout,
+)
 from .task import F, Task
 
 if TYPE_CHECKING:
@@ -59,7 +67,11 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         retry_delay: float = 1.0,
         retry_backoff: bool = True,
         retry_delay_max: float = 3600.0,
+        enqueue_timeout: float | EllipsisType | None = ...,
     ) -> None:
+        """``enqueue_timeout``: the longest an enqueue or look-up on the App's own pool (without
+        ``conn=``) may wait for a connection and run, in seconds; None: no limit; unset:
+        ``PGQUEUE_ENQUEUE_TIMEOUT``, else 10. Past it: :class:`pgqueue.errors.EnqueueTimeout`."""
         self.schema = resolve_schema(schema)
         self._database_url = database_url
         self._resolved_url: str | None = None
@@ -73,6 +85,9 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         # (pgbouncer before 1.21, or with max_prepared_statements = 0).
         self.prepared_statements = prepared_statements
         self.pool_size = pool_size
+        self.enqueue_timeout = (
+            enqueue_timeout_default() if enqueue_timeout is ... else validate_enqueue_timeout(enqueue_timeout)
+        )
         self.defaults = JobOptions.build(
             max_attempts=max_attempts,
             retry_delay=retry_delay,
@@ -93,8 +108,9 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         def url() -> str:  # resolved on first use: it may start the embedded server
             return self.database_url
 
-        self._pool = ProducerPool(url, self.connect_kwargs, pool_size, gate, "pgqueue")
-        self._apool = AsyncProducerPool(url, self.connect_kwargs, pool_size, gate, "pgqueue-async")
+        limit = self.enqueue_timeout
+        self._pool = ProducerPool(url, self.connect_kwargs, pool_size, gate, "pgqueue", limit)
+        self._apool = AsyncProducerPool(url, self.connect_kwargs, pool_size, gate, "pgqueue-async", limit)
         # Bound once: these run on every enqueue.
         self._execute = self._pool.execute
         self._aexecute = self._apool.execute

@@ -61,3 +61,12 @@ class JobFailed(PgQueueError):
         self.job_id = job_id
         self.error = error
         self.job = job
+
+
+class EnqueueTimeout(PgQueueError, TimeoutError):
+    """An enqueue (or another call) on the App's own pool did not finish within the App's
+    ``enqueue_timeout``: no connection could be had, or the database did not answer in time.
+
+    The message says which. When the statement had been sent, the job may or may not have been
+    written: the caller cannot know. Retry with a ``unique_key``, or make the handler idempotent.
+    """

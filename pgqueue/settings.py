@@ -496,6 +496,33 @@ def prepared_statements_default() -> bool:
     return os.environ.get("PGQUEUE_PREPARED_STATEMENTS", "true").lower() not in FALSE_WORDS
 
 
+ENQUEUE_TIMEOUT = 10.0
+"""Default of ``App(enqueue_timeout=...)``, in seconds."""
+
+
+def enqueue_timeout_default() -> float | None:
+    """``PGQUEUE_ENQUEUE_TIMEOUT``: seconds (``none`` or ``off``: no limit), else ``ENQUEUE_TIMEOUT``."""
+    text = os.environ.get("PGQUEUE_ENQUEUE_TIMEOUT", "").strip().lower()
+    if not text:
+        return ENQUEUE_TIMEOUT
+    if text in ("none", "off"):
+        return None
+    return validate_enqueue_timeout(text, "PGQUEUE_ENQUEUE_TIMEOUT")
+
+
+def validate_enqueue_timeout(value: Any, name: str = "enqueue_timeout") -> float | None:
+    """``value`` as a number of seconds greater than 0 (None stays None: no limit)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not seconds > 0 or math.isinf(seconds):
+        raise ConfigurationError(f"{name} must be a number of seconds greater than 0, or None for no limit")
+    return seconds
+
+
 def worker_index() -> int:
     """This worker process's index under a supervisor (``PGQUEUE_WORKER_INDEX``), 0 without one."""
     try:

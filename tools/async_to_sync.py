@@ -35,6 +35,7 @@ MODULES = {
 NAMES = {
     "AsyncConnection": "Connection",
     "AsyncConnectionPool": "ConnectionPool",
+    "AsyncPromptPool": "PromptPool",
     "AsyncCursor": "Cursor",
     "AsyncPooledConnection": "PooledConnection",
     "AsyncProducerPool": "ProducerPool",

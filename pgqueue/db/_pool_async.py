@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import asyncio  # async only
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import PoolTimeout
 
+from ..errors import EnqueueTimeout
 from ._driver_async import AsyncPooledConnection, arun
 from .adapters import async_connection
 from .operation import Operation
 from .ops import SchemaGate
+from .reconnect import AsyncPromptPool
 from .stash import Stash, alive
+from .watchdog import Watchdog
+
+NO_LIMIT = 365 * 86400.0
+"""The pool's wait for a connection when the App sets no time limit (psycopg_pool needs a number)."""
 
 R = TypeVar("R")
 
@@ -27,6 +35,12 @@ class AsyncProducerPool:
 
     The pool opens on first use. Between operations, idle connections wait in a
     :class:`~pgqueue.db.stash.Stash` rather than in the pool (see there why).
+
+    ``timeout`` (seconds, None: no limit) bounds each operation on the pool: the wait for a
+    connection and the statements. Past it, :class:`~pgqueue.errors.EnqueueTimeout`. When a
+    statement finds its server read-only (SQLSTATE 25006: a failover moved the primary), the
+    error reaches the caller (nothing was written: trying again is safe) and that connection and
+    the stashed ones are closed, for the pool to replace them, as after a lost connection.
     """
 
     def __init__(
@@ -36,13 +50,16 @@ class AsyncProducerPool:
         size: int,
         gate: SchemaGate,
         name: str,
+        timeout: float | None = None,
     ) -> None:
         self._url = url
         self._kwargs = kwargs
+        self._timeout = timeout
+        self._watchdog = Watchdog()  # the sync pool's statement limit; asyncio.timeout's here
         self._size = size
         self._name = name
         self._checked = gate.checked
-        self._pool: AsyncConnectionPool[Any] | None = None
+        self._pool: AsyncPromptPool | None = None
         self._stash: Stash[AsyncPooledConnection] = Stash(size)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # async only
@@ -51,6 +68,29 @@ class AsyncProducerPool:
         """Run ``operation`` on ``conn`` (what ``conn=`` accepts), or with None on the pool."""
         if conn is not None:
             return await arun(await async_connection(conn), self._checked(operation))
+        limit = self._timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            if True:  # async
+                async with asyncio.timeout(limit):
+                    return await self._on_pool(operation, deadline)
+            else:  # sync
+                return self._on_pool(operation, deadline)
+        except PoolTimeout:
+            if limit is None:
+                raise
+            raise EnqueueTimeout(
+                f"no database connection within {limit:g} s (enqueue_timeout): nothing was written"
+            ) from None
+        except (TimeoutError, psycopg.errors.QueryCanceled) as exc:
+            if limit is None:
+                raise
+            raise EnqueueTimeout(
+                f"the database did not answer within {limit:g} s (enqueue_timeout): the job may or "
+                f"may not have been written (retry with a unique key, or make the handler idempotent)"
+            ) from exc
+
+    async def _on_pool(self, operation: Operation[R], deadline: float | None) -> R:
         # The pool's connections are in autocommit: there is no transaction for `with conn`
         # to end, and putconn rolls back a connection left in one anyway.
         pool = await self.pool()  # async only
@@ -62,24 +102,45 @@ class AsyncProducerPool:
         if pooled is None:
             try:
                 # sync: pool = self.pool()
-                pooled = await pool.getconn()
+                wait = NO_LIMIT if deadline is None else max(deadline - time.monotonic(), 0.0)
+                pooled = await pool.getconn(timeout=wait)
                 # Checked here rather than by the pool's own check, which sleeps a second after a failure.
                 while not alive(pooled):
                     await pool.putconn(pooled)
-                    pooled = await pool.getconn()
+                    pooled = await pool.getconn(timeout=wait)
             finally:
                 stash.waited()
             pooled = stash.lent(pooled, pool)
+        # sync: self._watchdog.watch(pooled, deadline)
         try:
             result = await arun(pooled, self._checked(operation))
+        except psycopg.errors.ReadOnlySqlTransaction:
+            # sync: self._watchdog.unwatch(pooled)
+            # The server these connections reached is read-only now (a failover made another
+            # the primary): nothing was written. They are replaced, so that the next
+            # operation gets a new one, which target_session_attrs=read-write sends to the primary.
+            for stale in (pooled, *stash.drain()):
+                await stale.close()
+                await stale.home.putconn(stale)
+            raise
         except BaseException:
+            # sync: self._watchdog.unwatch(pooled)
             await pooled.home.putconn(pooled)
             raise
+        # sync: self._watchdog.unwatch(pooled)
         if not stash.keep(pooled):
             await pooled.home.putconn(pooled)
         return result
 
-    async def pool(self) -> AsyncConnectionPool[Any]:
+    def _connect_kwargs(self) -> dict[str, Any]:
+        """The App's connection settings, with the time limit as the TCP time limit on data the
+        server does not acknowledge (a server gone without a word; ignored on Unix sockets)."""
+        kwargs = self._kwargs()
+        if self._timeout is not None:
+            kwargs.setdefault("tcp_user_timeout", max(int(self._timeout * 1000), 1))
+        return kwargs
+
+    async def pool(self) -> AsyncPromptPool:
         """The connection pool, opened on first use."""
         if True:  # async
             # Its connections belong to the event loop that opened them: a new loop gets a new
@@ -87,11 +148,11 @@ class AsyncProducerPool:
             loop = asyncio.get_running_loop()
             if self._pool is None or self._loop is not loop:
                 url = self._url()
-                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                pool = AsyncPromptPool(
                     url,
                     min_size=1,
                     max_size=self._size,
-                    kwargs=self._kwargs(),
+                    kwargs=self._connect_kwargs(),
                     open=False,
                     name=self._name,
                     connection_class=AsyncPooledConnection,
@@ -104,11 +165,11 @@ class AsyncProducerPool:
             url = self._url()
             with self._lock:
                 if self._pool is None:
-                    self._pool = AsyncConnectionPool(
+                    self._pool = AsyncPromptPool(
                         url,
                         min_size=1,
                         max_size=self._size,
-                        kwargs=self._kwargs(),
+                        kwargs=self._connect_kwargs(),
                         open=True,
                         name=self._name,
                         connection_class=AsyncPooledConnection,

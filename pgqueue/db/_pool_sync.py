@@ -4,16 +4,24 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import PoolTimeout
 
+from ..errors import EnqueueTimeout
 from ._driver_sync import PooledConnection, run
 from .adapters import sync_connection
 from .operation import Operation
 from .ops import SchemaGate
+from .reconnect import PromptPool
 from .stash import Stash, alive
+from .watchdog import Watchdog
+
+NO_LIMIT = 365 * 86400.0
+"""The pool's wait for a connection when the App sets no time limit (psycopg_pool needs a number)."""
 
 R = TypeVar("R")
 
@@ -24,6 +32,12 @@ class ProducerPool:
 
     The pool opens on first use. Between operations, idle connections wait in a
     :class:`~pgqueue.db.stash.Stash` rather than in the pool (see there why).
+
+    ``timeout`` (seconds, None: no limit) bounds each operation on the pool: the wait for a
+    connection and the statements. Past it, :class:`~pgqueue.errors.EnqueueTimeout`. When a
+    statement finds its server read-only (SQLSTATE 25006: a failover moved the primary), the
+    error reaches the caller (nothing was written: trying again is safe) and that connection and
+    the stashed ones are closed, for the pool to replace them, as after a lost connection.
     """
 
     def __init__(
@@ -33,13 +47,16 @@ class ProducerPool:
         size: int,
         gate: SchemaGate,
         name: str,
+        timeout: float | None = None,
     ) -> None:
         self._url = url
         self._kwargs = kwargs
+        self._timeout = timeout
+        self._watchdog = Watchdog()  # the sync pool's statement limit; asyncio.timeout's here
         self._size = size
         self._name = name
         self._checked = gate.checked
-        self._pool: ConnectionPool[Any] | None = None
+        self._pool: PromptPool | None = None
         self._stash: Stash[PooledConnection] = Stash(size)
         self._lock = threading.Lock()
 
@@ -47,6 +64,25 @@ class ProducerPool:
         """Run ``operation`` on ``conn`` (what ``conn=`` accepts), or with None on the pool."""
         if conn is not None:
             return run(sync_connection(conn), self._checked(operation))
+        limit = self._timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            return self._on_pool(operation, deadline)
+        except PoolTimeout:
+            if limit is None:
+                raise
+            raise EnqueueTimeout(
+                f"no database connection within {limit:g} s (enqueue_timeout): nothing was written"
+            ) from None
+        except (TimeoutError, psycopg.errors.QueryCanceled) as exc:
+            if limit is None:
+                raise
+            raise EnqueueTimeout(
+                f"the database did not answer within {limit:g} s (enqueue_timeout): the job may or "
+                f"may not have been written (retry with a unique key, or make the handler idempotent)"
+            ) from exc
+
+    def _on_pool(self, operation: Operation[R], deadline: float | None) -> R:
         # The pool's connections are in autocommit: there is no transaction for `with conn`
         # to end, and putconn rolls back a connection left in one anyway.
         stash = self._stash
@@ -57,33 +93,54 @@ class ProducerPool:
         if pooled is None:
             try:
                 pool = self.pool()
-                pooled = pool.getconn()
+                wait = NO_LIMIT if deadline is None else max(deadline - time.monotonic(), 0.0)
+                pooled = pool.getconn(timeout=wait)
                 # Checked here rather than by the pool's own check, which sleeps a second after a failure.
                 while not alive(pooled):
                     pool.putconn(pooled)
-                    pooled = pool.getconn()
+                    pooled = pool.getconn(timeout=wait)
             finally:
                 stash.waited()
             pooled = stash.lent(pooled, pool)
+        self._watchdog.watch(pooled, deadline)
         try:
             result = run(pooled, self._checked(operation))
+        except psycopg.errors.ReadOnlySqlTransaction:
+            self._watchdog.unwatch(pooled)
+            # The server these connections reached is read-only now (a failover made another
+            # the primary): nothing was written. They are replaced, so that the next
+            # operation gets a new one, which target_session_attrs=read-write sends to the primary.
+            for stale in (pooled, *stash.drain()):
+                stale.close()
+                stale.home.putconn(stale)
+            raise
         except BaseException:
+            self._watchdog.unwatch(pooled)
             pooled.home.putconn(pooled)
             raise
+        self._watchdog.unwatch(pooled)
         if not stash.keep(pooled):
             pooled.home.putconn(pooled)
         return result
 
-    def pool(self) -> ConnectionPool[Any]:
+    def _connect_kwargs(self) -> dict[str, Any]:
+        """The App's connection settings, with the time limit as the TCP time limit on data the
+        server does not acknowledge (a server gone without a word; ignored on Unix sockets)."""
+        kwargs = self._kwargs()
+        if self._timeout is not None:
+            kwargs.setdefault("tcp_user_timeout", max(int(self._timeout * 1000), 1))
+        return kwargs
+
+    def pool(self) -> PromptPool:
         """The connection pool, opened on first use."""
         url = self._url()
         with self._lock:
             if self._pool is None:
-                self._pool = ConnectionPool(
+                self._pool = PromptPool(
                     url,
                     min_size=1,
                     max_size=self._size,
-                    kwargs=self._kwargs(),
+                    kwargs=self._connect_kwargs(),
                     open=True,
                     name=self._name,
                     connection_class=PooledConnection,

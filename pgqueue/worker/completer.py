@@ -87,7 +87,9 @@ class Completer(Service):
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
                 delay = retry_delay(failures)
-                log.warning("recording job outcomes failed (%s); retrying in %.1fs", describe(exc), delay)
+                self.db.outage.report(
+                    exc, "recording job outcomes failed (%s); retrying in %.1fs", describe(exc), delay
+                )
                 await asyncio.sleep(delay)
                 self.ready.set()
 

@@ -216,7 +216,7 @@ class Worker:
                 failures += 1
                 lost_claims = True
                 delay = retry_delay(failures)
-                log.warning("claim failed (%s); retrying in %.1fs", describe(exc), delay)
+                self.db.outage.report(exc, "claim failed (%s); retrying in %.1fs", describe(exc), delay)
                 await self._sleep(delay)
                 continue
             for job in claimed:

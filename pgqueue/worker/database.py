@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from ..db import ops
 from ..db.driver import arun
+from ..db.reconnect import AsyncPromptPool
 from ..db.stash import alive
 from .aio import describe
+from .outage import Outage, connection_lost
 from .runtime import Runtime
 
 log = logging.getLogger("pgqueue.worker")
@@ -55,9 +56,11 @@ class WorkerDatabase:
                 f"{options} -c synchronous_commit=off" if options else "-c synchronous_commit=off"
             )
         self.connect_kwargs = kwargs
-        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        self.pool = AsyncPromptPool(
             url, min_size=1, max_size=3, kwargs=kwargs, open=False, name="pgqueue-worker", timeout=10
         )
+        self.outage = Outage()
+        """Whether the database is reachable: each part's connection failures are noted there."""
 
     async def open(self) -> None:
         await self.pool.open()
@@ -77,6 +80,10 @@ class WorkerDatabase:
         each is checked with one poll of its socket, no round trip, and replaced. Lending dead
         connections one after another would fail as many claims in a row, each failure
         lengthening the back-off before the next.
+
+        A connection whose server has become read-only (SQLSTATE 25006: a failover made another
+        server the primary) is closed, so that the pool replaces it; with
+        ``target_session_attrs=read-write`` in the URL the new one reaches the new primary.
         """
         try:
             async with asyncio.timeout(timeout or self.io_timeout):
@@ -86,6 +93,10 @@ class WorkerDatabase:
                     conn = await self.pool.getconn()
                 try:
                     yield conn
+                    self.outage.reached(conn)
+                except psycopg.errors.ReadOnlySqlTransaction:
+                    await conn.close()
+                    raise
                 finally:
                     await self.pool.putconn(conn)
         except TimeoutError:
@@ -119,5 +130,6 @@ class WorkerDatabase:
             except (psycopg.OperationalError, TimeoutError) as exc:
                 if attempt == attempts:
                     raise
-                log.warning("checking the schema failed (%s); trying again", describe(exc))
+                if not connection_lost(exc):
+                    log.warning("checking the schema failed (%s); trying again", describe(exc))
                 await asyncio.sleep(0.5 * attempt)

@@ -46,7 +46,7 @@ class HandBack:
                 log.info("handed %d unfinished job(s) back to the queue", len(rows))
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("handing jobs back failed (%s)", describe(exc))
+                self.db.outage.report(exc, "handing jobs back failed (%s)", describe(exc))
                 await asyncio.sleep(0.5 * (attempt + 1))
         log.error("could not hand %d job(s) back; they will be rescued when their leases expire", len(jobs))
 

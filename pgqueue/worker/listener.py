@@ -64,6 +64,7 @@ class Listener(Service):
                 conn = await self.db.dedicated("pgqueue-listener", self.url)
                 async with asyncio.timeout(self.db.io_timeout):
                     await conn.execute(self.q.listen)
+                self.db.outage.reached(conn)
                 backoff = 0.5
                 if connected_before and self.events is not None:
                     self.events.listener_reconnected()
@@ -84,7 +85,9 @@ class Listener(Service):
                         self.poll_interval,
                     )
                     return
-                log.warning("listener connection lost (%s); polling until it is back", describe(exc))
+                self.db.outage.report(
+                    exc, "listener connection lost (%s); polling until it is back", describe(exc)
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_DELAY_MAX)
             finally:

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from ..db.sql import Queries
+from ..db.stash import alive
 from .aio import describe, retry_delay
 from .database import WorkerDatabase
 from .events import WorkerEvents
@@ -58,14 +59,19 @@ class Heartbeat(Service):
         try:
             while True:
                 try:
+                    if conn is not None and not alive(conn):
+                        # Ended while idle (a restart, a failover): replaced without a failed beat.
+                        await conn.close()
+                        conn = None
                     if conn is None or conn.closed:
                         conn = await self.db.dedicated("pgqueue-heartbeat")
                     async with asyncio.timeout(max(interval, 2.0)):
                         await self.beat(conn)
                     failures = 0
+                    self.db.outage.reached(conn)
                 except (psycopg.Error, OSError, TimeoutError) as exc:
                     failures += 1
-                    log.warning("heartbeat failed (%s); reconnecting", describe(exc))
+                    self.db.outage.report(exc, "heartbeat failed (%s); reconnecting", describe(exc))
                     if conn is not None:
                         await conn.close()
                     conn = None

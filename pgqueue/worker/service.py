@@ -71,7 +71,7 @@ class Periodic(Service):
                 async with self.lane.lock, self.db.pooled(self.db.io_timeout + 5.0) as conn:
                     await self.tick(conn)
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("%s failed (%s)", self.name, describe(exc))
+                self.db.outage.report(exc, "%s failed (%s)", self.name, describe(exc))
             await asyncio.sleep(self.interval)
 
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
