@@ -24,7 +24,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .. import logs
-from ..db import admin, inspect, ops, queues
+from ..cron import next_tick
+from ..db import admin, inspect, ops, queues, schedules
 from ..db.operation import Operation
 from ..errors import InvalidJob, JobNotFound, PgQueueError
 from ..job import Job
@@ -178,6 +179,11 @@ class Dashboard:
         workers = await self.run(inspect.worker_list(self.app.schema))
         return self.render(request, "workers.html", workers=workers, gone_after=inspect.GONE_AFTER)
 
+    async def schedules(self, request: Request) -> Response:
+        found, now = await self.run(schedules.list_schedules(self.app.schema))
+        rows = [(spec, next_tick(spec, now)) for spec in found]
+        return self.render(request, "schedules.html", schedules=rows, now=now)
+
     async def metrics(self, request: Request) -> Response:
         counts = await self.run(ops.counts(self.app.schema))
         overview = await self.run(inspect.queue_overview(self.app.schema))
@@ -325,6 +331,7 @@ def create_app(
         Route("/jobs/{job_id:int}/{action:str}", dashboard.act_on_job, methods=["POST"], name="act"),
         Route("/queues/{action:str}", dashboard.act_on_queue, methods=["POST"], name="queue"),
         Route("/workers", dashboard.workers, name="workers"),
+        Route("/schedules", dashboard.schedules, name="schedules"),
         Route("/metrics", dashboard.metrics, name="metrics"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

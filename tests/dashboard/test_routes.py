@@ -272,3 +272,19 @@ def test_queues_pause_and_resume_from_the_queues_page(app, conn, serve):
         assert "/queues/pause" not in client.get("/").text
         assert client.post("/queues/pause", data={"csrf": token, "queue": "emails"}).status_code == 403
     assert app.queue_settings()["emails"]["paused"] is False
+
+
+def test_schedules_page_lists_schedules_with_their_next_tick(app, serve):
+    @app.task("nightly-report")
+    def nightly_report(kind: str) -> None: ...
+
+    app.schedule("nightly", "nightly-report", {"kind": "<script>alert(1)</script>"}, cron="30 2 * * *",
+                 tz="Europe/Berlin")
+    app.schedule("often", "nightly-report", {"kind": "x"}, every=30)
+    with httpx.Client(base_url=serve()) as client:
+        page = client.get("/schedules")
+        assert page.status_code == 200
+        assert 'data-schedule="nightly"' in page.text and 'data-schedule="often"' in page.text
+        assert "30 2 * * *" in page.text and "Europe/Berlin" in page.text
+        assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;" in page.text
+        assert 'href="/schedules"' in client.get("/").text
