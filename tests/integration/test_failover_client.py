@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import psycopg_pool
@@ -163,8 +164,10 @@ def test_a_multi_host_url_reaches_the_read_write_server(dsn):
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     host, port = info.get("host", "127.0.0.1"), info.get("port", 5432)
     auth = info["user"] + (f":{info['password']}" if info.get("password") else "")
-    # The first address refuses connections, as a stopped primary does.
-    url = f"postgresql://{auth}@{host}:1,{host}:{port}/{info['dbname']}?target_session_attrs=read-write"
+    # The first address refuses connections, as a stopped primary does (a socket directory, as
+    # the embedded server has, is written percent-encoded in a URL).
+    where = quote(host, safe="") if host.startswith("/") else host
+    url = f"postgresql://{auth}@{where}:1,{where}:{port}/{info['dbname']}?target_session_attrs=read-write"
     app = pgqueue.App(url)
     assert app.database_url == url
     parsed = psycopg.conninfo.conninfo_to_dict(app.database_url)
