@@ -144,7 +144,9 @@ class VacuumDuty(Service):
 
         def notice(diag: psycopg.errors.Diagnostic) -> None:
             # PostgreSQL skips a table the role may not vacuum with a warning, not an error.
-            if (diag.message_primary or "").startswith("skipping"):
+            # 'skipping "job" --- only table or database owner can vacuum it' (to 16),
+            # 'permission denied to vacuum "job", skipping it' (17 on).
+            if "skipping" in (diag.message_primary or ""):
                 skipped.append(diag.message_primary or "")
 
         conn.add_notice_handler(notice)

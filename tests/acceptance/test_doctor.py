@@ -73,7 +73,7 @@ def test_missing_grants_are_reported(dsn, conn):
         conn.execute("GRANT USAGE ON SCHEMA pgqueue TO doctor_reader")
         conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA pgqueue TO doctor_reader")
         dbname = conn.info.dbname
-        reader = f"postgresql://doctor_reader@127.0.0.1:{conn.info.port}/{dbname}"
+        reader = psycopg.conninfo.make_conninfo(dsn, user="doctor_reader", dbname=dbname)
         result = doctor(reader, "--json")
         assert result.returncode == 1, output(result)
         grants = checks(result)["grants"][0]

@@ -241,7 +241,12 @@ class _Relay:
             if not self.up.is_set():
                 client.close()
                 continue
-            server = socket.create_connection(self.target)
+            host, port = self.target
+            if host.startswith("/"):  # a server behind a Unix socket (the embedded one)
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(f"{host}/.s.PGSQL.{port}")
+            else:
+                server = socket.create_connection(self.target)
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
