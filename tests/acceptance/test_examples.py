@@ -116,3 +116,19 @@ def test_the_fastapi_benchmark_runs_small_and_finds_nothing_missing(server_dsn: 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| POST /register-inline |" in result.stdout and "| POST /register |" in result.stdout
     assert "missing = 0" in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_django_example_commits_orders_with_their_jobs_and_the_worker_runs_them(dsn: str):
+    env = {k: v for k, v in example_env(dsn).items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.django_shop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=100
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rolled back: its jobs were never written" in done.stdout
+    assert done.stdout.count("receipt task SUCCESSFUL") == 3, done.stdout
+    with psycopg.connect(dsn) as conn:
+        orders = conn.execute("SELECT item, receipt_sent, shipped FROM shop_order ORDER BY id").fetchall()
+        jobs = conn.execute("SELECT type, state::text, count(*) FROM pgqueue.job GROUP BY 1, 2 ORDER BY 1").fetchall()
+    assert orders == [("book", True, True), ("lamp", True, True), ("kettle", True, True)]
+    assert jobs == [("django-task", "completed", 3), ("ship-order", "completed", 3)]
