@@ -531,6 +531,16 @@ def worker_index() -> int:
         return 0
 
 
+def listen_database_url() -> str | None:
+    """``PGQUEUE_LISTEN_DATABASE_URL``: a direct connection for LISTEN behind a pooler, when set."""
+    return os.environ.get("PGQUEUE_LISTEN_DATABASE_URL") or None
+
+
+def testing_server_url() -> str | None:
+    """``PGQUEUE_TEST_DATABASE_URL``: the server the pytest plugin makes test databases on, when set."""
+    return os.environ.get("PGQUEUE_TEST_DATABASE_URL") or None
+
+
 def embedded_pgdata() -> Path:
     """Where the embedded server keeps its data: ``PGQUEUE_EMBEDDED_DIR``, else a per-user data directory."""
     return embedded_data_dir(os.environ.get("PGQUEUE_EMBEDDED_DIR") or None)

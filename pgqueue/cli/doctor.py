@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated
 
 import typer
 
 from .. import logs
 from ..doctor import Thresholds, diagnose, healthy, render
-from ..settings import export, resolve_database_url
+from ..settings import export, listen_database_url, resolve_database_url
 from .common import DatabaseUrl, Schema
 
 Seconds = Annotated[
@@ -34,7 +33,7 @@ def doctor(
     schema = export(database_url, schema)
     logs.setup("warning")
     url = resolve_database_url()
-    listen_url = os.environ.get("PGQUEUE_LISTEN_DATABASE_URL") or None
+    listen_url = listen_database_url()
     findings = diagnose(url, schema, Thresholds(transaction_seconds=max_transaction_age), listen_url)
     ok = healthy(findings)
     if as_json:

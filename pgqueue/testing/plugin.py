@@ -14,14 +14,13 @@ A template database is migrated once per session; each test gets a copy, dropped
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from ..app import App
-from ..embedded import embedded_data_dir, embedded_database_url
-from ..settings import resolve_schema
+from ..embedded import embedded_database_url
+from ..settings import embedded_pgdata, resolve_schema, testing_server_url
 from .clock import Clock
 from .database import bound, create_database, drop_database, migrated_template, with_database
 
@@ -49,8 +48,8 @@ def _configured_app(config: pytest.Config) -> App | None:
 def pgqueue_server_url(pytestconfig: pytest.Config) -> str:
     """The PostgreSQL server test databases are made on: ``$PGQUEUE_TEST_DATABASE_URL``, the
     ini setting ``pgqueue_test_database_url``, else the embedded server."""
-    url = os.environ.get(SERVER_ENV) or str(pytestconfig.getini("pgqueue_test_database_url") or "")
-    return url or embedded_database_url(embedded_data_dir(os.environ.get("PGQUEUE_EMBEDDED_DIR")))
+    url = testing_server_url() or str(pytestconfig.getini("pgqueue_test_database_url") or "")
+    return url or embedded_database_url(embedded_pgdata())
 
 
 @pytest.fixture(scope="session")
