@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from .common import DatabaseUrl, Schema, session
+from .jobs import _when
 
 queue_cli = typer.Typer(
     help="Pause, resume and show queues (settings every worker reads).", no_args_is_help=True
 )
 
 QueueName = Annotated[str, typer.Argument(metavar="NAME", help="The queue's name.")]
-
-
-def _when(value: Any) -> str:
-    return value.astimezone().isoformat(sep=" ", timespec="seconds") if value else "-"
 
 
 @queue_cli.command("pause")
