@@ -22,7 +22,7 @@ from .errors import (
     SchemaOutOfDate,
     UnknownTask,
 )
-from .job import Job, JobState
+from .job import Job, JobId, JobState
 from .settings import WorkerConfig
 from .task import Task, TaskCall
 
@@ -35,6 +35,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobFailed",
+    "JobId",
     "JobNotFound",
     "JobState",
     "LeaseLost",

@@ -14,12 +14,12 @@ from .codec import encode_data
 from .cron import Spec
 from .db import ops, queues
 from .db.admin import AdminMethods
-from .db.insert import JobTemplate, NewJob, Unencoded
+from .db.insert import JobTemplate, NewJob, Unencoded, make_template
 from .db.notifier import Notifier
 from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
-from .job import Job, JobOptions, validate_name
+from .job import DEFAULT_QUEUE, Job, JobId, JobOptions, validate_name
 from .results import ResultMethods
 from .running import WorkerMethods
 from .schedules import ScheduleMethods
@@ -27,7 +27,6 @@ from .settings import (
     enqueue_timeout_default,
     prepared_statements_default,
     resolve_database_url,
-    resolve_option,
     resolve_schema,
     validate_enqueue_timeout,
 )
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
     EnqueueTrace = Callable[[Sequence[NewJob]], AbstractContextManager[str | None]]
 
-DEFAULT_QUEUE = "default"
 EXECUTORS = ("async", "thread", "process")
 
 
@@ -130,8 +128,13 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         retry_delay_max: float | None = None,
         concurrency: int | None = None,
         executor: str | None = None,
+        unique_for: float | None = None,
+        debounce: float | None = None,
     ) -> Callable[[F], Task[F]]:
         """Register a handler for the job type ``name``.
+
+        ``unique_for`` / ``debounce``: the window of this task's enqueues that give a ``unique_key``
+        (see :meth:`Task.using`).
 
         ``executor``: ``"async"`` (default for ``async def``) runs on the worker's event loop,
         ``"thread"`` (default otherwise) in a thread, ``"process"`` in a pool of processes for
@@ -146,6 +149,8 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
             retry_delay=retry_delay,
             retry_backoff=retry_backoff,
             retry_delay_max=retry_delay_max,
+            unique_for=unique_for,
+            debounce=debounce,
         )
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -188,25 +193,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         if template is None:
             validate_name("job type", type_)
             task = self.tasks.get(type_)
-            # Retry settings and timeouts are stored only where the task or the call sets them;
-            # otherwise the worker applies its task's (or the app's) defaults, and rows stay narrow.
-            merged = (task.options if task else JobOptions()).merged(options)
-            template = JobTemplate(
-                type=type_,
-                queue=merged.queue or DEFAULT_QUEUE,
-                priority=merged.priority or 0,
-                max_attempts=resolve_option(
-                    "max_attempts", options.max_attempts, task.options if task else None, self.defaults
-                )
-                or 1,
-                run_at=merged.run_at,
-                delay=merged.delay,
-                retry_delay=merged.retry_delay,
-                retry_backoff=merged.retry_backoff,
-                retry_delay_max=merged.retry_delay_max,
-                timeout=merged.timeout,
-                unique_key=merged.unique_key,
-            )
+            template = make_template(type_, task.options if task else None, options, self.defaults)
             if len(self._templates) >= 1024:
                 self._templates.clear()
             self._templates[key] = template
@@ -233,7 +220,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
 
     def enqueue(
         self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any
-    ) -> int | None:
+    ) -> JobId | None:
         """Enqueue a job by type name, for producers that do not import the handler's code.
 
         >>> app.enqueue("send-welcome-email", {"user_id": 1}, conn=conn, delay=60)
@@ -242,17 +229,17 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
 
     async def aenqueue(
         self, type: str, data: Mapping[str, Any] | None = None, conn: Any = None, **options: Any
-    ) -> int | None:
+    ) -> JobId | None:
         return (await self._ainsert([self._new_job(type, data, JobOptions.build(**options))], conn))[0]
 
-    def enqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[int | None]:
+    def enqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[JobId | None]:
         """Enqueue ``(type, data)`` or ``(type, data, options)`` items in one statement; ids in order."""
         return self._insert(self._jobs(items, conn), conn)
 
-    async def aenqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[int | None]:
+    async def aenqueue_many(self, items: Iterable[Any], conn: Any = None) -> list[JobId | None]:
         return await self._ainsert(self._jobs(items, conn), conn)
 
-    def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+    def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[JobId | None]:
         if self._enqueue_trace is not None:
             with self._enqueue_trace(jobs) as trace:
                 return self._execute(ops.insert_jobs(self.schema, jobs, self.notify, trace), conn)
@@ -267,7 +254,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         self._wake(jobs, ids)
         return ids
 
-    async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+    async def _ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[JobId | None]:
         if self._enqueue_trace is not None:
             with self._enqueue_trace(jobs) as trace:
                 return await self._aexecute(ops.insert_jobs(self.schema, jobs, self.notify, trace), conn)
@@ -279,7 +266,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         self._wake(jobs, ids)
         return ids
 
-    def _wake(self, jobs: Sequence[NewJob], ids: Sequence[int | None]) -> None:
+    def _wake(self, jobs: Sequence[NewJob], ids: Sequence[JobId | None]) -> None:
         """After a commit on the App's own pool: wake the inserted jobs' queues from the notifier thread."""
         if not self.notify:
             return
@@ -307,19 +294,19 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
 
     # --- jobs ----------------------------------------------------------------------------
 
-    def get_job(self, job_id: int, conn: Any = None) -> Job:
-        """The job with that id (state, attempts, output, error...); JobNotFound if there is none."""
+    def get_job(self, job_id: Any, conn: Any = None) -> Job:
+        """The job with that id, or uid (state, attempts, output, error...); JobNotFound if there is none."""
         return self._execute(ops.get_job(self.schema, job_id), conn)
 
-    async def aget_job(self, job_id: int, conn: Any = None) -> Job:
+    async def aget_job(self, job_id: Any, conn: Any = None) -> Job:
         return await self._aexecute(ops.get_job(self.schema, job_id), conn)
 
-    def cancel_job(self, job_id: int, conn: Any = None) -> bool:
-        """Cancel a job that has not finished; False if it already had."""
+    def cancel_job(self, job_id: Any, conn: Any = None) -> bool:
+        """Cancel a job (by id or uid) that has not finished; False if it already had."""
         return self._execute(ops.cancel_job(self.schema, job_id), conn)
 
-    def retry_job(self, job_id: int, conn: Any = None) -> bool:
-        """Run a failed or cancelled job again now; False if it was in another state."""
+    def retry_job(self, job_id: Any, conn: Any = None) -> bool:
+        """Run a failed or cancelled job (by id or uid) again now; False if it was in another state."""
         return self._execute(ops.retry_job(self.schema, job_id, self.notify), conn)
 
     def counts(self, conn: Any = None) -> dict[str, dict[str, int]]:

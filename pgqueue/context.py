@@ -40,6 +40,9 @@ class JobContext:
     started: float = field(default=0.0, repr=False)
     """``time.monotonic()`` when the handler was started, for the duration :meth:`complete` records
     (the clock is the machine's, shared by the worker and its child processes)."""
+    uid: uuid.UUID | None = field(default=None, repr=False)
+    """The job's random identity (:attr:`pgqueue.Job.uid`): the key to make a handler's effects
+    idempotent with (``id`` may be handed out again after a failover; ``uid`` never is)."""
     _completed: bool = field(default=False, init=False, repr=False, compare=False)
     """Set once :meth:`complete` succeeded in this attempt (its transaction may still roll back)."""
     _cancel_event: Any = field(default_factory=threading.Event, init=False, repr=False, compare=False)
@@ -145,12 +148,19 @@ class JobContext:
         """The fields a process-executor child rebuilds the context from (the lease id as text)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         fields["lease_id"] = None if self.lease_id is None else str(self.lease_id)
+        fields["uid"] = None if self.uid is None else str(self.uid)
         return fields
 
     @classmethod
     def _from_json(cls, fields: dict[str, Any]) -> JobContext:
-        lease_id = fields.get("lease_id")
-        return cls(**{**fields, "lease_id": None if lease_id is None else uuid.UUID(lease_id)})
+        lease_id, uid = fields.get("lease_id"), fields.get("uid")
+        return cls(
+            **{
+                **fields,
+                "lease_id": None if lease_id is None else uuid.UUID(lease_id),
+                "uid": None if uid is None else uuid.UUID(uid),
+            }
+        )
 
 
 def _in_transaction(conn: C) -> C:
@@ -171,7 +181,7 @@ def current_job() -> JobContext:
 
     >>> @app.task("charge")
     ... def charge(order_id: int) -> None:
-    ...     stripe.charge(order_id, idempotency_key=f"job-{pgqueue.current_job().id}")
+    ...     stripe.charge(order_id, idempotency_key=f"job-{pgqueue.current_job().uid}")
 
     Its :meth:`~JobContext.complete` (``acomplete`` in async handlers) completes the job in the
     handler's own transaction, so that the handler's database writes and the completion commit

@@ -5,15 +5,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import random
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from .codec import check_text
-from .errors import InvalidJob
+from .errors import InvalidJob, JobNotFound
 
+DEFAULT_QUEUE = "default"
 NAME_MAX_LENGTH = 128
 INT32_MAX = 2**31 - 1
 
@@ -30,6 +34,66 @@ class JobState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class JobId(int):
+    """What an enqueue returns: the job's id (an ``int``, as before) that also carries the job's
+    :attr:`uid`. Everything that takes a job id takes it, or its ``uid``.
+
+    >>> job_id = send_email.enqueue(user_id=42)
+    >>> job_id, job_id.uid
+    (958, UUID('01939b4e-...'))
+    """
+
+    uid: uuid.UUID
+    """The job's random identity: unlike the id, never handed out again (not even by a new primary
+    after a failover that lost the last transactions), so safe as an idempotency key."""
+    created: bool
+    """False when the enqueue made no new job but returned an existing one: a duplicate within a
+    ``unique_for`` window, or a debounced enqueue that replaced the waiting job's data."""
+
+    def __new__(cls, id: int, uid: uuid.UUID | str, created: bool = True) -> JobId:
+        self = super().__new__(cls, id)
+        self.uid = uid if isinstance(uid, uuid.UUID) else uuid.UUID(uid)
+        self.created = created
+        return self
+
+    def __getnewargs__(self) -> tuple[int, uuid.UUID, bool]:  # type: ignore[override]
+        return int(self), self.uid, self.created
+
+
+def uuid7() -> uuid.UUID:
+    """A new time-ordered random UUID (version 7 layout: Unix milliseconds, then 74 random bits),
+    as the database's ``uuid_v7()`` makes them."""
+    return uuid.UUID(int=uuid7_ints(1)[0])
+
+
+def uuid7_ints(n: int) -> list[int]:
+    """``n`` version-7 UUIDs as 128-bit integers, for bulk loads (one clock read, one random read)."""
+    head = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76
+    noise = os.urandom(10 * n)
+    uids = []
+    for offset in range(0, 10 * n, 10):
+        bits = int.from_bytes(noise[offset : offset + 10], "big")
+        uids.append(head | (bits >> 68) << 64 | 0b10 << 62 | (bits & (1 << 62) - 1))
+    return uids
+
+
+def job_ref(value: Any) -> int | uuid.UUID:
+    """A job reference as given to a look-up: its id (an int) or its uid (a UUID, or its text).
+    Raises JobNotFound for anything else (text digits too), before a statement could fail on it."""
+    if isinstance(value, JobId):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value.strip())
+        except ValueError:
+            pass
+    raise JobNotFound(f"no job with id {value!r}: a job is named by its id (an integer) or its uid (a UUID)")
 
 
 @dataclass(frozen=True)
@@ -65,6 +129,10 @@ class Job:
     trace: dict[str, Any] | None = None
     progress: dict[str, Any] | None = None
     """What the handler last reported with ``set_progress``: ``{"value": 0..1, "message": text or None}``."""
+    uid: uuid.UUID | None = None
+    """The job's random identity (see :class:`JobId`): unique across failovers, unlike ``id``."""
+    debounce_key: str | None = None
+    """The key of a debounced enqueue (``unique_key`` with ``debounce``)."""
 
     @property
     def success(self) -> bool | None:
@@ -100,7 +168,15 @@ class JobOptions:
     retry_delay_max: float | None = None
     timeout: float | None = None
     unique_key: str | None = None
-    """While a job with this key waits or runs, enqueueing another with the same key is a no-op."""
+    """While a job with this key waits or runs, enqueueing another with the same key is a no-op
+    (it returns None). With ``unique_for`` or ``debounce``, the key means what they say."""
+    unique_for: float | None = None
+    """Seconds: at most one job per ``unique_key`` in this window, counted from the enqueue that
+    made the job and kept whatever becomes of it (finished, failed or deleted). A duplicate in the
+    window returns the existing job's :class:`JobId` (``created`` False): an idempotency key."""
+    debounce: float | None = None
+    """Seconds: the job runs this long after the last enqueue with its ``unique_key``; an enqueue
+    while the keyed job still waits replaces its data and pushes its run time back."""
 
     @classmethod
     def build(cls, **options: Any) -> JobOptions:
@@ -154,9 +230,34 @@ class JobOptions:
             if not isinstance(self.unique_key, str) or not self.unique_key or len(self.unique_key) > 1024:
                 raise InvalidJob("unique_key must be a non-empty string of at most 1024 characters")
             check_text("unique_key", self.unique_key)
+        unique_for = None if self.unique_for is None else _window("unique_for", self.unique_for)
+        debounce = None if self.debounce is None else _window("debounce", self.debounce)
         return dataclasses.replace(
-            self, delay=delay, retry_delay=retry_delay, retry_delay_max=retry_delay_max, timeout=timeout
+            self,
+            delay=delay,
+            retry_delay=retry_delay,
+            retry_delay_max=retry_delay_max,
+            timeout=timeout,
+            unique_for=unique_for,
+            debounce=debounce,
         )
+
+    def check_keys(self, given: JobOptions) -> JobOptions:
+        """These (merged) options, checked for what ``unique_for`` and ``debounce`` need; ``given``
+        are the enqueue's own options. A window the enqueue gives needs a ``unique_key``; one from
+        the task's defaults applies only to enqueues that give a key."""
+        if self.unique_key is None:
+            for name in ("unique_for", "debounce"):
+                if getattr(given, name) is not None:
+                    raise InvalidJob(f"{name} needs a unique_key: the window is per key")
+            if self.unique_for is None and self.debounce is None:
+                return self
+            return dataclasses.replace(self, unique_for=None, debounce=None)
+        if self.unique_for is not None and self.debounce is not None:
+            raise InvalidJob("give unique_for (throttle) or debounce, not both")
+        if self.debounce is not None and (self.delay is not None or self.run_at is not None):
+            raise InvalidJob("debounce sets when the job runs: give no delay or run_at with it")
+        return self
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -176,6 +277,13 @@ def _seconds(name: str, value: Any) -> float:
         raise InvalidJob(f"{name} must be a finite, non-negative number of seconds, got {seconds}")
     if seconds > 10 * 365 * 86400:
         raise InvalidJob(f"{name} is more than ten years: {seconds} seconds")
+    return seconds
+
+
+def _window(name: str, value: Any) -> float:
+    seconds = _seconds(name, value)
+    if seconds <= 0:
+        raise InvalidJob(f"{name} must be a positive number of seconds, got {seconds}")
     return seconds
 
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import psycopg
 
 from .db.driver import arun, run
+from .db.ops import resolve_job_id
 from .db.results import PENDING, announces, job_result, listen_done
 
 RECHECK = 30.0
@@ -43,8 +44,8 @@ def _left(deadline: float | None, job_id: int, timeout: float | None) -> float:
 class ResultMethods:
     """:meth:`wait_for` and :meth:`await_result`."""
 
-    def wait_for(self: _Host, job_id: int, timeout: float | None = None) -> Any:
-        """Wait until the job finishes and return its output.
+    def wait_for(self: _Host, job: Any, timeout: float | None = None) -> Any:
+        """Wait until the job (its id or uid) finishes and return its output.
 
         Raises :class:`pgqueue.JobFailed` (its ``error`` is the recorded error) when it failed for
         good, :class:`pgqueue.JobCancelled` when it was cancelled, :class:`pgqueue.JobNotFound` for
@@ -57,6 +58,7 @@ class ResultMethods:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with psycopg.connect(self.database_url, **self.connect_kwargs("pgqueue-wait")) as conn:
+            job_id = run(conn, resolve_job_id(self.schema, job))
             run(conn, listen_done(self.schema))
             while True:
                 output = run(conn, job_result(self.schema, job_id))
@@ -66,7 +68,7 @@ class ResultMethods:
                     if announces(note.payload, job_id):
                         break
 
-    async def await_result(self: _Host, job_id: int, timeout: float | None = None) -> Any:
+    async def await_result(self: _Host, job: Any, timeout: float | None = None) -> Any:
         """:meth:`wait_for` for async code.
 
         >>> output = await app.await_result(job_id, timeout=60)
@@ -74,6 +76,7 @@ class ResultMethods:
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = await psycopg.AsyncConnection.connect(self.database_url, **self.connect_kwargs("pgqueue-wait"))
         async with conn:
+            job_id = await arun(conn, resolve_job_id(self.schema, job))
             await arun(conn, listen_done(self.schema))
             while True:
                 output = await arun(conn, job_result(self.schema, job_id))

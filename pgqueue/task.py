@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .codec import encode_data
 from .db.insert import JobTemplate, NewJob, Unencoded
-from .job import JobOptions
+from .job import JobId, JobOptions
 
 if TYPE_CHECKING:
     from .app import App
@@ -35,9 +35,16 @@ class Task(Generic[F]):
 
     def using(self, /, **options: Any) -> TaskCall:
         """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
-        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``.
+        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``,
+        ``unique_for``, ``debounce``.
+
+        ``unique_key`` alone: while a job with the key waits or runs, another enqueue returns None.
+        With ``unique_for=seconds``: at most one job per key in that window, even once it finished;
+        a duplicate returns the existing job's id (``created`` False). With ``debounce=seconds``:
+        the job runs that long after the last enqueue of its key, with that enqueue's data.
 
         >>> send_email.using(delay=timedelta(minutes=5), priority=10).enqueue(user_id=42)
+        >>> reindex.using(unique_key=f"doc-{doc_id}", debounce=5).enqueue(doc_id=doc_id)
         """
         return TaskCall(self, JobOptions.build(**options))
 
@@ -45,7 +52,7 @@ class Task(Generic[F]):
     def _call(self) -> TaskCall:
         return TaskCall(self, JobOptions())
 
-    def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
+    def enqueue(self, /, conn: Any = None, **data: Any) -> JobId | None:
         """Enqueue one job with ``data`` as the handler's keyword arguments; return its id.
 
         With ``conn=`` (psycopg, SQLAlchemy or Django), the job joins that connection's open
@@ -54,18 +61,18 @@ class Task(Generic[F]):
         app = self.app
         return app._insert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn)[0]
 
-    async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
+    async def aenqueue(self, /, conn: Any = None, **data: Any) -> JobId | None:
         """Async twin of :meth:`enqueue`."""
         app = self.app
         return (await app._ainsert([(self._call._template, encode_data(data, app.max_payload_bytes))], conn))[
             0
         ]
 
-    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[JobId | None]:
         """Enqueue one job per mapping of arguments, in one statement; return the ids in order."""
         return self._call.enqueue_many(items, conn)
 
-    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[JobId | None]:
         return await self._call.aenqueue_many(items, conn)
 
 
@@ -89,16 +96,16 @@ class TaskCall:
             return [(template, Unencoded({} if data is None else data, limit)) for data in items]
         return [(template, encode_data({} if data is None else data, limit)) for data in items]
 
-    def enqueue(self, /, conn: Any = None, **data: Any) -> int | None:
+    def enqueue(self, /, conn: Any = None, **data: Any) -> JobId | None:
         app = self.task.app
         return app._insert([(self._template, encode_data(data, app.max_payload_bytes))], conn)[0]
 
-    async def aenqueue(self, /, conn: Any = None, **data: Any) -> int | None:
+    async def aenqueue(self, /, conn: Any = None, **data: Any) -> JobId | None:
         app = self.task.app
         return (await app._ainsert([(self._template, encode_data(data, app.max_payload_bytes))], conn))[0]
 
-    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[JobId | None]:
         return self.task.app._insert(self._jobs(items, conn), conn)
 
-    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[int | None]:
+    async def aenqueue_many(self, items: Iterable[Mapping[str, Any]], conn: Any = None) -> list[JobId | None]:
         return await self.task.app._ainsert(self._jobs(items, conn), conn)

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from .inspect import JobFilter
 from .operation import Operation
-from .ops import _checked_id
+from .ops import resolve_job_id
 from .sql import channel, queries
 
 __all__ = ["BATCH", "AdminMethods", "cancel_jobs", "delete_job", "delete_jobs", "retry_jobs"]
@@ -25,9 +25,9 @@ BATCH = 5000
 """Rows per statement of an action on many jobs."""
 
 
-def delete_job(schema: str, job_id: int) -> Operation[bool]:
-    """Delete one job, whatever its state; False if there was none with that id."""
-    rows = yield queries(schema).delete_job, {"id": _checked_id(job_id)}
+def delete_job(schema: str, job: Any) -> Operation[bool]:
+    """Delete one job (by id or uid), whatever its state; False if there was none with that id."""
+    rows = yield queries(schema).delete_job, {"id": (yield from resolve_job_id(schema, job))}
     return bool(rows)
 
 
@@ -78,8 +78,8 @@ class _Host(Protocol):
 class AdminMethods:
     """The App's methods for operators (mixed into :class:`pgqueue.App`)."""
 
-    def delete_job(self: _Host, job_id: int, conn: Any = None) -> bool:
-        """Delete one job, whatever its state; False if there was none with that id.
+    def delete_job(self: _Host, job_id: Any, conn: Any = None) -> bool:
+        """Delete one job (its id or uid), whatever its state; False if there was none with that id.
 
         A running job's worker finds its row gone and records nothing.
         """

@@ -7,8 +7,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+from uuid import UUID
 
 from ..codec import encode_data
+from ..job import DEFAULT_QUEUE, JobId, JobOptions, uuid7_ints
+from ..settings import resolve_option
 from .operation import CopyIn, Operation
 from .sql import channel, queries
 
@@ -29,6 +32,8 @@ class JobTemplate:
     retry_delay_max: float | None = None
     timeout: float | None = None
     unique_key: str | None = None
+    unique_for: float | None = None
+    debounce: float | None = None
     values: tuple[Any, ...] = field(init=False, repr=False, compare=False)
     """The parameters of ``insert_job`` after the data, in its order."""
 
@@ -51,8 +56,13 @@ class JobTemplate:
     def runs_at_once(self) -> bool:
         return self.run_at is None and not self.delay
 
+    @property
+    def keyed(self) -> bool:
+        """Enqueued with a window on its key (``unique_for`` or ``debounce``): one statement each."""
+        return self.unique_for is not None or self.debounce is not None
+
     def copy_suffix(self, now: datetime | None) -> str:
-        """This template's columns as a tail of a COPY text line (after id and data): those of
+        """This template's columns as a tail of a COPY text line (after id, uid and data): those of
         ``copy_jobs``, or with ``now`` None those of ``copy_jobs_now`` (no run_at)."""
         values: tuple[Any, ...] = (self.type, self.queue, self.priority, self.max_attempts)
         if now is not None:
@@ -90,10 +100,36 @@ def _copy_text(value: Any) -> str:
 _TEMPLATE_FIELDS = tuple(name for name in JobTemplate.__dataclass_fields__ if name != "values")
 
 
+def make_template(
+    type_: str, task_options: JobOptions | None, options: JobOptions, defaults: JobOptions
+) -> JobTemplate:
+    """The template of a job of this type: the enqueue's ``options`` over its task's (None for a
+    type no task is registered for), checked as a whole. Retry settings and timeouts are stored
+    only where the task or the call sets them; otherwise the worker applies its task's (or the
+    app's) defaults, and rows stay narrow."""
+    merged = (task_options or JobOptions()).merged(options).check_keys(options)
+    return JobTemplate(
+        type=type_,
+        queue=merged.queue or DEFAULT_QUEUE,
+        priority=merged.priority or 0,
+        max_attempts=resolve_option("max_attempts", options.max_attempts, task_options, defaults) or 1,
+        run_at=merged.run_at,
+        delay=merged.delay,
+        retry_delay=merged.retry_delay,
+        retry_backoff=merged.retry_backoff,
+        retry_delay_max=merged.retry_delay_max,
+        timeout=merged.timeout,
+        unique_key=merged.unique_key,
+        unique_for=merged.unique_for,
+        debounce=merged.debounce,
+    )
+
+
 def insert_jobs(
     schema: str, jobs: Sequence[NewJob], notify: bool = True, trace: str | None = None
-) -> Operation[list[int | None]]:
-    """Insert jobs; return their ids in input order (None where a unique key was taken).
+) -> Operation[list[JobId | None]]:
+    """Insert jobs; return their ids (each a :class:`~pgqueue.job.JobId` with its uid) in input
+    order, None where a plain unique key was taken.
 
     ``trace`` (JSON text: the W3C trace context of the enqueue, see :mod:`pgqueue.tracing`) is
     stored with every job; given one, the jobs go through ``insert_job_traced`` or
@@ -102,9 +138,13 @@ def insert_jobs(
     With ``notify``, the workers of each queue are woken once, on commit. One job is one
     statement; many are one ``INSERT ... unnest`` (or, for large batches without unique
     keys, a ``COPY`` of rows whose ids were reserved first): one round trip for thousands.
+    Jobs with a window on their key (``unique_for``, ``debounce``) take one statement each,
+    after the others.
     """
     if not jobs:
         return []
+    if any(template.keyed for template, _ in jobs):
+        return (yield from _insert_with_keyed(schema, jobs, notify, trace))
     q = queries(schema)
     if trace is not None:
         return (yield from _insert_traced(schema, jobs, notify, trace))
@@ -118,41 +158,69 @@ def insert_jobs(
                 rows = yield q.insert_job_notify, (data, *template.values, channel(schema))
             else:
                 rows = yield q.insert_job, (data, *template.values)
-            return [rows[0][0]]
-        params: dict[str, Any] = {name: getattr(template, name) for name in _TEMPLATE_FIELDS}
-        params.update(data=data, channel=channel(schema), notify=notify)
-        rows = yield q.insert_unique_job, params
-        return [rows[0]["id"] if rows else None]
+            return [JobId(rows[0][0], rows[0][1])]
+        rows = yield q.insert_unique_job, _params(schema, template, data, notify)
+        return [JobId(rows[0]["id"], rows[0]["uid"]) if rows else None]
     return (yield from _insert_many(schema, jobs, notify, None))
+
+
+def _params(
+    schema: str, template: JobTemplate, data: str | Unencoded, notify: bool, trace: str | None = None
+) -> dict[str, Any]:
+    """The named parameters of a one-job insert statement."""
+    params: dict[str, Any] = {name: getattr(template, name) for name in _TEMPLATE_FIELDS}
+    text = data if type(data) is str else encode_data(*data)
+    params.update(data=text, channel=channel(schema), notify=notify, trace=trace)
+    return params
 
 
 def _insert_traced(
     schema: str, jobs: Sequence[NewJob], notify: bool, trace: str
-) -> Operation[list[int | None]]:
+) -> Operation[list[JobId | None]]:
     jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
     if len(jobs) > 1:
         return (yield from _insert_many(schema, jobs, notify, trace))
     template, data = jobs[0]
-    params: dict[str, Any] = {name: getattr(template, name) for name in _TEMPLATE_FIELDS}
-    params.update(data=data, channel=channel(schema), notify=notify, trace=trace)
-    rows = yield queries(schema).insert_job_traced, params
-    return [rows[0]["id"] if rows else None]
+    rows = yield queries(schema).insert_job_traced, _params(schema, template, data, notify, trace)
+    return [JobId(rows[0]["id"], rows[0]["uid"]) if rows else None]
+
+
+def _insert_with_keyed(
+    schema: str, jobs: Sequence[NewJob], notify: bool, trace: str | None
+) -> Operation[list[JobId | None]]:
+    """The jobs without a window as usual, then each keyed job in a statement of its own (in input
+    order, so that of two debounced enqueues of one key in a batch, the later's data wins)."""
+    ids: list[JobId | None] = [None] * len(jobs)
+    plain = [n for n, (template, _) in enumerate(jobs) if not template.keyed]
+    if plain:
+        inserted = yield from insert_jobs(schema, [jobs[n] for n in plain], notify, trace)
+        for n, job_id in zip(plain, inserted, strict=True):
+            ids[n] = job_id
+    q = queries(schema)
+    for n, (template, data) in enumerate(jobs):
+        if template.keyed:
+            statement = q.insert_throttled_job if template.unique_for is not None else q.insert_debounced_job
+            rows = yield statement, _params(schema, template, data, notify, trace)
+            ids[n] = JobId(rows[0]["id"], rows[0]["uid"], rows[0]["created"])
+    return ids
 
 
 def _insert_many(
     schema: str, jobs: Sequence[NewJob], notify: bool, trace: str | None
-) -> Operation[list[int | None]]:
+) -> Operation[list[JobId | None]]:
     params: dict[str, Any] = {
         name: [getattr(template, name) for template, _ in jobs] for name in _TEMPLATE_FIELDS
     }
     params.update(data=[data for _, data in jobs], channel=channel(schema), notify=notify, trace=trace)
     rows = yield queries(schema).insert_jobs, params
     if len(rows) == len(jobs):
-        return [row["id"] for row in rows]
+        return [JobId(row["id"], row["uid"]) for row in rows]
     # Some unique keys were taken: match the rows that were inserted back to their jobs.
-    by_key = {row["unique_key"]: row["id"] for row in rows if row["unique_key"] is not None}
-    plain = iter(row["id"] for row in rows if row["unique_key"] is None)
-    ids: list[int | None] = []
+    by_key = {
+        row["unique_key"]: JobId(row["id"], row["uid"]) for row in rows if row["unique_key"] is not None
+    }
+    plain = iter(JobId(row["id"], row["uid"]) for row in rows if row["unique_key"] is None)
+    ids: list[JobId | None] = []
     for template, _ in jobs:
         if template.unique_key is None:
             ids.append(next(plain))
@@ -161,33 +229,41 @@ def _insert_many(
     return ids
 
 
-def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[list[int | None]]:
+def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[list[JobId | None]]:
     q = queries(schema)
     rows = yield q.reserve_job_ids, {"n": len(jobs)}
-    ids: list[int | None] = rows[0]["ids"]
+    ids: list[int] = rows[0]["ids"]
+    # The uids are made here, in the database's uuid_v7() layout: COPY returns no rows.
+    uids = uuid7_ints(len(jobs))
     templates = {id(template): template for template, _ in jobs}.values()
     at_once = all(template.runs_at_once for template in templates)
     # Delays count from the reservation's now(); jobs that run at once take the COPY's.
     now: datetime | None = None if at_once else rows[0]["now"]
     suffixes = {id(template): template.copy_suffix(now) for template in templates}
-    yield CopyIn(q.copy_jobs_now if at_once else q.copy_jobs, _copy_lines(jobs, ids, suffixes)), None
+    lines = _copy_lines(jobs, ids, uids, suffixes)
+    yield CopyIn(q.copy_jobs_now if at_once else q.copy_jobs, lines), None
     if notify:
         queues = sorted({template.queue for template in templates})
         yield q.notify, {"channel": channel(schema), "queues": queues}
-    return ids
+    return [JobId(job_id, UUID(int=uid)) for job_id, uid in zip(ids, uids, strict=True)]
 
 
 def _copy_lines(
-    jobs: Sequence[NewJob], ids: Sequence[int | None], suffixes: dict[int, str], rows: int = 2000
+    jobs: Sequence[NewJob],
+    ids: Sequence[int],
+    uids: Sequence[int],
+    suffixes: dict[int, str],
+    rows: int = 2000,
 ) -> Iterator[str]:
-    """The jobs as COPY text lines, ``rows`` lines a chunk."""
+    """The jobs as COPY text lines, ``rows`` lines a chunk (uids as 32 hex digits, which PostgreSQL reads)."""
     for start in range(0, len(jobs), rows):
         lines = []
-        chunk = zip(ids[start : start + rows], jobs[start : start + rows], strict=True)
-        for job_id, (template, data) in chunk:
+        end = start + rows
+        chunk = zip(ids[start:end], uids[start:end], jobs[start:end], strict=True)
+        for job_id, uid, (template, data) in chunk:
             if type(data) is not str:
                 data = encode_data(*data)
             if "\\" in data:  # COPY's text format reads a backslash as an escape
                 data = data.replace("\\", "\\\\")
-            lines.append(f"{job_id}\t{data}\t{suffixes[id(template)]}\n")
+            lines.append(f"{job_id}\t{uid:032x}\t{data}\t{suffixes[id(template)]}\n")
         yield "".join(lines)

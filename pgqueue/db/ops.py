@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from ..codec import encode_output
 from ..errors import JobNotFound, LeaseLost
-from ..job import Job
+from ..job import Job, job_ref
 from .insert import COPY_MIN_JOBS, JobTemplate, NewJob, Unencoded, insert_jobs
 from .operation import Operation, Rows
 from .sql import channel, queries
@@ -30,6 +30,7 @@ __all__ = [
     "counts",
     "get_job",
     "insert_jobs",
+    "resolve_job_id",
     "retry_job",
     "schema_version",
     "workers",
@@ -82,32 +83,43 @@ class SchemaGate:
 # --- look-ups and admin ------------------------------------------------------------------
 
 
-def _checked_id(job_id: Any) -> int:
-    # Refused here: a text id would reach PostgreSQL as a failed cast and abort the caller's transaction.
-    if isinstance(job_id, bool) or not isinstance(job_id, int):
-        raise JobNotFound(f"no job with id {job_id!r}: job ids are integers")
-    return job_id
+def resolve_job_id(schema: str, job: Any) -> Operation[int]:
+    """The id of the job named by its id (an int) or its uid (a UUID, or its text).
+
+    Checked before any statement: a malformed reference would reach PostgreSQL as a failed cast
+    and abort the caller's transaction. A uid costs one look-up; JobNotFound if no job has it.
+    """
+    ref = job_ref(job)
+    if isinstance(ref, int):
+        return ref
+    rows = yield queries(schema).job_id_of, {"uid": ref}
+    if not rows:
+        raise JobNotFound(f"no job with uid {ref}")
+    return int(rows[0]["id"])
 
 
-def get_job(schema: str, job_id: int) -> Operation[Job]:
-    """The job with that id; JobNotFound if there is none."""
-    rows = yield queries(schema).get_job, {"id": _checked_id(job_id)}
+def get_job(schema: str, job: Any) -> Operation[Job]:
+    """The job with that id or uid; JobNotFound if there is none."""
+    job_id = yield from resolve_job_id(schema, job)
+    rows = yield queries(schema).get_job, {"id": job_id}
     if not rows:
         raise JobNotFound(f"no job with id {job_id}")
     return Job.from_row(rows[0])
 
 
-def cancel_job(schema: str, job_id: int) -> Operation[bool]:
+def cancel_job(schema: str, job: Any) -> Operation[bool]:
     """Cancel a job that has not finished; False if it had already finished."""
-    rows = yield queries(schema).cancel, {"id": _checked_id(job_id)}
+    job_id = yield from resolve_job_id(schema, job)
+    rows = yield queries(schema).cancel, {"id": job_id}
     if not rows:
         yield from get_job(schema, job_id)  # raises JobNotFound for an unknown id
     return bool(rows)
 
 
-def retry_job(schema: str, job_id: int, notify: bool = True) -> Operation[bool]:
+def retry_job(schema: str, job: Any, notify: bool = True) -> Operation[bool]:
     """Run a failed or cancelled job again; False if it was in another state."""
-    rows = yield queries(schema).retry, {"id": _checked_id(job_id)}
+    job_id = yield from resolve_job_id(schema, job)
+    rows = yield queries(schema).retry, {"id": job_id}
     if not rows:
         yield from get_job(schema, job_id)
         return False

@@ -25,7 +25,7 @@ INSERT INTO {schema}.job (data, type, queue, priority, max_attempts, run_at,
 VALUES (%s::jsonb, %s, %s, %s, %s,
         coalesce(%s::timestamptz, now() + make_interval(secs => coalesce(%s::float8, 0))),
         %s, %s, %s, %s)
-RETURNING id;
+RETURNING id, uid;
 
 -- name: insert_job_notify
 -- insert_job, and wake the job's queue on commit: for enqueues in the caller's transaction.
@@ -36,9 +36,9 @@ WITH inserted AS (
     VALUES (%s::jsonb, %s, %s, %s, %s,
             coalesce(%s::timestamptz, now() + make_interval(secs => coalesce(%s::float8, 0))),
             %s, %s, %s, %s)
-    RETURNING id, queue
+    RETURNING id, uid, queue
 )
-SELECT id, pg_notify(%s, queue) FROM inserted;
+SELECT id, uid, pg_notify(%s, queue) FROM inserted;
 
 -- name: insert_unique_job
 -- Insert one job with a unique key and, with %(notify)s, wake its queue's workers on commit.
@@ -50,9 +50,9 @@ WITH inserted AS (
             coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s::float8, 0))),
             %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(unique_key)s)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
-    RETURNING id, queue
+    RETURNING id, uid, queue
 )
-SELECT id, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
+SELECT id, uid, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
 FROM inserted;
 
 -- name: insert_job_traced
@@ -67,9 +67,9 @@ WITH inserted AS (
             %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(unique_key)s,
             %(trace)s::jsonb)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
-    RETURNING id, queue
+    RETURNING id, uid, queue
 )
-SELECT id, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
+SELECT id, uid, (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
 FROM inserted;
 
 -- name: reserve_job_ids
@@ -78,14 +78,14 @@ SELECT now() AS now,
        array(SELECT nextval('{schema}.job_id_seq') FROM generate_series(1, %(n)s)) AS ids;
 
 -- name: copy_jobs
--- Bulk load jobs whose ids were reserved (COPY writes given identity values).
-COPY {schema}.job (id, data, type, queue, priority, max_attempts, run_at,
+-- Bulk load jobs whose ids were reserved (COPY writes given identity values), with their uids.
+COPY {schema}.job (id, uid, data, type, queue, priority, max_attempts, run_at,
                    retry_delay, retry_backoff, retry_delay_max, timeout) FROM STDIN;
 
 -- name: copy_jobs_now
 -- copy_jobs for jobs that may run at once: run_at takes its default, now(), which spares
 -- PostgreSQL parsing a timestamp per row (a fifth of the COPY's server time).
-COPY {schema}.job (id, data, type, queue, priority, max_attempts,
+COPY {schema}.job (id, uid, data, type, queue, priority, max_attempts,
                    retry_delay, retry_backoff, retry_delay_max, timeout) FROM STDIN;
 
 -- name: insert_jobs
@@ -107,18 +107,84 @@ WITH inserted AS (
          AS v(type, queue, data, priority, max_attempts, run_at, delay,
               retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
-    RETURNING j.id, j.queue, j.unique_key
+    RETURNING j.id, j.uid, j.queue, j.unique_key
 ), woken AS (
     SELECT pg_notify(%(channel)s, q.queue)
     FROM (SELECT DISTINCT queue FROM inserted) AS q
     WHERE %(notify)s
 )
-SELECT i.id, i.unique_key, (SELECT count(*) FROM woken) AS woken
+SELECT i.id, i.uid, i.unique_key, (SELECT count(*) FROM woken) AS woken
 FROM inserted AS i
 ORDER BY i.id;
 
+-- name: insert_throttled_job
+-- Insert one job unless another took its unique_key less than %(unique_for)s seconds ago
+-- (throttle, and an idempotency key that outlives the job); return the job that holds the key
+-- (created: whether this statement made it). With %(notify)s, wake its queue's workers on commit.
+-- The key is a row of job_key with an expiry, not a unique index on job: the window must outlast
+-- the job (finished jobs are pruned, and a key must not be free again because its job finished),
+-- and a (key, time slot) index would let two jobs through either side of a slot's edge. The row
+-- is upserted in the caller's transaction: it commits or rolls back with the job, and enqueuers
+-- of one key wait for each other on it. Every conflict updates the row (to itself while it holds),
+-- so that RETURNING gives the holder even when it committed after this statement's snapshot.
+WITH fresh AS MATERIALIZED (
+    SELECT nextval('{schema}.job_id_seq') AS id, {schema}.uuid_v7() AS uid
+), taken AS (
+    INSERT INTO {schema}.job_key AS k (key, job_id, job_uid, expires_at)
+    SELECT %(unique_key)s, f.id, f.uid, now() + make_interval(secs => %(unique_for)s) FROM fresh AS f
+    ON CONFLICT (key) DO UPDATE
+    SET job_id = CASE WHEN k.expires_at <= now() THEN excluded.job_id ELSE k.job_id END,
+        job_uid = CASE WHEN k.expires_at <= now() THEN excluded.job_uid ELSE k.job_uid END,
+        expires_at = CASE WHEN k.expires_at <= now() THEN excluded.expires_at ELSE k.expires_at END
+    RETURNING k.job_id, k.job_uid
+), inserted AS (
+    INSERT INTO {schema}.job (id, uid, type, queue, data, priority, max_attempts, run_at,
+                              retry_delay, retry_backoff, retry_delay_max, timeout, trace)
+    OVERRIDING SYSTEM VALUE
+    SELECT f.id, f.uid, %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
+           coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s::float8, 0))),
+           %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(trace)s::jsonb
+    FROM fresh AS f JOIN taken AS t ON t.job_id = f.id
+    RETURNING id, queue
+)
+SELECT t.job_id AS id, t.job_uid AS uid, t.job_id = f.id AS created,
+       (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted WHERE %(notify)s) AS woken
+FROM taken AS t CROSS JOIN fresh AS f;
+
+-- name: insert_debounced_job
+-- Insert one job to run %(debounce)s seconds from now, or, while a job with its debounce key has
+-- not started, give that one this enqueue's data and run time instead; return the job (created:
+-- whether this statement made it). With %(notify)s, wake its queue's workers on commit.
+-- Race-free by the partial unique index job_debounce_key (state = 'created'): enqueuers of one
+-- key wait for each other on it, a job a worker holds is skipped by no one but changed by no
+-- one either (the update waits for its lock, and once it is claimed the index no longer
+-- matches it, so the insert goes ahead: a new job, to run after the debounce).
+WITH fresh AS MATERIALIZED (
+    SELECT nextval('{schema}.job_id_seq') AS id
+), upserted AS (
+    INSERT INTO {schema}.job AS j (id, type, queue, data, priority, max_attempts, run_at, retry_delay,
+                                   retry_backoff, retry_delay_max, timeout, debounce_key, trace)
+    OVERRIDING SYSTEM VALUE
+    SELECT f.id, %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
+           now() + make_interval(secs => %(debounce)s), %(retry_delay)s, %(retry_backoff)s,
+           %(retry_delay_max)s, %(timeout)s, %(unique_key)s, %(trace)s::jsonb
+    FROM fresh AS f
+    ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND state = 'created'
+    -- From the parameters, not excluded.*: reading excluded.data would need SELECT on job.data,
+    -- which producers do not have.
+    DO UPDATE SET data = %(data)s::jsonb, run_at = now() + make_interval(secs => %(debounce)s)
+    RETURNING j.id, j.uid, j.queue
+)
+SELECT u.id, u.uid, u.id = f.id AS created,
+       (SELECT count(pg_notify(%(channel)s, queue)) FROM upserted WHERE %(notify)s) AS woken
+FROM upserted AS u CROSS JOIN fresh AS f;
+
 -- name: get_job
 SELECT * FROM {schema}.job WHERE id = %(id)s;
+
+-- name: job_id_of
+-- The id of the job with uid %(uid)s (no row if there is none).
+SELECT id FROM {schema}.job WHERE uid = %(uid)s;
 
 -- name: exchange
 -- The worker's one statement per round trip: record outcomes and claim more, in one
@@ -234,7 +300,7 @@ SET state = 'active',
 FROM picked
 WHERE j.id = picked.id
 RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
-          j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace
+          j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace, j.uid
 
 -- name: complete
 -- A handler completes its own job in its own transaction (JobContext.complete), guarded by
@@ -351,6 +417,17 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED
 ));
 
+-- name: prune_keys
+-- Delete up to %(batch)s expired keys of throttled enqueues (unique_for). An enqueue takes an
+-- expired key whether or not its row is still there: this only keeps the table small. A key an
+-- enqueue holds is skipped; one renewed meanwhile no longer matches once locked.
+DELETE FROM {schema}.job_key
+WHERE key = ANY(ARRAY(
+    SELECT key FROM {schema}.job_key WHERE expires_at <= now()
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+));
+
 -- name: xmin_holders
 -- Whatever holds back the xmin horizon: sessions (their xmin is visible to any role; their
 -- transaction start only to privileged ones), replication slots, prepared transactions.
@@ -450,7 +527,8 @@ ORDER BY started_at DESC, id;
 -- Least privilege, run by the schema's owner after `pgqueue migrate` (and after any
 -- migration that adds tables). Workers get DML on pgqueue's tables and nothing else;
 -- producers may insert jobs and read back only what an insert returns and its unique-key
--- test needs (not the data, output or errors of any job); bulk inserts reserve ids.
+-- test needs (not the data, output or errors of any job); bulk inserts reserve ids; a
+-- debounced enqueue replaces a waiting job's data and run time; throttled ones take keys.
 REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
 GRANT USAGE ON SCHEMA {schema} TO {worker}, {producer};
 GRANT SELECT ON {schema}.{version_table} TO {worker}, {producer};
@@ -458,8 +536,11 @@ GRANT SELECT, UPDATE, DELETE ON {schema}.job TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.queue TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedule TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.job_key TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
-GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
+GRANT SELECT (id, uid, queue, unique_key, debounce_key, state) ON {schema}.job TO {producer};
+GRANT UPDATE (data, run_at) ON {schema}.job TO {producer};
+GRANT SELECT, INSERT, UPDATE ON {schema}.job_key TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
 
 -- name: pause_queue

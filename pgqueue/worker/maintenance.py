@@ -158,8 +158,9 @@ class Rescuer(Periodic):
 
 
 class Pruner(Periodic):
-    """Delete finished jobs past their retention, in batches, for at most 5 s a turn, and the rows
-    of workers not seen for 10 minutes (killed without removing their row)."""
+    """Delete finished jobs past their retention, in batches, for at most 5 s a turn, the rows
+    of workers not seen for 10 minutes (killed without removing their row), and expired keys of
+    throttled enqueues."""
 
     name = "prune"
 
@@ -181,6 +182,7 @@ class Pruner(Periodic):
 
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(self.q.worker_gone, {"id": ""})  # no worker is named "": only stale rows go
+        await conn.execute(self.q.prune_keys, {"batch": self.params["batch"]})
         deadline = time.monotonic() + 5.0  # keep pace with high rates without hogging the connection
         while time.monotonic() < deadline:
             cur = await conn.execute(self.q.prune, self.params)

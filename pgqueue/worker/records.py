@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,6 +29,11 @@ class ClaimedJob:
     timeout: float | None
     lease_id: str
     trace: dict[str, Any] | None = None
+    uid: uuid.UUID | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.uid, str):  # as the claim's JSON gives it
+            self.uid = uuid.UUID(self.uid)
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]] | None) -> list[ClaimedJob]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -64,8 +65,15 @@ def test_worker_and_producer_roles_can_do_their_jobs_and_nothing_more(dsn, conn,
         ids += producer_app.enqueue_many([("work", {"n": n}) for n in range(3, 103)])
         assert producer_app.enqueue("work", {"n": 0}, unique_key="once") is not None
         assert producer_app.enqueue("work", {"n": 0}, unique_key="once") is None
+        # Throttled and debounced enqueues: the producer takes keys and replaces waiting jobs' data.
+        throttled = producer_app.enqueue("work", {"n": 0}, unique_key="t", unique_for=60)
+        assert producer_app.enqueue("work", {"n": 1}, unique_key="t", unique_for=60) == throttled
+        debounced = producer_app.enqueue("work", {"n": 0}, unique_key="d", debounce=0.01)
+        again = producer_app.enqueue("work", {"n": 0}, unique_key="d", debounce=0.01)
+        assert again == debounced and not again.created and again.uid == debounced.uid
+        time.sleep(0.05)
         worker_app.run_worker(burst=True, concurrency=20)
-        assert sorted(ran) == [0] + list(range(103))
+        assert sorted(ran) == [0, 0, 0] + list(range(103))
         assert worker_app.get_job(ids[1]).output == 2
         # The producer cannot read jobs' data, and neither role can change the schema.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -27,7 +27,7 @@ from django.db import close_old_connections, connections
 from ...app import App
 from ...codec import encode_data
 from ...db.insert import NewJob
-from ...job import Job
+from ...job import Job, JobId
 from ...settings import resolve_schema
 from ...task import F, Task
 from .conf import database_alias, database_url, pgqueue_settings
@@ -89,10 +89,10 @@ class DjangoApp(App):
             return connection
         return None
 
-    def get_job(self, job_id: int, conn: Any = None) -> Job:
+    def get_job(self, job_id: Any, conn: Any = None) -> Job:
         return _decoded(super().get_job(job_id, conn))
 
-    def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[int | None]:
+    def _insert(self, jobs: Sequence[NewJob], conn: Any) -> list[JobId | None]:
         if conn is None:
             conn = self.transaction_connection()
             if conn is not None:
