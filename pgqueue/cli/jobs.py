@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -23,7 +24,18 @@ from .listing import console, table
 _STATES = ("created", "retry", "active", "completed", "cancelled", "failed")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-JobId = Annotated[int, typer.Argument(metavar="ID", help="The job's id.")]
+JobRef = Annotated[str, typer.Argument(metavar="ID", help="The job's id, or its uid.")]
+
+
+def _ref(text: str) -> int | uuid.UUID:
+    """A job's id (digits) or its uid, checked before anything connects."""
+    stripped = text.strip()
+    if stripped.isascii() and stripped.isdigit():
+        return int(stripped)
+    try:
+        return uuid.UUID(stripped)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is neither a job id nor a uid", param_hint="ID") from None
 
 
 def _when(value: datetime | None) -> str:
@@ -111,6 +123,7 @@ def _age(seconds: float) -> str:
 def _job_text(job: Job) -> str:
     lines = [
         f"job {job.id}: {job.type} (queue {job.queue})",
+        f"  uid        {job.uid}",
         f"  state      {job.state.value}",
         f"  attempts   {job.attempts} of {job.max_attempts}",
         f"  priority   {job.priority}",
@@ -123,6 +136,10 @@ def _job_text(job: Job) -> str:
         lines.append(f"  duration   {job.duration:.3f} s")
     if job.worker_id:
         lines.append(f"  worker     {job.worker_id}")
+    if job.unique_key:
+        lines.append(f"  unique key {job.unique_key}")
+    if job.debounce_key:
+        lines.append(f"  debounce   {job.debounce_key}")
     if job.progress:
         message = job.progress.get("message")
         shown = f"{job.progress.get('value', 0):.0%}" + (f" ({message})" if message else "")
@@ -146,20 +163,21 @@ def _job_json(job: Job) -> str:
     return json.dumps(fields, default=str, indent=2, ensure_ascii=False)
 
 
-def _print_job(app: App, conn: psycopg.Connection[Any], job_id: int, as_json: bool) -> None:
+def _print_job(app: App, conn: psycopg.Connection[Any], job_id: int | uuid.UUID, as_json: bool) -> None:
     job = app.get_job(job_id, conn=conn)
     typer.echo(_job_json(job) if as_json else _job_text(job))
 
 
 def show(
-    job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None, as_json: JsonFlag = False
+    job_id: JobRef, database_url: DatabaseUrl = None, schema: Schema = None, as_json: JsonFlag = False
 ) -> None:
-    """A job's state, attempts, output and error."""
+    """A job's state, attempts, output and error (by its id or its uid)."""
+    ref = _ref(job_id)
     with session(database_url, schema) as (app, conn):
-        _print_job(app, conn, job_id, as_json)
+        _print_job(app, conn, ref, as_json)
 
 
-def retry(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
+def retry(job_id: JobRef, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
     """Run a failed or cancelled job again, now."""
     _change(
         job_id,
@@ -171,16 +189,18 @@ def retry(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None
     )
 
 
-def cancel(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
+def cancel(job_id: JobRef, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
     """Cancel a job that has not finished (a running job's result will not be recorded)."""
     _change(job_id, database_url, schema, "cancel_job", "cancelled", "is already {state}: nothing to cancel")
 
 
 def _change(
-    job_id: int, database_url: str | None, schema: str | None, action: str, done: str, refused: str
+    ref: str, database_url: str | None, schema: str | None, action: str, done: str, refused: str
 ) -> None:
-    """Run ``App.<action>`` on one job; print the job, or why nothing changed (exit 1)."""
+    """Run ``App.<action>`` on one job (by id or uid); print the job, or why nothing changed (exit 1)."""
+    job = _ref(ref)
     with session(database_url, schema) as (app, conn):
+        job_id = job if isinstance(job, int) else app.get_job(job, conn=conn).id
         if not getattr(app, action)(job_id, conn=conn):
             state = app.get_job(job_id, conn=conn).state.value
             typer.echo(f"job {job_id} " + refused.format(state=state), err=True)

@@ -163,7 +163,8 @@ class Dashboard:
         )
 
     async def job(self, request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+        params = request.path_params
+        job_id = params["job_id"] if "job_id" in params else params["job_uid"]
         try:
             job: Job = await self.run(ops.get_job(self.app.schema, job_id))
         except JobNotFound:
@@ -328,6 +329,7 @@ def create_app(
         Route("/jobs/confirm", dashboard.confirm, name="confirm"),
         Route("/jobs/bulk", dashboard.act_on_filter, methods=["POST"], name="bulk"),
         Route("/jobs/{job_id:int}", dashboard.job, name="job"),
+        Route("/jobs/{job_uid:uuid}", dashboard.job, name="job_by_uid"),
         Route("/jobs/{job_id:int}/{action:str}", dashboard.act_on_job, methods=["POST"], name="act"),
         Route("/queues/{action:str}", dashboard.act_on_queue, methods=["POST"], name="queue"),
         Route("/workers", dashboard.workers, name="workers"),

@@ -606,7 +606,7 @@ AND (%(older_than)s::float8 IS NULL OR created_at < now() - make_interval(secs =
 -- name: list_jobs
 -- One page of the jobs matching the filter, newest first, after the id %(before)s (keyset
 -- paging: no OFFSET, so a page costs the same however deep it is). Errors keep their end (the message).
-SELECT id, type, queue, state::text AS state, priority, attempts, max_attempts, run_at,
+SELECT id, uid, type, queue, state::text AS state, priority, attempts, max_attempts, run_at,
        created_at, started_at, finished_at, duration, worker_id, right(error, 300) AS error
 FROM {schema}.job
 WHERE {job_filter}
@@ -616,7 +616,7 @@ LIMIT %(limit)s;
 
 -- name: list_jobs_newer
 -- list_jobs backwards: the page of matching jobs just newer than the id %(after)s, oldest first.
-SELECT id, type, queue, state::text AS state, priority, attempts, max_attempts, run_at,
+SELECT id, uid, type, queue, state::text AS state, priority, attempts, max_attempts, run_at,
        created_at, started_at, finished_at, duration, worker_id, right(error, 300) AS error
 FROM {schema}.job
 WHERE {job_filter}

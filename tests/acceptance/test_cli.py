@@ -229,6 +229,20 @@ def test_status_show_cancel_and_retry_real_jobs(dsn, conn, tmp_path):
     assert missing.returncode == 1
     assert missing.stderr.strip() == "error: no job with id 987654"
 
+    # A job is also named by its uid: show, cancel and retry take it; show and jobs --json print it.
+    by_uid = pgqueue_cli("show", str(added.uid), env=env)
+    assert by_uid.returncode == 0, output(by_uid)
+    assert by_uid.stdout.startswith(f"job {added}: add") and f"uid        {added.uid}" in by_uid.stdout
+    assert json.loads(pgqueue_cli("show", str(added.uid), "--json", env=env).stdout)["uid"] == str(added.uid)
+    cancelled = pgqueue_cli("cancel", str(waiting[1].uid), env=env)
+    assert cancelled.returncode == 0, output(cancelled)
+    assert f"job {waiting[1]} cancelled" in cancelled.stdout
+    assert pgqueue_cli("retry", str(waiting[1].uid), env=env).returncode == 0
+    listed = json.loads(pgqueue_cli("jobs", "--json", env=env).stdout)["jobs"]
+    assert {row["id"]: row["uid"] for row in listed}[waiting[2]] == str(waiting[2].uid)
+    missing = pgqueue_cli("show", "00000000-0000-7000-8000-000000000000", env=env)
+    assert missing.returncode == 1 and "00000000-0000-7000-8000-000000000000" in missing.stderr
+
 
 # --- work (single process) ------------------------------------------------------------------------
 

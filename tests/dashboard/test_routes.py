@@ -68,6 +68,9 @@ def test_every_page_renders_and_job_text_is_escaped(app, conn, serve):
         assert client.get("/static/style.css").status_code == 200
         assert client.get("/static/refresh.js").status_code == 200
         assert client.get("/jobs/999999").status_code == 404
+        by_uid = client.get(f"/jobs/{evil.uid}")  # a job's page by its uid too
+        assert by_uid.status_code == 200 and f"Job {evil}" in by_uid.text and str(evil.uid) in by_uid.text
+        assert client.get("/jobs/00000000-0000-7000-8000-000000000000").status_code == 404
         assert client.get("/jobs?state=sleeping").status_code == 400
 
 
