@@ -83,7 +83,7 @@ async def test_aenqueue_from_async_code(aproject: DjangoApp, enqueued_signals: A
 
 
 @pytest.mark.timeout(30)
-def test_get_result_and_missing_results(project: DjangoApp) -> None:
+def test_get_result_and_missing_results(project: DjangoApp, conn: psycopg.Connection[Any]) -> None:
     result = default_task_backend.enqueue(tasks.noop_task, [], {})
     fetched = default_task_backend.get_result(result.id)
     assert (fetched.id, fetched.status, fetched.task, fetched.args) == (
@@ -93,6 +93,9 @@ def test_get_result_and_missing_results(project: DjangoApp) -> None:
         [],
     )
     assert fetched.enqueued_at is not None
+    # The result id is the job's uid; the job id (what earlier versions gave) finds it too.
+    [(job_id,)] = conn.execute("SELECT id FROM pgqueue.job WHERE uid = %s", (result.id,)).fetchall()
+    assert default_task_backend.get_result(str(job_id)).id == result.id
     for missing in (str(uuid.uuid4()), "123abc", "999999", "", "-1", "1" * 40, str(2**63), "١٢"):
         with pytest.raises(TaskResultDoesNotExist):
             default_task_backend.get_result(missing)
@@ -214,7 +217,7 @@ def test_run_after_and_priority_order(project: DjangoApp, conn: psycopg.Connecti
     assert default_task_backend.get_result(other_queue.id).task.queue_name == "queue-1"
     project.run_worker(burst=True, queues=["default", "queue-1"], concurrency=1, poll_interval=0.1)
     order = conn.execute(
-        "SELECT id FROM pgqueue.job WHERE state = 'completed' ORDER BY started_at, id"
+        "SELECT uid FROM pgqueue.job WHERE state = 'completed' ORDER BY started_at, id"
     ).fetchall()
     assert [str(row[0]) for row in order] == [other_queue.id, high.id, low.id]
     assert default_task_backend.get_result(later.id).status == TaskResultStatus.READY

@@ -5,7 +5,8 @@
 
 Each enqueued Django task is a pgqueue job of one type, ``django-task``, whose data names the
 task's module path, its arguments and the backend; ``manage.py pgqueue_work`` runs them by
-importing the task and calling it. The job id is the result id.
+importing the task and calling it. The job's uid is the result id (never handed out again, unlike
+the job id after a failover); results are also found by the job ids earlier versions gave.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import traceback
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +22,7 @@ from django.utils import timezone
 
 from ...context import current_job
 from ...errors import InvalidJob, JobNotFound
-from ...job import JobOptions, validate_name
+from ...job import JobId, JobOptions, validate_name
 from .djangoapp import DjangoApp, get_app
 from .results import resolve_task, task_result, worker_ids
 from .tasks_api import (
@@ -103,11 +105,11 @@ class TaskBackend(BaseTaskBackend):  # type: ignore[misc]
             "run_at": task.run_after,
         }
 
-    def _enqueued(self, task: Task[Any, Any], job_id: int | None, data: dict[str, Any]) -> TaskResult[Any]:
+    def _enqueued(self, task: Task[Any, Any], job_id: JobId | None, data: dict[str, Any]) -> TaskResult[Any]:
         assert job_id is not None  # no unique key: every insert returns an id
         return TaskResult(
             task=task,
-            id=str(job_id),
+            id=str(job_id.uid),
             status=TaskResultStatus.READY,
             enqueued_at=timezone.now(),
             started_at=None,
@@ -157,12 +159,16 @@ class TaskBackend(BaseTaskBackend):  # type: ignore[misc]
         return task_result(job, self.alias)
 
 
-def _job_id(result_id: Any) -> int:
+def _job_id(result_id: Any) -> int | uuid.UUID:
+    """The job a result id names: its uid, or (results from before uids) its id."""
     # Checked here: an id PostgreSQL cannot cast would abort the caller's transaction.
     text = str(result_id)
-    if not text.isascii() or not text.isdigit() or int(text) > BIGINT_MAX:
-        raise TaskResultDoesNotExist(result_id)
-    return int(text)
+    if text.isascii() and text.isdigit() and int(text) <= BIGINT_MAX:
+        return int(text)
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise TaskResultDoesNotExist(result_id) from None
 
 
 def register_runner(app: DjangoApp) -> None:
@@ -184,7 +190,7 @@ def run_django_task(
     now = timezone.now()
     running: TaskResult[Any] = TaskResult(
         task=django_task,
-        id=str(job.id),
+        id=str(job.uid),
         status=TaskResultStatus.RUNNING,
         enqueued_at=None,
         started_at=now,

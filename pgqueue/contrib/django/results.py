@@ -79,7 +79,7 @@ def task_result(job: Job, backend: str) -> TaskResult[Any]:
     status = STATUS[job.state]
     result: TaskResult[Any] = TaskResult(
         task=task,
-        id=str(job.id),
+        id=str(job.uid),
         status=status,
         enqueued_at=job.created_at,
         started_at=job.started_at,
