@@ -7,10 +7,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
-from uuid import UUID
 
 from ..codec import encode_data
-from ..job import DEFAULT_QUEUE, JobId, JobOptions, uuid7_ints
+from ..job import DEFAULT_QUEUE, JobId, JobOptions, uuid7_hex
 from ..settings import resolve_option
 from .operation import CopyIn, Operation
 from .sql import channel, queries
@@ -234,7 +233,7 @@ def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[l
     rows = yield q.reserve_job_ids, {"n": len(jobs)}
     ids: list[int] = rows[0]["ids"]
     # The uids are made here, in the database's uuid_v7() layout: COPY returns no rows.
-    uids = uuid7_ints(len(jobs))
+    uids = uuid7_hex(len(jobs))
     templates = {id(template): template for template, _ in jobs}.values()
     at_once = all(template.runs_at_once for template in templates)
     # Delays count from the reservation's now(); jobs that run at once take the COPY's.
@@ -245,13 +244,13 @@ def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[l
     if notify:
         queues = sorted({template.queue for template in templates})
         yield q.notify, {"channel": channel(schema), "queues": queues}
-    return [JobId(job_id, UUID(int=uid)) for job_id, uid in zip(ids, uids, strict=True)]
+    return [JobId(job_id, uid) for job_id, uid in zip(ids, uids, strict=True)]
 
 
 def _copy_lines(
     jobs: Sequence[NewJob],
     ids: Sequence[int],
-    uids: Sequence[int],
+    uids: Sequence[str],
     suffixes: dict[int, str],
     rows: int = 2000,
 ) -> Iterator[str]:
@@ -265,5 +264,5 @@ def _copy_lines(
                 data = encode_data(*data)
             if "\\" in data:  # COPY's text format reads a backslash as an escape
                 data = data.replace("\\", "\\\\")
-            lines.append(f"{job_id}\t{uid:032x}\t{data}\t{suffixes[id(template)]}\n")
+            lines.append(f"{job_id}\t{uid}\t{data}\t{suffixes[id(template)]}\n")
         yield "".join(lines)
