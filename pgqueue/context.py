@@ -40,9 +40,8 @@ class JobContext:
     started: float = field(default=0.0, repr=False)
     """``time.monotonic()`` when the handler was started, for the duration :meth:`complete` records
     (the clock is the machine's, shared by the worker and its child processes)."""
-    uid: uuid.UUID | None = field(default=None, repr=False)
-    """The job's random identity (:attr:`pgqueue.Job.uid`): the key to make a handler's effects
-    idempotent with (``id`` may be handed out again after a failover; ``uid`` never is)."""
+    _uid: uuid.UUID | str | None = field(default=None, repr=False)
+    """The job's uid as the worker got it (text from the claim): see :attr:`uid`."""
     _completed: bool = field(default=False, init=False, repr=False, compare=False)
     """Set once :meth:`complete` succeeded in this attempt (its transaction may still roll back)."""
     _cancel_event: Any = field(default_factory=threading.Event, init=False, repr=False, compare=False)
@@ -54,6 +53,16 @@ class JobContext:
         default=None, init=False, repr=False, compare=False
     )
     """Where :meth:`set_progress` sends its reports: the worker's writer, or a child's pipe."""
+
+    @property
+    def uid(self) -> uuid.UUID | None:
+        """The job's random identity (:attr:`pgqueue.Job.uid`): the key to make a handler's effects
+        idempotent with (``id`` may be handed out again after a failover; ``uid`` never is)."""
+        uid = self._uid
+        if isinstance(uid, str):  # made a UUID when first read: most handlers never read it
+            uid = uuid.UUID(uid)
+            object.__setattr__(self, "_uid", uid)
+        return uid
 
     @property
     def cancelled(self) -> bool:
@@ -148,19 +157,13 @@ class JobContext:
         """The fields a process-executor child rebuilds the context from (the lease id as text)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         fields["lease_id"] = None if self.lease_id is None else str(self.lease_id)
-        fields["uid"] = None if self.uid is None else str(self.uid)
+        fields["_uid"] = None if self._uid is None else str(self._uid)
         return fields
 
     @classmethod
     def _from_json(cls, fields: dict[str, Any]) -> JobContext:
-        lease_id, uid = fields.get("lease_id"), fields.get("uid")
-        return cls(
-            **{
-                **fields,
-                "lease_id": None if lease_id is None else uuid.UUID(lease_id),
-                "uid": None if uid is None else uuid.UUID(uid),
-            }
-        )
+        lease_id = fields.get("lease_id")
+        return cls(**{**fields, "lease_id": None if lease_id is None else uuid.UUID(lease_id)})
 
 
 def _in_transaction(conn: C) -> C:

@@ -97,6 +97,8 @@ def _copy_text(value: Any) -> str:
 
 
 _TEMPLATE_FIELDS = tuple(name for name in JobTemplate.__dataclass_fields__ if name != "values")
+_MANY_FIELDS = tuple(name for name in _TEMPLATE_FIELDS if name not in ("unique_for", "debounce"))
+"""The parameters of ``insert_jobs`` (keyed jobs never go through it)."""
 
 
 def make_template(
@@ -190,17 +192,18 @@ def _insert_with_keyed(
     """The jobs without a window as usual, then each keyed job in a statement of its own (in input
     order, so that of two debounced enqueues of one key in a batch, the later's data wins)."""
     ids: list[JobId | None] = [None] * len(jobs)
+    # Encoded before anything is sent: bad data must not leave the jobs before it written.
+    keyed = [(n, _params(schema, t, data, notify, trace)) for n, (t, data) in enumerate(jobs) if t.keyed]
     plain = [n for n, (template, _) in enumerate(jobs) if not template.keyed]
     if plain:
         inserted = yield from insert_jobs(schema, [jobs[n] for n in plain], notify, trace)
         for n, job_id in zip(plain, inserted, strict=True):
             ids[n] = job_id
     q = queries(schema)
-    for n, (template, data) in enumerate(jobs):
-        if template.keyed:
-            statement = q.insert_throttled_job if template.unique_for is not None else q.insert_debounced_job
-            rows = yield statement, _params(schema, template, data, notify, trace)
-            ids[n] = JobId(rows[0]["id"], rows[0]["uid"], rows[0]["created"])
+    for n, params in keyed:
+        throttled = jobs[n][0].unique_for is not None
+        rows = yield (q.insert_throttled_job if throttled else q.insert_debounced_job), params
+        ids[n] = JobId(rows[0]["id"], rows[0]["uid"], rows[0]["created"])
     return ids
 
 
@@ -208,7 +211,7 @@ def _insert_many(
     schema: str, jobs: Sequence[NewJob], notify: bool, trace: str | None
 ) -> Operation[list[JobId | None]]:
     params: dict[str, Any] = {
-        name: [getattr(template, name) for template, _ in jobs] for name in _TEMPLATE_FIELDS
+        name: [getattr(template, name) for template, _ in jobs] for name in _MANY_FIELDS
     }
     params.update(data=[data for _, data in jobs], channel=channel(schema), notify=notify, trace=trace)
     rows = yield queries(schema).insert_jobs, params

@@ -317,7 +317,7 @@ class Worker:
                     lease_id=job.lease_id,
                     schema=self.runtime.schema,
                     started=started,
-                    uid=job.uid,
+                    _uid=job.uid,
                 )
                 object.__setattr__(context, "_progress_sink", self.progress.sink(job.id, job.lease_id))
                 running.context = context

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -29,11 +28,8 @@ class ClaimedJob:
     timeout: float | None
     lease_id: str
     trace: dict[str, Any] | None = None
-    uid: uuid.UUID | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.uid, str):  # as the claim's JSON gives it
-            self.uid = uuid.UUID(self.uid)
+    uid: str | None = None
+    """As the claim's JSON gives it: the handler's context makes it a UUID if it is read."""
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]] | None) -> list[ClaimedJob]:

@@ -364,3 +364,11 @@ def test_bad_task_defaults_are_refused_at_registration(app: pgqueue.App) -> None
     for options in ({"unique_for": 0}, {"debounce": -1}, {"unique_for": "x"}):
         with pytest.raises(InvalidJob):
             app.task("t", **options)
+
+
+def test_bad_data_of_a_keyed_job_in_a_batch_writes_nothing(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    items: list[Any] = [("t", {"n": n}) for n in range(100)]  # COPY on the App's pool
+    items.append(("t", {"n": object()}, {"unique_key": "k", "debounce": 5}))
+    with pytest.raises(InvalidJob):
+        app.enqueue_many(items)
+    assert rows(conn, "SELECT count(*) FROM pgqueue.job") == [(0,)]

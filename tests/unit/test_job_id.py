@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from pgqueue import JobId, JobNotFound
+from pgqueue import JobContext, JobId, JobNotFound
 from pgqueue.job import job_ref, uuid7_hex
 
 
@@ -44,3 +44,12 @@ def test_job_references() -> None:
     for bad in ("5", "nope", 5.0, None, True, b"5"):
         with pytest.raises(JobNotFound):
             job_ref(bad)
+
+
+def test_a_handlers_context_reads_its_uid_and_carries_it_to_a_child_process() -> None:
+    uid = uuid.UUID(int=V7)
+    context = JobContext(7, "t", "default", 1, 5, lease_id=uuid.uuid4(), _uid=str(uid))  # as the claim gives it
+    assert context.uid == uid and context.uid is context.uid
+    child = JobContext._from_json(json.loads(json.dumps(context._to_json())))
+    assert child.uid == uid and child.lease_id == context.lease_id
+    assert JobContext(7, "t", "default", 1, 5).uid is None
