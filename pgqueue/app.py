@@ -12,14 +12,16 @@ import psycopg
 
 from .codec import encode_data
 from .cron import Spec
-from .db import ops, queues
+from .db import ops
 from .db.admin import AdminMethods
 from .db.insert import JobTemplate, NewJob, Unencoded
 from .db.notifier import Notifier
 from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
+from .db.queues import QueueMethods
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
+from .limits import TaskLimits
 from .results import ResultMethods
 from .running import WorkerMethods
 from .schedules import ScheduleMethods
@@ -45,7 +47,7 @@ EXECUTORS = ("async", "thread", "process")
 
 
 # drain(): a worker in burst mode that notices freed slots and new jobs quickly, without a listener.
-class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
+class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded
@@ -130,13 +132,29 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         retry_delay_max: float | None = None,
         concurrency: int | None = None,
         executor: str | None = None,
+        global_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        key_concurrency: int | None = None,
+        key_rate_limit: str | None = None,
     ) -> Callable[[F], Task[F]]:
         """Register a handler for the job type ``name``.
 
         ``executor``: ``"async"`` (default for ``async def``) runs on the worker's event loop,
         ``"thread"`` (default otherwise) in a thread, ``"process"`` in a pool of processes for
         CPU-bound work (the handler must be a module-level function).
+
+        Limits across every worker, kept in the claim on the database's clock:
+        ``global_concurrency`` (most jobs of the type running at once), ``rate_limit`` (most
+        starts per window: ``"100/s"``, ``"600/m"``, ``"10/5s"``), and per concurrency key (a job's
+        ``using(concurrency_key=...)``) ``key_concurrency`` and ``key_rate_limit``.
         """
+        limits = TaskLimits.build(
+            name,
+            global_concurrency=global_concurrency,
+            rate_limit=rate_limit,
+            key_concurrency=key_concurrency,
+            key_rate_limit=key_rate_limit,
+        )
         validate_name("task", name)
         options = JobOptions.build(
             queue=queue,
@@ -167,7 +185,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
                 raise ConfigurationError(
                     f"task {name!r}: a process handler must be a module-level function, importable by name"
                 )
-            task = Task(self, name, fn, options, chosen, concurrency)
+            task = Task(self, name, fn, options, chosen, concurrency, limits)
             self.tasks[name] = task
             return task
 
@@ -188,6 +206,15 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         if template is None:
             validate_name("job type", type_)
             task = self.tasks.get(type_)
+            if (
+                options.concurrency_key is not None
+                and task is not None
+                and not (task.limits and task.limits.keyed)
+            ):
+                raise InvalidJob(
+                    f"task {type_!r} has no key_concurrency or key_rate_limit: "
+                    "a concurrency_key would limit nothing"
+                )
             # Retry settings and timeouts are stored only where the task or the call sets them;
             # otherwise the worker applies its task's (or the app's) defaults, and rows stay narrow.
             merged = (task.options if task else JobOptions()).merged(options)
@@ -206,6 +233,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
                 retry_delay_max=merged.retry_delay_max,
                 timeout=merged.timeout,
                 unique_key=merged.unique_key,
+                concurrency_key=merged.concurrency_key,
             )
             if len(self._templates) >= 1024:
                 self._templates.clear()
@@ -325,25 +353,6 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
     def counts(self, conn: Any = None) -> dict[str, dict[str, int]]:
         """Jobs per queue and state."""
         return self._execute(ops.counts(self.schema), conn)
-
-    # --- queues --------------------------------------------------------------------------
-
-    def configure_queue(self, name: str, *, paused: bool | None = None, conn: Any = None) -> dict[str, Any]:
-        """Change a queue's settings, kept in the database for every worker; return them.
-
-        ``paused=True``: no worker claims the queue's jobs from its next claim on (jobs already
-        running finish); ``paused=False`` resumes it and wakes its workers.
-
-        >>> app.configure_queue("emails", paused=True)
-        """
-        if paused is None:
-            validate_name("queue", name)
-            return self.queue_settings(conn).get(name, {"paused": False, "updated_at": None})
-        return self._execute(queues.pause_queue(self.schema, name, paused, self.notify), conn)
-
-    def queue_settings(self, conn: Any = None) -> dict[str, dict[str, Any]]:
-        """The settings of every queue that has any, by name (``{"emails": {"paused": True, ...}}``)."""
-        return self._execute(queues.queue_settings(self.schema), conn)
 
     # --- connections ---------------------------------------------------------------------
 

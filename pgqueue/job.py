@@ -101,6 +101,8 @@ class JobOptions:
     timeout: float | None = None
     unique_key: str | None = None
     """While a job with this key waits or runs, enqueueing another with the same key is a no-op."""
+    concurrency_key: str | None = None
+    """The key its task's ``key_concurrency`` and ``key_rate_limit`` count jobs by (a tenant, say)."""
 
     @classmethod
     def build(cls, **options: Any) -> JobOptions:
@@ -154,6 +156,10 @@ class JobOptions:
             if not isinstance(self.unique_key, str) or not self.unique_key or len(self.unique_key) > 1024:
                 raise InvalidJob("unique_key must be a non-empty string of at most 1024 characters")
             check_text("unique_key", self.unique_key)
+        if self.concurrency_key is not None:
+            if not isinstance(self.concurrency_key, str) or not 1 <= len(self.concurrency_key) <= 1024:
+                raise InvalidJob("concurrency_key must be a non-empty string of at most 1024 characters")
+            check_text("concurrency_key", self.concurrency_key)
         return dataclasses.replace(
             self, delay=delay, retry_delay=retry_delay, retry_delay_max=retry_delay_max, timeout=timeout
         )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .codec import encode_data
 from .db.insert import JobTemplate, NewJob, Unencoded
 from .job import JobOptions
+from .limits import TaskLimits
 
 if TYPE_CHECKING:
     from .app import App
@@ -29,13 +30,16 @@ class Task(Generic[F]):
     executor: str
     concurrency: int | None = None
     """Most jobs of this type one worker process runs at once; None: only the worker's limit."""
+    limits: TaskLimits | None = None
+    """Limits across every worker (global and per-key concurrency, rate limits); None: none."""
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
     def using(self, /, **options: Any) -> TaskCall:
         """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
-        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``.
+        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``,
+        ``concurrency_key`` (what the task's ``key_concurrency`` and ``key_rate_limit`` count by).
 
         >>> send_email.using(delay=timedelta(minutes=5), priority=10).enqueue(user_id=42)
         """

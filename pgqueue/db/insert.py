@@ -29,6 +29,7 @@ class JobTemplate:
     retry_delay_max: float | None = None
     timeout: float | None = None
     unique_key: str | None = None
+    concurrency_key: str | None = None
     values: tuple[Any, ...] = field(init=False, repr=False, compare=False)
     """The parameters of ``insert_job`` after the data, in its order."""
 
@@ -108,10 +109,11 @@ def insert_jobs(
     q = queries(schema)
     if trace is not None:
         return (yield from _insert_traced(schema, jobs, notify, trace))
-    if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
+    keyed = any(template.concurrency_key is not None for template, _ in jobs)
+    if len(jobs) >= COPY_MIN_JOBS and not keyed and all(template.unique_key is None for template, _ in jobs):
         return (yield from _copy_jobs(schema, jobs, notify))
     jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
-    if len(jobs) == 1:
+    if len(jobs) == 1 and not keyed:  # a job with a concurrency key goes through insert_jobs
         template, data = jobs[0]
         if template.unique_key is None:
             if notify:
@@ -130,7 +132,7 @@ def _insert_traced(
     schema: str, jobs: Sequence[NewJob], notify: bool, trace: str
 ) -> Operation[list[int | None]]:
     jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
-    if len(jobs) > 1:
+    if len(jobs) > 1 or jobs[0][0].concurrency_key is not None:
         return (yield from _insert_many(schema, jobs, notify, trace))
     template, data = jobs[0]
     params: dict[str, Any] = {name: getattr(template, name) for name in _TEMPLATE_FIELDS}
