@@ -154,3 +154,26 @@ def test_rate_limit_holds_over_every_sliding_window(app, spans, workers):
 @pytest.mark.timeout(180)
 def test_rate_limit_holds_over_thirty_seconds(app, spans, workers):
     rate_run(app, spans, workers, 30)
+
+
+def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pgqueue", *args, "--database-url", dsn],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.timeout(120)
+def test_pgqueue_queue_limit_sets_shows_and_clears_limits(app, dsn):
+    done = cli(dsn, "queue", "limit", "emails", "--concurrency", "5", "--rate-limit", "100/m")
+    assert done.returncode == 0, done.stderr
+    assert "concurrency 5, rate limit 100/60s" in done.stdout
+    assert app.queue_settings()["emails"]["concurrency"] == 5
+    shown = cli(dsn, "queue", "show", "emails")
+    assert "emails: running, concurrency 5, rate limit 100/60s" in shown.stdout, shown.stdout
+    assert cli(dsn, "queue", "limit", "emails", "--concurrency", "none").stdout.strip() == (
+        "queue 'emails': rate limit 100/60s"
+    )
+    for bad in (["--rate-limit", "fast"], ["--concurrency", "0"], []):
+        refused = cli(dsn, "queue", "limit", "emails", *bad)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert app.queue_settings()["emails"] == {**app.queue_settings()["emails"], "concurrency": None,
+                                              "rate_limit": "100/60s"}
