@@ -269,7 +269,9 @@ WHERE name = ANY(%(queues)s::text[]) AND (concurrency IS NOT NULL OR rate_limit 
 -- flow_lock locked, %(locked)s; a queue limited since then is skipped). A concurrency limit
 -- counts active jobs: every way a job stops running (completion, failure, retry, cancel,
 -- rescue, hand-back, deletion) frees its place. A rate limit counts the starts in flow_start
--- within its window before now(): no window of that length holds more than the limit.
+-- within its window before now() (one row per scope and claim): claims of a scope take turns
+-- and each counts every start after its own now() too, so no window of that length, anywhere,
+-- holds more starts than the limit.
 -- Scopes with no room left are skipped in the scan, so other jobs still flow; the jobs picked
 -- are ranked per key, type and queue, and a job is claimed only if it is within the room of
 -- each (conservative when several limits meet: the next claim takes the rest). Returns the
@@ -297,7 +299,7 @@ WITH limits AS (
       AND EXISTS (SELECT FROM limits AS l WHERE l.kind = s.kind AND l.name = s.name AND l.conc IS NOT NULL)
     GROUP BY s.kind, s.name, s.key
 ), started AS (
-    SELECT f.kind, f.name, f.key, count(*) AS n, min(f.at) AS oldest
+    SELECT f.kind, f.name, f.key, sum(f.n) AS n, min(f.at) AS oldest
     FROM {schema}.flow_start AS f JOIN limits AS l ON l.kind = f.kind AND l.name = f.name
     WHERE l.rate IS NOT NULL AND f.at > now() - make_interval(secs => l.win)
     GROUP BY f.kind, f.name, f.key
@@ -332,7 +334,7 @@ WITH limits AS (
            row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS queue_nth
     FROM candidates AS c
 ), picked AS (
-    SELECT r.id, r.concurrency_key
+    SELECT r.id, r.type, r.queue, r.concurrency_key
     FROM ranked AS r
     LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
     LEFT JOIN limits AS lk ON lk.kind = 'key' AND lk.name = r.type
@@ -350,16 +352,20 @@ WITH limits AS (
     LIMIT %(limit)s
 ), claimed AS ({claim_picked}
 ), logged AS (
-    INSERT INTO {schema}.flow_start (kind, name, key, at)
-    SELECT s.kind, s.name, s.key, now()
-    FROM claimed AS c JOIN picked AS p ON p.id = c.id
-    CROSS JOIN LATERAL (VALUES ('type', c.type, ''), ('queue', c.queue, ''), ('key', c.type, p.concurrency_key))
+    INSERT INTO {schema}.flow_start (kind, name, key, at, n)
+    SELECT s.kind, s.name, s.key, now(), count(*)
+    FROM picked AS p  -- every row picked is claimed: the scan locked it
+    CROSS JOIN LATERAL (VALUES ('type', p.type, ''), ('queue', p.queue, ''), ('key', p.type, p.concurrency_key))
          AS s(kind, name, key)
     JOIN limits AS l ON l.kind = s.kind AND l.name = s.name AND l.rate IS NOT NULL
     WHERE s.key IS NOT NULL
+    GROUP BY s.kind, s.name, s.key
 ), expired AS (
+    -- A claim that waited for its lock counts from its transaction's start, which may be earlier
+    -- than that of the claim before it: rows stay five minutes past their window for it.
     DELETE FROM {schema}.flow_start AS f USING limits AS l
-    WHERE l.kind = f.kind AND l.name = f.name AND f.at <= now() - make_interval(secs => l.win)
+    WHERE l.kind = f.kind AND l.name = f.name
+      AND f.at <= now() - make_interval(secs => l.win) - interval '5 minutes'
 )
 SELECT (SELECT json_agg(claimed) FROM claimed) AS claimed,
        (SELECT extract(epoch FROM min(coalesce(s.oldest, now()) + make_interval(secs => l.win)) - clock_timestamp())

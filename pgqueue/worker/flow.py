@@ -73,15 +73,16 @@ class FlowControl:
             "types": self.arrays["types"],
             "queues": text_array(queues),
         }
-        self.limited_queues: list[str] = []
-        """This worker's queues that have limits, as the watch last read them."""
+        self.limited_queues: list[str] | None = None
+        """This worker's queues that have limits, as the watch last read them; None until its
+        first read (claims until then are limited ones: a limited queue is never claimed plainly)."""
         self.next_room: float | None = None
         """When (time.monotonic()) the oldest start of a rate-limited scope leaves its window."""
 
     @property
     def active(self) -> bool:
         """Whether claims go through claim_limited: some task or queue of this worker has limits."""
-        return self.typed or bool(self.limited_queues)
+        return self.typed or self.limited_queues is None or bool(self.limited_queues)
 
     def services(self, lane: Lane, interval: float) -> list[Periodic]:
         """The duty that reads which of the worker's queues have limits, unless its tasks already
@@ -89,14 +90,13 @@ class FlowControl:
         return [] if self.typed else [QueueLimitWatch(lane, interval, self)]
 
     async def claim(self, batch: list[Result], params: dict[str, Any]) -> list[ClaimedJob]:
-        """Record ``batch`` (emptied once recorded), then claim under the limits."""
-        if batch:
-            await self.completer.exchange(batch, None)
-            batch.clear()  # recorded: nothing to put back should the claim fail
+        """Record ``batch`` and claim under the limits, in one transaction."""
         self.slot_freed.clear()  # a job that finishes from now on wakes the next claim
         events = self.completer.events
         started = time.perf_counter()
         async with self.db.pooled() as conn, conn.transaction():
+            if batch:  # recorded first: the places it frees count for the claim
+                await self.completer.exchange(batch, None, conn)
             cur = await conn.execute(self.q.flow_lock, self.lock_params)
             locked = (await cur.fetchone() or (None,))[0]
             cur = await conn.execute(
@@ -139,5 +139,6 @@ class QueueLimitWatch(Periodic):
         cur = await conn.execute(self.q.limited_queues, {"queues": self.flow.lock_params["queues"]})
         limited = list((await cur.fetchone() or ([],))[0] or [])
         if limited != self.flow.limited_queues:
-            log.info("queues with limits: %s", ", ".join(limited) or "none")
+            if limited or self.flow.limited_queues:
+                log.info("queues with limits: %s", ", ".join(limited) or "none")
             self.flow.limited_queues = limited

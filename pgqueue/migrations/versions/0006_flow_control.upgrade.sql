@@ -9,13 +9,14 @@ ALTER TABLE {schema}.queue
     ADD CONSTRAINT queue_rate_complete CHECK ((rate_limit IS NULL) = (rate_window IS NULL));
 
 -- Recent starts of rate-limited scopes (kind 'type', 'queue' or 'key'; name: the type or queue;
--- key: the concurrency key, '' for the others), written by the claim that starts the jobs, on
--- the database's clock, and deleted by later claims once out of every window.
+-- key: the concurrency key, '' for the others): n jobs started at once by one claim, on the
+-- database's clock. Later claims delete the rows that have left every window.
 CREATE TABLE {schema}.flow_start (
     kind text NOT NULL,
     name text NOT NULL,
     key  text NOT NULL DEFAULT '',
-    at   timestamptz NOT NULL
+    at   timestamptz NOT NULL,
+    n    integer NOT NULL DEFAULT 1
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01);
 CREATE INDEX flow_start_scope ON {schema}.flow_start (kind, name, key, at);
 COMMENT ON TABLE {schema}.flow_start IS 'Recent job starts of rate-limited types, queues and keys';
