@@ -21,7 +21,7 @@ from .db.queues import QueueMethods
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
-from .limits import TaskLimits
+from .limits import TaskLimits, check_keyed
 from .results import ResultMethods
 from .running import WorkerMethods
 from .schedules import ScheduleMethods
@@ -136,6 +136,7 @@ class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMeth
         rate_limit: str | None = None,
         key_concurrency: int | None = None,
         key_rate_limit: str | None = None,
+        fair: bool = False,
     ) -> Callable[[F], Task[F]]:
         """Register a handler for the job type ``name``.
 
@@ -146,7 +147,8 @@ class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMeth
         Limits across every worker, kept in the claim on the database's clock:
         ``global_concurrency`` (most jobs of the type running at once), ``rate_limit`` (most
         starts per window: ``"100/s"``, ``"600/m"``, ``"10/5s"``), and per concurrency key (a job's
-        ``using(concurrency_key=...)``) ``key_concurrency`` and ``key_rate_limit``.
+        ``using(concurrency_key=...)``) ``key_concurrency`` and ``key_rate_limit``. ``fair=True``:
+        claims go round-robin over the keys (a key with many jobs waiting starves none with few).
         """
         limits = TaskLimits.build(
             name,
@@ -154,6 +156,7 @@ class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMeth
             rate_limit=rate_limit,
             key_concurrency=key_concurrency,
             key_rate_limit=key_rate_limit,
+            fair=fair,
         )
         validate_name("task", name)
         options = JobOptions.build(
@@ -206,15 +209,8 @@ class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMeth
         if template is None:
             validate_name("job type", type_)
             task = self.tasks.get(type_)
-            if (
-                options.concurrency_key is not None
-                and task is not None
-                and not (task.limits and task.limits.keyed)
-            ):
-                raise InvalidJob(
-                    f"task {type_!r} has no key_concurrency or key_rate_limit: "
-                    "a concurrency_key would limit nothing"
-                )
+            if options.concurrency_key is not None and task is not None:
+                check_keyed(type_, task.limits)
             # Retry settings and timeouts are stored only where the task or the call sets them;
             # otherwise the worker applies its task's (or the app's) defaults, and rows stay narrow.
             merged = (task.options if task else JobOptions()).merged(options)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidJob
 
 UNITS = {
     "s": 1.0,
@@ -26,6 +26,8 @@ UNITS = {
 }
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
 LIMIT_MAX = 1_000_000
+UNLIMITED = "unlimited"
+"""Clears a queue's limit: ``app.configure_queue("emails", concurrency=pgqueue.UNLIMITED)``."""
 WINDOW_MAX = 86400.0
 
 
@@ -84,6 +86,9 @@ class TaskLimits:
     """Most jobs of the type with one concurrency key active at once."""
     key_rate: RateLimit | None = None
     """Most starts of the type with one concurrency key per window."""
+    fair: bool = False
+    """Claim round-robin over the type's concurrency keys, per queue, rather than in queue order:
+    a key with many waiting jobs does not starve one with few."""
 
     @classmethod
     def build(
@@ -94,8 +99,11 @@ class TaskLimits:
         rate_limit: Any = None,
         key_concurrency: Any = None,
         key_rate_limit: Any = None,
+        fair: Any = False,
     ) -> TaskLimits | None:
         """Check a task's limits; None when it has none."""
+        if not isinstance(fair, bool):
+            raise ConfigurationError(f"task {task!r}: fair must be True or False")
         limits = cls(
             None
             if global_concurrency is None
@@ -107,14 +115,20 @@ class TaskLimits:
             None
             if key_rate_limit is None
             else parse_rate_limit(f"task {task!r}: key_rate_limit", key_rate_limit),
+            fair,
         )
         return None if limits == cls() else limits
 
     @property
     def keyed(self) -> bool:
-        """Whether jobs of the task may carry a concurrency key (a keyed limit counts it)."""
-        return self.key_concurrency is not None or self.key_rate is not None
+        """Whether jobs of the task may carry a concurrency key (a keyed limit or fairness counts it)."""
+        return self.key_concurrency is not None or self.key_rate is not None or self.fair
 
 
-UNLIMITED = "unlimited"
-"""Clears a queue's limit: ``app.configure_queue("emails", concurrency=pgqueue.UNLIMITED)``."""
+def check_keyed(task: str, limits: TaskLimits | None) -> None:
+    """Refuse a concurrency key for a task that nothing counts it for (InvalidJob)."""
+    if limits is None or not limits.keyed:
+        raise InvalidJob(
+            f"task {task!r} has no key_concurrency, key_rate_limit or fair=True: "
+            "a concurrency_key would limit nothing"
+        )

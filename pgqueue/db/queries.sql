@@ -276,8 +276,9 @@ WHERE name = ANY(%(queues)s::text[]) AND (concurrency IS NOT NULL OR rate_limit 
 -- are ranked per key, type and queue, and a job is claimed only if it is within the room of
 -- each (conservative when several limits meet: the next claim takes the rest). Returns the
 -- claim's jobs and when the oldest start of a rate-limited scope leaves its window (the
--- worker claims again then, when jobs were held back).
-WITH limits AS (
+-- worker claims again then, when jobs were held back). Fair types (%(fair)s) are claimed
+-- round-robin over their concurrency keys, from where the last claim left off (flow_cursor).
+WITH RECURSIVE limits AS (
     SELECT 'type' AS kind, l.name, l.conc, l.rate, l.win
     FROM unnest(%(types)s::text[], %(conc)s::int[], %(rate)s::int[], %(win)s::float8[])
          AS l(name, conc, rate, win)
@@ -309,22 +310,49 @@ WITH limits AS (
     JOIN limits AS l ON l.kind = u.kind AND l.name = u.name
     LEFT JOIN active AS a ON a.kind = u.kind AND a.name = u.name AND a.key = u.key
     LEFT JOIN started AS s ON s.kind = u.kind AND s.name = u.name AND s.key = u.key
-), candidates AS (
+), scanned AS (
     SELECT c.id, c.type, c.queue, c.priority, c.run_at, c.concurrency_key
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, type, queue, priority, run_at, concurrency_key
         FROM {schema}.job AS j
         WHERE queue = q.name AND state < 'active' AND run_at <= now()
-          AND type <> ALL(%(full)s::text[])
-          AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = q.name
-                          AND (p.paused OR ((p.concurrency IS NOT NULL OR p.rate_limit IS NOT NULL)
-                                            AND p.name <> ALL(%(locked)s::text[]))))
-          AND NOT EXISTS (SELECT FROM room AS r WHERE r.room <= 0
-                          AND ((r.kind = 'queue' AND r.name = q.name) OR (r.kind = 'type' AND r.name = j.type)
-                               OR (r.kind = 'key' AND r.name = j.type AND r.key = j.concurrency_key)))
+          AND (concurrency_key IS NULL OR type <> ALL(%(fair)s::text[]))
+          AND {flow_claimable}
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), fair_walk(queue, type, key, step) AS (
+    -- Fair types: the distinct keys with jobs waiting in each queue, from the one after the key
+    -- served last (flow_cursor), round the circle; at most %(limit)s steps (with fewer keys, a
+    -- key comes round again). One probe of the job_fair index per step.
+    SELECT w.queue, w.type, {fair_next_key}, 1
+    FROM (SELECT q.name AS queue, t.type, c.key
+          FROM unnest(%(queues)s::text[]) AS q(name)
+          CROSS JOIN unnest(%(fair)s::text[]) AS t(type)
+          LEFT JOIN {schema}.flow_cursor AS c ON c.queue = q.name AND c.type = t.type) AS w
+    UNION ALL
+    SELECT w.queue, w.type, {fair_next_key}, w.step + 1
+    FROM fair_walk AS w
+    WHERE w.key IS NOT NULL AND w.step < %(limit)s
+), fair_keys AS (
+    SELECT queue, type, key, min(step) AS step FROM fair_walk WHERE key IS NOT NULL GROUP BY queue, type, key
+), candidates AS (
+    SELECT s.*, 1::bigint AS round, 0 AS step FROM scanned AS s
+    UNION ALL
+    -- Each key's best jobs, a share of %(limit)s each: round 1 takes one of every key in walk
+    -- order, round 2 a second, and so on.
+    SELECT c.*, row_number() OVER (PARTITION BY c.queue, c.type, c.concurrency_key
+                                   ORDER BY c.priority DESC, c.run_at, c.id), k.step
+    FROM fair_keys AS k
+    CROSS JOIN LATERAL (
+        SELECT id, type, queue, priority, run_at, concurrency_key
+        FROM {schema}.job AS j
+        WHERE queue = k.queue AND type = k.type AND concurrency_key = k.key
+          AND state < 'active' AND run_at <= now() AND {flow_claimable}
+        ORDER BY priority DESC, run_at, id
+        LIMIT ceil(%(limit)s::float8 / (SELECT count(*) FROM fair_keys))::int
         FOR UPDATE SKIP LOCKED
     ) AS c
 ), ranked AS (
@@ -334,7 +362,7 @@ WITH limits AS (
            row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS queue_nth
     FROM candidates AS c
 ), picked AS (
-    SELECT r.id, r.type, r.queue, r.concurrency_key
+    SELECT r.id, r.type, r.queue, r.concurrency_key, r.step
     FROM ranked AS r
     LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
     LEFT JOIN limits AS lk ON lk.kind = 'key' AND lk.name = r.type
@@ -348,7 +376,7 @@ WITH limits AS (
            OR r.key_nth <= coalesce(rk.room, least(lk.conc, lk.rate)))
       AND (lt.name IS NULL OR r.type_nth <= coalesce(rt.room, least(lt.conc, lt.rate)))
       AND (lq.name IS NULL OR r.queue_nth <= coalesce(rq.room, least(lq.conc, lq.rate)))
-    ORDER BY r.priority DESC, r.run_at, r.id
+    ORDER BY r.priority DESC, r.round, r.step, r.run_at, r.id
     LIMIT %(limit)s
 ), claimed AS ({claim_picked}
 ), logged AS (
@@ -360,6 +388,13 @@ WITH limits AS (
     JOIN limits AS l ON l.kind = s.kind AND l.name = s.name AND l.rate IS NOT NULL
     WHERE s.key IS NOT NULL
     GROUP BY s.kind, s.name, s.key
+), turned AS (
+    INSERT INTO {schema}.flow_cursor AS c (queue, type, key)
+    SELECT DISTINCT ON (p.queue, p.type) p.queue, p.type, p.concurrency_key
+    FROM picked AS p
+    WHERE p.step > 0
+    ORDER BY p.queue, p.type, p.step DESC
+    ON CONFLICT (queue, type) DO UPDATE SET key = excluded.key
 ), expired AS (
     -- A claim that waited for its lock counts from its transaction's start, which may be earlier
     -- than that of the claim before it: rows stay five minutes past their window for it.
@@ -371,6 +406,26 @@ SELECT (SELECT json_agg(claimed) FROM claimed) AS claimed,
        (SELECT extract(epoch FROM min(coalesce(s.oldest, now()) + make_interval(secs => l.win)) - clock_timestamp())
         FROM limits AS l LEFT JOIN started AS s ON s.kind = l.kind AND s.name = l.name
         WHERE l.rate IS NOT NULL)::float8 AS next_room_in;
+
+-- name: flow_claimable
+-- A part of claim_limited, not a statement: the job j may be claimed now: its queue is neither
+-- paused nor limited but unlocked, its type is not full in this worker, and no queue, type or key
+-- it counts against is out of room.
+type <> ALL(%(full)s::text[])
+AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = j.queue
+                AND (p.paused OR ((p.concurrency IS NOT NULL OR p.rate_limit IS NOT NULL)
+                                  AND p.name <> ALL(%(locked)s::text[]))))
+AND NOT EXISTS (SELECT FROM room AS r WHERE r.room <= 0
+                AND ((r.kind = 'queue' AND r.name = j.queue) OR (r.kind = 'type' AND r.name = j.type)
+                     OR (r.kind = 'key' AND r.name = j.type AND r.key = j.concurrency_key)))
+
+-- name: fair_next_key
+-- A part of claim_limited, not a statement: the concurrency key after w.key among the jobs of
+-- type w.type waiting in queue w.queue, or the first one (round the circle); NULL when none waits.
+coalesce((SELECT min(j.concurrency_key) FROM {schema}.job AS j
+          WHERE j.queue = w.queue AND j.type = w.type AND j.state < 'active' AND j.concurrency_key > w.key),
+         (SELECT min(j.concurrency_key) FROM {schema}.job AS j
+          WHERE j.queue = w.queue AND j.type = w.type AND j.state < 'active' AND j.concurrency_key IS NOT NULL))
 
 -- name: complete
 -- A handler completes its own job in its own transaction (JobContext.complete), guarded by
@@ -595,6 +650,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.queue TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedule TO {worker};
 GRANT SELECT, INSERT, DELETE ON {schema}.flow_start TO {worker};
+GRANT SELECT, INSERT, UPDATE ON {schema}.flow_cursor TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, queue, unique_key, state) ON {schema}.job TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};

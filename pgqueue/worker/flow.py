@@ -50,6 +50,7 @@ def _limit_arrays(tasks: Mapping[str, Handler]) -> dict[str, str]:
         "key_conc": text_array([limits.key_concurrency for _, limits in limited]),
         "key_rate": text_array([count(limits.key_rate) for _, limits in limited]),
         "key_win": text_array([window(limits.key_rate) for _, limits in limited]),
+        "fair": text_array([name for name, limits in limited if limits.fair]),
     }
 
 

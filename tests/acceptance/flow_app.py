@@ -74,3 +74,8 @@ async def paced() -> None:
 async def stuck(first_attempt_sleep: float) -> None:
     """Sleeps long on its first attempt (to be killed there), not after."""
     await _span(None, first_attempt_sleep if pgqueue.current_job().attempt == 1 else 0.0)
+
+
+@app.task("fair-sync", queue="fair", fair=True)
+async def fair_sync(key: str) -> None:
+    await _span(key, 0.01)

@@ -126,6 +126,19 @@ def test_rescue_of_a_killed_worker_frees_its_places(app, spans, workers):
     assert most_at_once(spans, "ended IS NOT NULL") <= 2
 
 
+@pytest.mark.timeout(120)
+def test_fair_task_a_key_with_many_waiting_does_not_starve_a_key_with_few(app, spans, workers):
+    app.enqueue_many([("fair-sync", {"key": "big"}, {"queue": "fair", "concurrency_key": "big"})] * 3000)
+    app.enqueue_many([("fair-sync", {"key": "small"}, {"queue": "fair", "concurrency_key": "small"})] * 10)
+    for _ in range(3):
+        workers("--concurrency", "10", "--queues", "fair")
+    wait_for(lambda: scalar(spans, "SELECT count(*) FROM spans WHERE key = 'small' AND ended IS NOT NULL") == 10,
+             60, "the small key's jobs")
+    # In queue order the small key would wait for all 3,000; round-robin runs it alongside.
+    big = scalar(spans, "SELECT count(*) FROM spans WHERE key = 'big'")
+    assert big < 300, big
+
+
 def rate_run(app: Any, spans: psycopg.Connection[Any], workers: Any, seconds: float) -> None:
     """20/s over ``seconds``: no window of one second holds more than 20 starts, and 20 is reached."""
     jobs = int(20 * seconds) + 40

@@ -165,6 +165,30 @@ async def test_a_queue_limit_set_while_workers_run_takes_effect(app, conn):
         await asyncio.wait_for(running, 15)
 
 
+async def test_fair_claims_go_round_robin_over_keys(app, conn):
+    order: list[str] = []
+
+    @app.task("sync-tenant", queue="fair", fair=True)
+    async def sync_tenant(tenant: str) -> None:
+        order.append(tenant)
+        await asyncio.sleep(0.005)
+
+    # 2,000 jobs of one key wait ahead of 10 of another, then 5 of a third.
+    sync_tenant.using(concurrency_key="big").enqueue_many([{"tenant": "big"}] * 2000)
+    sync_tenant.using(concurrency_key="small").enqueue_many([{"tenant": "small"}] * 10)
+    sync_tenant.using(concurrency_key="tiny").enqueue_many([{"tenant": "tiny"}] * 5)
+
+    def few_done() -> bool:
+        return order.count("small") == 10 and order.count("tiny") == 5
+
+    await run_workers(app, 1, few_done, concurrency=4)
+    # Round-robin: the few were not starved behind the many (in strict queue order none would
+    # have run before 2,000 others).
+    assert order.count("big") <= 40, order.count("big")
+    cursor = conn.execute("SELECT queue, type FROM pgqueue.flow_cursor").fetchall()
+    assert cursor == [("fair", "sync-tenant")]
+
+
 def test_bad_limits_are_refused_before_anything_is_written(app, conn):
     for options in (
         {"rate_limit": "fast"},
@@ -175,6 +199,7 @@ def test_bad_limits_are_refused_before_anything_is_written(app, conn):
         {"global_concurrency": -1},
         {"key_concurrency": 1.5},
         {"key_rate_limit": "-3/s"},
+        {"fair": "yes"},
     ):
         with pytest.raises(pgqueue.ConfigurationError):
             app.task("bad", **options)(lambda: None)

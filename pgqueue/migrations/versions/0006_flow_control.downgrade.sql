@@ -1,3 +1,5 @@
+DROP TABLE {schema}.flow_cursor;
+DROP INDEX {schema}.job_fair;
 DROP TABLE {schema}.flow_start;
 ALTER TABLE {schema}.queue
     DROP CONSTRAINT queue_rate_complete,

@@ -1,5 +1,5 @@
-"""Flow control: queue concurrency and rate limits, a job's concurrency key, and the log of
-recent starts that rate limits count.
+"""Flow control: queue concurrency and rate limits, a job's concurrency key, the log of recent
+starts that rate limits count, and the round-robin cursor of fair tasks.
 
 Revision ID: 0006
 Revises: 0004

@@ -20,3 +20,15 @@ CREATE TABLE {schema}.flow_start (
 ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01);
 CREATE INDEX flow_start_scope ON {schema}.flow_start (kind, name, key, at);
 COMMENT ON TABLE {schema}.flow_start IS 'Recent job starts of rate-limited types, queues and keys';
+
+-- Fair tasks: the claim walks the distinct concurrency keys of a (queue, type) with waiting jobs
+-- through this index, from the key after the one it served last (flow_cursor), round-robin.
+CREATE INDEX job_fair ON {schema}.job (queue, type, concurrency_key, priority DESC, run_at, id)
+    WHERE state < 'active' AND concurrency_key IS NOT NULL;
+CREATE TABLE {schema}.flow_cursor (
+    queue text NOT NULL,
+    type  text NOT NULL,
+    key   text NOT NULL,
+    PRIMARY KEY (queue, type)
+);
+COMMENT ON TABLE {schema}.flow_cursor IS 'The concurrency key a fair task''s claims served last, per queue';
