@@ -23,10 +23,12 @@ from .errors import (
     UnknownTask,
 )
 from .job import Job, JobId, JobState
+from .limits import UNLIMITED, RateLimit
 from .settings import WorkerConfig
 from .task import Task, TaskCall
 
 __all__ = [
+    "UNLIMITED",
     "App",
     "ConfigurationError",
     "EnqueueTimeout",
@@ -41,6 +43,7 @@ __all__ = [
     "LeaseLost",
     "PayloadTooLarge",
     "PgQueueError",
+    "RateLimit",
     "SchemaOutOfDate",
     "Task",
     "TaskCall",

@@ -12,14 +12,16 @@ import psycopg
 
 from .codec import encode_data
 from .cron import Spec
-from .db import ops, queues
+from .db import ops
 from .db.admin import AdminMethods
 from .db.insert import JobTemplate, NewJob, Unencoded, make_template
 from .db.notifier import Notifier
 from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
+from .db.queues import QueueMethods
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import DEFAULT_QUEUE, Job, JobId, JobOptions, validate_name
+from .limits import TaskLimits, check_keyed
 from .results import ResultMethods
 from .running import WorkerMethods
 from .schedules import ScheduleMethods
@@ -43,7 +45,7 @@ EXECUTORS = ("async", "thread", "process")
 
 
 # drain(): a worker in burst mode that notices freed slots and new jobs quickly, without a listener.
-class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
+class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded
@@ -130,6 +132,11 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         executor: str | None = None,
         unique_for: float | None = None,
         debounce: float | None = None,
+        global_concurrency: int | None = None,
+        rate_limit: str | None = None,
+        key_concurrency: int | None = None,
+        key_rate_limit: str | None = None,
+        fair: bool = False,
     ) -> Callable[[F], Task[F]]:
         """Register a handler for the job type ``name``.
 
@@ -139,7 +146,21 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         ``executor``: ``"async"`` (default for ``async def``) runs on the worker's event loop,
         ``"thread"`` (default otherwise) in a thread, ``"process"`` in a pool of processes for
         CPU-bound work (the handler must be a module-level function).
+
+        Limits across every worker, kept in the claim on the database's clock:
+        ``global_concurrency`` (most jobs of the type running at once), ``rate_limit`` (most
+        starts per window: ``"100/s"``, ``"600/m"``, ``"10/5s"``), and per concurrency key (a job's
+        ``using(concurrency_key=...)``) ``key_concurrency`` and ``key_rate_limit``. ``fair=True``:
+        claims go round-robin over the keys (a key with many jobs waiting starves none with few).
         """
+        limits = TaskLimits.build(
+            name,
+            global_concurrency=global_concurrency,
+            rate_limit=rate_limit,
+            key_concurrency=key_concurrency,
+            key_rate_limit=key_rate_limit,
+            fair=fair,
+        )
         validate_name("task", name)
         options = JobOptions.build(
             queue=queue,
@@ -172,7 +193,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
                 raise ConfigurationError(
                     f"task {name!r}: a process handler must be a module-level function, importable by name"
                 )
-            task = Task(self, name, fn, options, chosen, concurrency)
+            task = Task(self, name, fn, options, chosen, concurrency, limits)
             self.tasks[name] = task
             return task
 
@@ -193,6 +214,8 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         if template is None:
             validate_name("job type", type_)
             task = self.tasks.get(type_)
+            if options.concurrency_key is not None and task is not None:
+                check_keyed(type_, task.limits)
             template = make_template(type_, task.options if task else None, options, self.defaults)
             if len(self._templates) >= 1024:
                 self._templates.clear()
@@ -312,25 +335,6 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
     def counts(self, conn: Any = None) -> dict[str, dict[str, int]]:
         """Jobs per queue and state."""
         return self._execute(ops.counts(self.schema), conn)
-
-    # --- queues --------------------------------------------------------------------------
-
-    def configure_queue(self, name: str, *, paused: bool | None = None, conn: Any = None) -> dict[str, Any]:
-        """Change a queue's settings, kept in the database for every worker; return them.
-
-        ``paused=True``: no worker claims the queue's jobs from its next claim on (jobs already
-        running finish); ``paused=False`` resumes it and wakes its workers.
-
-        >>> app.configure_queue("emails", paused=True)
-        """
-        if paused is None:
-            validate_name("queue", name)
-            return self.queue_settings(conn).get(name, {"paused": False, "updated_at": None})
-        return self._execute(queues.pause_queue(self.schema, name, paused, self.notify), conn)
-
-    def queue_settings(self, conn: Any = None) -> dict[str, dict[str, Any]]:
-        """The settings of every queue that has any, by name (``{"emails": {"paused": True, ...}}``)."""
-        return self._execute(queues.queue_settings(self.schema), conn)
 
     # --- connections ---------------------------------------------------------------------
 

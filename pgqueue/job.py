@@ -177,6 +177,8 @@ class JobOptions:
     debounce: float | None = None
     """Seconds: the job runs this long after the last enqueue with its ``unique_key``; an enqueue
     while the keyed job still waits replaces its data and pushes its run time back."""
+    concurrency_key: str | None = None
+    """The key its task's ``key_concurrency`` and ``key_rate_limit`` count jobs by (a tenant, say)."""
 
     @classmethod
     def build(cls, **options: Any) -> JobOptions:
@@ -232,6 +234,10 @@ class JobOptions:
             check_text("unique_key", self.unique_key)
         unique_for = None if self.unique_for is None else _window("unique_for", self.unique_for)
         debounce = None if self.debounce is None else _window("debounce", self.debounce)
+        if self.concurrency_key is not None:
+            if not isinstance(self.concurrency_key, str) or not 1 <= len(self.concurrency_key) <= 1024:
+                raise InvalidJob("concurrency_key must be a non-empty string of at most 1024 characters")
+            check_text("concurrency_key", self.concurrency_key)
         return dataclasses.replace(
             self,
             delay=delay,

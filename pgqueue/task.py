@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .codec import encode_data
 from .db.insert import JobTemplate, NewJob, Unencoded
 from .job import JobId, JobOptions
+from .limits import TaskLimits
 
 if TYPE_CHECKING:
     from .app import App
@@ -29,6 +30,8 @@ class Task(Generic[F]):
     executor: str
     concurrency: int | None = None
     """Most jobs of this type one worker process runs at once; None: only the worker's limit."""
+    limits: TaskLimits | None = None
+    """Limits across every worker (global and per-key concurrency, rate limits); None: none."""
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -36,7 +39,8 @@ class Task(Generic[F]):
     def using(self, /, **options: Any) -> TaskCall:
         """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
         ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``,
-        ``unique_for``, ``debounce``.
+        ``unique_for``, ``debounce``,
+        ``concurrency_key`` (what the task's ``key_concurrency`` and ``key_rate_limit`` count by).
 
         ``unique_key`` alone: while a job with the key waits or runs, another enqueue returns None.
         With ``unique_for=seconds``: at most one job per key in that window, even once it finished;

@@ -33,6 +33,7 @@ class JobTemplate:
     unique_key: str | None = None
     unique_for: float | None = None
     debounce: float | None = None
+    concurrency_key: str | None = None
     values: tuple[Any, ...] = field(init=False, repr=False, compare=False)
     """The parameters of ``insert_job`` after the data, in its order."""
 
@@ -123,6 +124,7 @@ def make_template(
         unique_key=merged.unique_key,
         unique_for=merged.unique_for,
         debounce=merged.debounce,
+        concurrency_key=merged.concurrency_key,
     )
 
 
@@ -149,10 +151,15 @@ def insert_jobs(
     q = queries(schema)
     if trace is not None:
         return (yield from _insert_traced(schema, jobs, notify, trace))
-    if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
+    counted = any(template.concurrency_key is not None for template, _ in jobs)
+    if (
+        len(jobs) >= COPY_MIN_JOBS
+        and not counted
+        and all(template.unique_key is None for template, _ in jobs)
+    ):
         return (yield from _copy_jobs(schema, jobs, notify))
     jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
-    if len(jobs) == 1:
+    if len(jobs) == 1 and not counted:  # a job with a concurrency key goes through insert_jobs
         template, data = jobs[0]
         if template.unique_key is None:
             if notify:
@@ -179,7 +186,7 @@ def _insert_traced(
     schema: str, jobs: Sequence[NewJob], notify: bool, trace: str
 ) -> Operation[list[JobId | None]]:
     jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
-    if len(jobs) > 1:
+    if len(jobs) > 1 or jobs[0][0].concurrency_key is not None:
         return (yield from _insert_many(schema, jobs, notify, trace))
     template, data = jobs[0]
     rows = yield queries(schema).insert_job_traced, _params(schema, template, data, notify, trace)

@@ -93,19 +93,21 @@ COPY {schema}.job (id, uid, data, type, queue, priority, max_attempts,
 -- workers of each queue once (delivered on commit; identical notifications in one
 -- transaction are merged by PostgreSQL). A job whose unique_key matches a job that
 -- still waits or runs is skipped and returns no row. %(trace)s: the enqueue's trace
--- context for every row (NULL unless tracing is on).
+-- context for every row (NULL unless tracing is on). Jobs with a concurrency key come this way.
 WITH inserted AS (
     INSERT INTO {schema}.job AS j (type, queue, data, priority, max_attempts, run_at,
-                                   retry_delay, retry_backoff, retry_delay_max, timeout, unique_key, trace)
+                                   retry_delay, retry_backoff, retry_delay_max, timeout, unique_key, trace,
+                                   concurrency_key)
     SELECT v.type, v.queue, v.data::jsonb, v.priority, v.max_attempts,
            coalesce(v.run_at, now() + make_interval(secs => coalesce(v.delay, 0))),
-           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key, %(trace)s::jsonb
+           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key, %(trace)s::jsonb,
+           v.concurrency_key
     FROM unnest(%(type)s::text[], %(queue)s::text[], %(data)s::text[], %(priority)s::int[],
                 %(max_attempts)s::int[], %(run_at)s::timestamptz[], %(delay)s::float8[],
                 %(retry_delay)s::float8[], %(retry_backoff)s::bool[], %(retry_delay_max)s::float8[],
-                %(timeout)s::float8[], %(unique_key)s::text[])
+                %(timeout)s::float8[], %(unique_key)s::text[], %(concurrency_key)s::text[])
          AS v(type, queue, data, priority, max_attempts, run_at, delay,
-              retry_delay, retry_backoff, retry_delay_max, timeout, unique_key)
+              retry_delay, retry_backoff, retry_delay_max, timeout, unique_key, concurrency_key)
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
     RETURNING j.id, j.uid, j.queue, j.unique_key
 ), woken AS (
@@ -139,11 +141,12 @@ WITH fresh AS MATERIALIZED (
     RETURNING k.job_id, k.job_uid
 ), inserted AS (
     INSERT INTO {schema}.job (id, uid, type, queue, data, priority, max_attempts, run_at,
-                              retry_delay, retry_backoff, retry_delay_max, timeout, trace)
+                              retry_delay, retry_backoff, retry_delay_max, timeout, trace, concurrency_key)
     OVERRIDING SYSTEM VALUE
     SELECT f.id, f.uid, %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s::float8, 0))),
-           %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(trace)s::jsonb
+           %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(trace)s::jsonb,
+           %(concurrency_key)s
     FROM fresh AS f JOIN taken AS t ON t.job_id = f.id
     RETURNING id, queue
 )
@@ -163,11 +166,12 @@ WITH fresh AS MATERIALIZED (
     SELECT nextval('{schema}.job_id_seq') AS id
 ), upserted AS (
     INSERT INTO {schema}.job AS j (id, type, queue, data, priority, max_attempts, run_at, retry_delay,
-                                   retry_backoff, retry_delay_max, timeout, debounce_key, trace)
+                                   retry_backoff, retry_delay_max, timeout, debounce_key, trace,
+                                   concurrency_key)
     OVERRIDING SYSTEM VALUE
     SELECT f.id, %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
            now() + make_interval(secs => %(debounce)s), %(retry_delay)s, %(retry_backoff)s,
-           %(retry_delay_max)s, %(timeout)s, %(unique_key)s, %(trace)s::jsonb
+           %(retry_delay_max)s, %(timeout)s, %(unique_key)s, %(trace)s::jsonb, %(concurrency_key)s
     FROM fresh AS f
     ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND state = 'created'
     -- From the parameters, not excluded.*: reading excluded.data would need SELECT on job.data,
@@ -275,12 +279,14 @@ SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claim
 -- name: claim_candidates
 -- A part of exchange and claim, not a statement: up to %(limit)s runnable jobs of the queue
 -- q.name, walking the fetch index in its own order (priority DESC, run_at, id), skipping rows
--- other workers hold and types in %(full)s.
+-- other workers hold and types in %(full)s. Paused queues are skipped, and so are queues with
+-- limits, which only claim_limited claims.
 SELECT id, type, priority, run_at
 FROM {schema}.job
 WHERE queue = q.name AND state < 'active' AND run_at <= now()
   AND type <> ALL(%(full)s::text[])
-  AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = q.name AND p.paused)
+  AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = q.name
+                  AND (p.paused OR p.concurrency IS NOT NULL OR p.rate_limit IS NOT NULL))
 ORDER BY priority DESC, run_at, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -301,6 +307,193 @@ FROM picked
 WHERE j.id = picked.id
 RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
           j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace, j.uid
+
+-- name: flow_lock
+-- The first statement of claim_limited's transaction: take the transaction-scoped advisory locks
+-- of the limited types %(types)s and of the queues of %(queues)s that have limits, in one order
+-- (no deadlock), waiting for them. Claims that count the same limits so run one after another,
+-- each seeing what the one before claimed (its next statement takes a new snapshot), while
+-- claims of other types and queues run beside them. Returns the limited queues locked.
+SELECT array_agg(s.name) FILTER (WHERE s.kind = 'queue') AS queues,
+       count(pg_advisory_xact_lock(hashtext('pgqueue.flow ' || %(schema)s), hashtext(s.kind || ' ' || s.name)))
+           AS locked
+FROM (
+    SELECT 'type' AS kind, t AS name FROM unnest(%(types)s::text[]) AS t
+    UNION
+    SELECT 'queue', name FROM {schema}.queue
+    WHERE name = ANY(%(queues)s::text[]) AND (concurrency IS NOT NULL OR rate_limit IS NOT NULL)
+    ORDER BY 1, 2
+) AS s;
+
+-- name: limited_queues
+-- Which of the queues %(queues)s have limits (a worker's watch: those it claims with claim_limited).
+SELECT coalesce(array_agg(name ORDER BY name), ARRAY[]::text[]) AS queues FROM {schema}.queue
+WHERE name = ANY(%(queues)s::text[]) AND (concurrency IS NOT NULL OR rate_limit IS NOT NULL);
+
+-- name: claim_limited
+-- The claim of a worker some of whose types or queues have limits across every worker (flow_lock
+-- holds their locks). Limits: per type and per (type, concurrency key) from the worker's tasks
+-- (parallel arrays by type; NULL: no such limit), per queue from the queue table (those
+-- flow_lock locked, %(locked)s; a queue limited since then is skipped). A concurrency limit
+-- counts active jobs: every way a job stops running (completion, failure, retry, cancel,
+-- rescue, hand-back, deletion) frees its place. A rate limit counts the starts in flow_start
+-- within its window before now() (one row per scope and claim): claims of a scope take turns
+-- and each counts every start after its own now() too, so no window of that length, anywhere,
+-- holds more starts than the limit.
+-- Scopes with no room left are skipped in the scan, so other jobs still flow; the jobs picked
+-- are ranked per key, type and queue, and a job is claimed only if it is within the room of
+-- each (conservative when several limits meet: the next claim takes the rest). Returns the
+-- claim's jobs and when the oldest start of a rate-limited scope leaves its window (the
+-- worker claims again then, when jobs were held back). Fair types (%(fair)s) are claimed
+-- round-robin over their concurrency keys, from where the last claim left off (flow_cursor).
+WITH RECURSIVE limits AS (
+    SELECT 'type' AS kind, l.name, l.conc, l.rate, l.win
+    FROM unnest(%(types)s::text[], %(conc)s::int[], %(rate)s::int[], %(win)s::float8[])
+         AS l(name, conc, rate, win)
+    WHERE l.conc IS NOT NULL OR l.rate IS NOT NULL
+    UNION ALL
+    SELECT 'key', l.name, l.conc, l.rate, l.win
+    FROM unnest(%(types)s::text[], %(key_conc)s::int[], %(key_rate)s::int[], %(key_win)s::float8[])
+         AS l(name, conc, rate, win)
+    WHERE l.conc IS NOT NULL OR l.rate IS NOT NULL
+    UNION ALL
+    SELECT 'queue', name, concurrency, rate_limit, rate_window FROM {schema}.queue
+    WHERE name = ANY(%(locked)s::text[]) AND (concurrency IS NOT NULL OR rate_limit IS NOT NULL)
+), active AS (
+    SELECT s.kind, s.name, s.key, count(*) AS n
+    FROM {schema}.job AS j
+    CROSS JOIN LATERAL (VALUES ('type', j.type, ''), ('queue', j.queue, ''), ('key', j.type, j.concurrency_key))
+         AS s(kind, name, key)
+    WHERE j.state = 'active' AND s.key IS NOT NULL
+      AND EXISTS (SELECT FROM limits AS l WHERE l.kind = s.kind AND l.name = s.name AND l.conc IS NOT NULL)
+    GROUP BY s.kind, s.name, s.key
+), started AS (
+    SELECT f.kind, f.name, f.key, sum(f.n) AS n, min(f.at) AS oldest
+    FROM {schema}.flow_start AS f JOIN limits AS l ON l.kind = f.kind AND l.name = f.name
+    WHERE l.rate IS NOT NULL AND f.at > now() - make_interval(secs => l.win)
+    GROUP BY f.kind, f.name, f.key
+), room AS (
+    SELECT u.kind, u.name, u.key, least(l.conc - coalesce(a.n, 0), l.rate - coalesce(s.n, 0)) AS room
+    FROM (SELECT kind, name, key FROM active UNION SELECT kind, name, key FROM started) AS u
+    JOIN limits AS l ON l.kind = u.kind AND l.name = u.name
+    LEFT JOIN active AS a ON a.kind = u.kind AND a.name = u.name AND a.key = u.key
+    LEFT JOIN started AS s ON s.kind = u.kind AND s.name = u.name AND s.key = u.key
+), scanned AS (
+    SELECT c.id, c.type, c.queue, c.priority, c.run_at, c.concurrency_key
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, type, queue, priority, run_at, concurrency_key
+        FROM {schema}.job AS j
+        WHERE queue = q.name AND state < 'active' AND run_at <= now()
+          AND (concurrency_key IS NULL OR type <> ALL(%(fair)s::text[]))
+          AND {flow_claimable}
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), fair_walk(queue, type, key, step) AS (
+    -- Fair types: the distinct keys with jobs waiting in each queue, from the one after the key
+    -- served last (flow_cursor), round the circle; at most %(limit)s steps (with fewer keys, a
+    -- key comes round again). One probe of the job_fair index per step.
+    SELECT w.queue, w.type, {fair_next_key}, 1
+    FROM (SELECT q.name AS queue, t.type, c.key
+          FROM unnest(%(queues)s::text[]) AS q(name)
+          CROSS JOIN unnest(%(fair)s::text[]) AS t(type)
+          LEFT JOIN {schema}.flow_cursor AS c ON c.queue = q.name AND c.type = t.type) AS w
+    UNION ALL
+    SELECT w.queue, w.type, {fair_next_key}, w.step + 1
+    FROM fair_walk AS w
+    WHERE w.key IS NOT NULL AND w.step < %(limit)s
+), fair_keys AS (
+    SELECT queue, type, key, min(step) AS step FROM fair_walk WHERE key IS NOT NULL GROUP BY queue, type, key
+), candidates AS (
+    SELECT s.*, 1::bigint AS round, 0 AS step FROM scanned AS s
+    UNION ALL
+    -- Each key's best jobs, a share of %(limit)s each: round 1 takes one of every key in walk
+    -- order, round 2 a second, and so on.
+    SELECT c.*, row_number() OVER (PARTITION BY c.queue, c.type, c.concurrency_key
+                                   ORDER BY c.priority DESC, c.run_at, c.id), k.step
+    FROM fair_keys AS k
+    CROSS JOIN LATERAL (
+        SELECT id, type, queue, priority, run_at, concurrency_key
+        FROM {schema}.job AS j
+        WHERE queue = k.queue AND type = k.type AND concurrency_key = k.key
+          AND state < 'active' AND run_at <= now() AND {flow_claimable}
+        ORDER BY priority DESC, run_at, id
+        LIMIT ceil(%(limit)s::float8 / (SELECT count(*) FROM fair_keys))::int
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+), ranked AS (
+    SELECT c.*,
+           row_number() OVER (PARTITION BY c.type, c.concurrency_key ORDER BY c.priority DESC, c.run_at, c.id) AS key_nth,
+           row_number() OVER (PARTITION BY c.type ORDER BY c.priority DESC, c.run_at, c.id) AS type_nth,
+           row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS queue_nth
+    FROM candidates AS c
+), picked AS (
+    SELECT r.id, r.type, r.queue, r.concurrency_key, r.step
+    FROM ranked AS r
+    LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
+    LEFT JOIN limits AS lk ON lk.kind = 'key' AND lk.name = r.type
+    LEFT JOIN room AS rk ON rk.kind = 'key' AND rk.name = r.type AND rk.key = r.concurrency_key
+    LEFT JOIN limits AS lt ON lt.kind = 'type' AND lt.name = r.type
+    LEFT JOIN room AS rt ON rt.kind = 'type' AND rt.name = r.type
+    LEFT JOIN limits AS lq ON lq.kind = 'queue' AND lq.name = r.queue
+    LEFT JOIN room AS rq ON rq.kind = 'queue' AND rq.name = r.queue
+    WHERE (cap.slots IS NULL OR r.type_nth <= cap.slots)
+      AND (r.concurrency_key IS NULL OR lk.name IS NULL
+           OR r.key_nth <= coalesce(rk.room, least(lk.conc, lk.rate)))
+      AND (lt.name IS NULL OR r.type_nth <= coalesce(rt.room, least(lt.conc, lt.rate)))
+      AND (lq.name IS NULL OR r.queue_nth <= coalesce(rq.room, least(lq.conc, lq.rate)))
+    ORDER BY r.priority DESC, r.round, r.step, r.run_at, r.id
+    LIMIT %(limit)s
+), claimed AS ({claim_picked}
+), logged AS (
+    INSERT INTO {schema}.flow_start (kind, name, key, at, n)
+    SELECT s.kind, s.name, s.key, now(), count(*)
+    FROM picked AS p  -- every row picked is claimed: the scan locked it
+    CROSS JOIN LATERAL (VALUES ('type', p.type, ''), ('queue', p.queue, ''), ('key', p.type, p.concurrency_key))
+         AS s(kind, name, key)
+    JOIN limits AS l ON l.kind = s.kind AND l.name = s.name AND l.rate IS NOT NULL
+    WHERE s.key IS NOT NULL
+    GROUP BY s.kind, s.name, s.key
+), turned AS (
+    INSERT INTO {schema}.flow_cursor AS c (queue, type, key)
+    SELECT DISTINCT ON (p.queue, p.type) p.queue, p.type, p.concurrency_key
+    FROM picked AS p
+    WHERE p.step > 0
+    ORDER BY p.queue, p.type, p.step DESC
+    ON CONFLICT (queue, type) DO UPDATE SET key = excluded.key
+), expired AS (
+    -- A claim that waited for its lock counts from its transaction's start, which may be earlier
+    -- than that of the claim before it: rows stay five minutes past their window for it.
+    DELETE FROM {schema}.flow_start AS f USING limits AS l
+    WHERE l.kind = f.kind AND l.name = f.name
+      AND f.at <= now() - make_interval(secs => l.win) - interval '5 minutes'
+)
+SELECT (SELECT json_agg(claimed) FROM claimed) AS claimed,
+       (SELECT extract(epoch FROM min(coalesce(s.oldest, now()) + make_interval(secs => l.win)) - clock_timestamp())
+        FROM limits AS l LEFT JOIN started AS s ON s.kind = l.kind AND s.name = l.name
+        WHERE l.rate IS NOT NULL)::float8 AS next_room_in;
+
+-- name: flow_claimable
+-- A part of claim_limited, not a statement: the job j may be claimed now: its queue is neither
+-- paused nor limited but unlocked, its type is not full in this worker, and no queue, type or key
+-- it counts against is out of room.
+type <> ALL(%(full)s::text[])
+AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = j.queue
+                AND (p.paused OR ((p.concurrency IS NOT NULL OR p.rate_limit IS NOT NULL)
+                                  AND p.name <> ALL(%(locked)s::text[]))))
+AND NOT EXISTS (SELECT FROM room AS r WHERE r.room <= 0
+                AND ((r.kind = 'queue' AND r.name = j.queue) OR (r.kind = 'type' AND r.name = j.type)
+                     OR (r.kind = 'key' AND r.name = j.type AND r.key = j.concurrency_key)))
+
+-- name: fair_next_key
+-- A part of claim_limited, not a statement: the concurrency key after w.key among the jobs of
+-- type w.type waiting in queue w.queue, or the first one (round the circle); NULL when none waits.
+coalesce((SELECT min(j.concurrency_key) FROM {schema}.job AS j
+          WHERE j.queue = w.queue AND j.type = w.type AND j.state < 'active' AND j.concurrency_key > w.key),
+         (SELECT min(j.concurrency_key) FROM {schema}.job AS j
+          WHERE j.queue = w.queue AND j.type = w.type AND j.state < 'active' AND j.concurrency_key IS NOT NULL))
 
 -- name: complete
 -- A handler completes its own job in its own transaction (JobContext.complete), guarded by
@@ -537,21 +730,36 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.worker TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.queue TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedule TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.job_key TO {worker};
+GRANT SELECT, INSERT, DELETE ON {schema}.flow_start TO {worker};
+GRANT SELECT, INSERT, UPDATE ON {schema}.flow_cursor TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, uid, queue, unique_key, debounce_key, state) ON {schema}.job TO {producer};
 GRANT UPDATE (data, run_at) ON {schema}.job TO {producer};
 GRANT SELECT, INSERT, UPDATE ON {schema}.job_key TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
 
--- name: pause_queue
--- Pause or resume a queue (a row is made for it on first use). Workers check it in every claim.
-INSERT INTO {schema}.queue AS q (name, paused) VALUES (%(name)s, %(paused)s)
-ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
-RETURNING name, paused, updated_at;
+-- name: configure_queue
+-- Change a queue's settings (a row is made for it on first use); a NULL %(paused)s, or a false
+-- set_* flag, leaves that setting as it is. Workers read them in every claim. Clearing the rate
+-- limit drops the queue's log of recent starts.
+WITH forgotten AS (
+    DELETE FROM {schema}.flow_start
+    WHERE kind = 'queue' AND name = %(name)s AND %(set_rate)s AND %(rate_limit)s::int IS NULL
+)
+INSERT INTO {schema}.queue AS q (name, paused, concurrency, rate_limit, rate_window)
+VALUES (%(name)s, coalesce(%(paused)s::bool, false), %(concurrency)s::int, %(rate_limit)s::int,
+        %(rate_window)s::float8)
+ON CONFLICT (name) DO UPDATE
+SET paused = coalesce(%(paused)s::bool, q.paused),
+    concurrency = CASE WHEN %(set_concurrency)s THEN excluded.concurrency ELSE q.concurrency END,
+    rate_limit = CASE WHEN %(set_rate)s THEN excluded.rate_limit ELSE q.rate_limit END,
+    rate_window = CASE WHEN %(set_rate)s THEN excluded.rate_window ELSE q.rate_window END,
+    updated_at = now()
+RETURNING name, paused, concurrency, rate_limit, rate_window, updated_at;
 
 -- name: queue_settings
 -- The settings of every queue that has any, by name.
-SELECT name, paused, updated_at FROM {schema}.queue ORDER BY name;
+SELECT name, paused, concurrency, rate_limit, rate_window, updated_at FROM {schema}.queue ORDER BY name;
 
 -- name: queue_overview
 -- Per queue, for the dashboard and /metrics: jobs waiting to run now, scheduled for later

@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from typing import Any
 
 import psycopg
+from psycopg import AsyncConnection
 
 from ..codec import encode_output, error_summary, number_array, text_array
 from ..db.sql import Queries
@@ -130,18 +132,22 @@ class Completer(Service):
                 len(self.results),
             )
 
-    async def exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
+    async def exchange(
+        self, batch: list[Result], claim: dict[str, Any] | None, conn: AsyncConnection[Any] | None = None
+    ) -> list[ClaimedJob]:
         """Record outcomes and, given claim parameters, claim more: one statement, one round trip,
-        one commit. Arrays go as literals built here: adapting lists element by element cost
-        the worker more CPU than anything else in a drain."""
+        one commit (or, given ``conn``, in its open transaction). Arrays go as literals built here:
+        adapting lists element by element cost the worker more CPU than anything else in a drain."""
         if self.events is None or claim is None:
-            return await self._exchange(batch, claim)
+            return await self._exchange(batch, claim, conn)
         started = time.perf_counter()
         claimed = await self._exchange(batch, claim)
         self.events.claimed(len(claimed), time.perf_counter() - started)
         return claimed
 
-    async def _exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
+    async def _exchange(
+        self, batch: list[Result], claim: dict[str, Any] | None, conn: AsyncConnection[Any] | None = None
+    ) -> list[ClaimedJob]:
         if not batch and claim is not None and claim["capped"] == "{}":
             async with self.db.pooled() as conn:
                 cur = await conn.execute(self.q.claim, claim)
@@ -163,7 +169,7 @@ class Completer(Service):
             "failed_duration": number_array([r.duration for r in failed]),
             **(claim or self.no_claim),
         }
-        async with self.db.pooled() as conn:
+        async with self.db.pooled() if conn is None else nullcontext(conn) as conn:
             cur = await conn.execute(self.q.exchange, params)
             completed, failures, claimed, _ = await cur.fetchone()  # type: ignore[misc]
         if batch:

@@ -31,6 +31,7 @@ from .completer import Completer
 from .database import WorkerDatabase
 from .events import announce_start
 from .executors import Executors, Outcome, process_cap
+from .flow import FlowControl
 from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
@@ -86,6 +87,7 @@ class Worker:
         self.handback = HandBack(self.db, self.q, self.channel, self.worker_id, self.stats)
         self.progress = ProgressWriter(self.db, self.q)
         lane = Lane(self.db, self.q)
+        self.flow = FlowControl(self.db, self.q, runtime.tasks, self.completer, self.queues, self.slot_freed)
         self.heartbeat = Heartbeat(
             self.db,
             self.q,
@@ -107,6 +109,7 @@ class Worker:
                 failed_retention=config.failed_retention,
             ),
             XminWatch(lane, config.xmin_warning),
+            *self.flow.services(lane, config.poll_interval),
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
             self.services.append(Scheduler(lane, runtime))
@@ -221,7 +224,7 @@ class Worker:
                 continue
             for job in claimed:
                 self._start(job)
-            if claimed and len(claimed) >= free:
+            if claimed and (len(claimed) >= free or self.flow.active):
                 continue
             if self.config.burst:
                 # Done once a claim finds nothing with nothing running, and no outcome was recorded
@@ -231,9 +234,11 @@ class Worker:
                         return
                     continue
                 self.slot_freed.clear()
-                await wait_any(self.slot_freed, self.wake, timeout=self.config.poll_interval)
+                await wait_any(
+                    self.slot_freed, self.wake, timeout=self.flow.timeout(self.config.poll_interval)
+                )
             else:
-                await wait_any(self.wake, timeout=self.config.poll_interval)
+                await self.flow.wait(self.wake, self.config.poll_interval)
 
     async def _sleep(self, seconds: float) -> None:
         """Back off before retrying the database; a stop request (which sets wake) ends it early."""
@@ -270,7 +275,8 @@ class Worker:
         }
         batch = self.completer.take()
         try:
-            return await self.completer.exchange(batch, params)
+            exchange = self.flow.claim if self.flow.active else self.completer.exchange
+            return await exchange(batch, params)
         except BaseException:
             self.completer.put_back(batch)
             raise

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ..cron import Spec
 from ..job import JobOptions
+from ..limits import TaskLimits
 from .events import WorkerEvents
 
 
@@ -24,6 +25,8 @@ class Handler(Protocol):
     def executor(self) -> str: ...
     @property
     def concurrency(self) -> int | None: ...
+    @property
+    def limits(self) -> TaskLimits | None: ...
 
 
 @dataclass(frozen=True)

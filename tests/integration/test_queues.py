@@ -58,7 +58,9 @@ async def test_a_paused_queue_is_not_claimed_until_resumed_and_other_queues_flow
 
 def test_settings_are_kept_per_queue_and_validated(app):
     assert app.queue_settings() == {}
-    assert app.configure_queue("emails") == {"paused": False, "updated_at": None}
+    assert app.configure_queue("emails") == {
+        "paused": False, "concurrency": None, "rate_limit": None, "updated_at": None
+    }
     app.configure_queue("emails", paused=True)
     app.configure_queue("pdf", paused=False)
     settings = app.queue_settings()

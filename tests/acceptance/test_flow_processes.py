@@ -1,0 +1,192 @@
+"""Flow control with real `pgqueue work` processes: limits hold across processes, a killed worker's
+places are freed by rescue, and rate limits hold over every sliding window."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import flow_app
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def spans(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    conn.execute(flow_app.SPANS_DDL)
+    return conn
+
+
+@pytest.fixture
+def workers(dsn: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*flags: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "work", "flow_app:app", "--poll-interval", "0.5",
+             "--log-level", "warning", *flags],
+            cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in started:
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate(timeout=10)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.1)
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
+    return conn.execute(query, params).fetchone()[0]
+
+
+def most_at_once(conn: psycopg.Connection[Any], where: str = "true", *params: Any) -> int:
+    """The most spans that overlapped at any moment: a sweep over their starts and ends (an end
+    sorts before a start at the same instant: touching spans do not overlap)."""
+    return scalar(
+        conn,
+        f"""
+        SELECT coalesce(max(running), 0) FROM (
+            SELECT sum(step) OVER (ORDER BY at, step ROWS UNBOUNDED PRECEDING) AS running
+            FROM (SELECT started AS at, 1 AS step FROM spans WHERE {where}
+                  UNION ALL SELECT ended, -1 FROM spans WHERE {where}) AS events
+        ) AS sweep
+        """,
+        *params, *params,
+    )
+
+
+def completed(conn: psycopg.Connection[Any], n: int) -> Callable[[], bool]:
+    return lambda: scalar(conn, "SELECT count(*) FROM pgqueue.job WHERE state = 'completed'") >= n
+
+
+@pytest.mark.timeout(120)
+def test_global_and_key_concurrency_hold_across_three_processes(app, spans, workers):
+    # The producer needs no handler code: it names the queue and the key.
+    app.enqueue_many([("scarce", {"seconds": 0.2}, {"queue": "flow"})] * 40)
+    app.enqueue_many([("tenant", {"key": "a"}, {"queue": "flow", "concurrency_key": "a"})] * 30)
+    app.enqueue_many([("tenant", {"key": "b"}, {"queue": "flow", "concurrency_key": "b"})] * 10)
+    app.enqueue_many([("plenty", {}, {"queue": "flow"})] * 20)
+    for _ in range(3):
+        workers("--concurrency", "10")
+    wait_for(completed(spans, 100), 90, "every job to complete")
+    assert scalar(spans, "SELECT count(*) FROM spans WHERE ended IS NOT NULL") == 100
+    assert scalar(spans, "SELECT count(DISTINCT pid) FROM spans") == 3
+    # Never exceeded, and reached.
+    assert most_at_once(spans, "type = 'scarce'") == 4
+    assert most_at_once(spans, "type = 'tenant' AND key = %s", "a") == 2
+    assert most_at_once(spans, "type = 'tenant' AND key = %s", "b") == 2
+    assert most_at_once(spans, "type = 'tenant'") == 4  # the two keys ran beside each other
+    # The unlimited jobs, enqueued last, did not wait for the limited ones to drain.
+    waited = scalar(spans, "SELECT max(started) < (SELECT max(started) FROM spans WHERE type = 'scarce') "
+                           "FROM spans WHERE type = 'plenty'")
+    assert waited is True
+
+
+@pytest.mark.timeout(90)
+def test_rescue_of_a_killed_worker_frees_its_places(app, spans, workers):
+    # The first two hang (until killed); the two the limit holds back behind them would not.
+    app.enqueue_many([("stuck", {"first_attempt_sleep": 600}, {"queue": "stuck"})] * 2)
+    app.enqueue_many([("stuck", {"first_attempt_sleep": 0}, {"queue": "stuck"})] * 2)
+    victim = workers("--concurrency", "10", "--lease-seconds", "2", "--rescue-interval", "0.5")
+    wait_for(lambda: scalar(spans, "SELECT count(*) FROM spans") == 2, 30, "two running jobs")
+    time.sleep(1.0)  # the limit holds the other two back
+    assert scalar(spans, "SELECT count(*) FROM pgqueue.job WHERE state = 'active'") == 2
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    killed = time.monotonic()
+    workers("--concurrency", "10", "--lease-seconds", "2", "--rescue-interval", "0.5")
+    wait_for(completed(spans, 4), 30, "the four jobs to complete after the rescue")
+    assert time.monotonic() - killed < 15
+    attempts = dict(spans.execute("SELECT attempts, count(*) FROM pgqueue.job GROUP BY 1").fetchall())
+    assert attempts == {2: 2, 1: 2}  # the two killed ones ran again; the two held back ran once
+    assert most_at_once(spans, "ended IS NOT NULL") <= 2
+
+
+@pytest.mark.timeout(120)
+def test_fair_task_a_key_with_many_waiting_does_not_starve_a_key_with_few(app, spans, workers):
+    app.enqueue_many([("fair-sync", {"key": "big"}, {"queue": "fair", "concurrency_key": "big"})] * 3000)
+    app.enqueue_many([("fair-sync", {"key": "small"}, {"queue": "fair", "concurrency_key": "small"})] * 10)
+    for _ in range(3):
+        workers("--concurrency", "10", "--queues", "fair")
+    wait_for(lambda: scalar(spans, "SELECT count(*) FROM spans WHERE key = 'small' AND ended IS NOT NULL") == 10,
+             60, "the small key's jobs")
+    # In queue order the small key would wait for all 3,000; round-robin runs it alongside.
+    big = scalar(spans, "SELECT count(*) FROM spans WHERE key = 'big'")
+    assert big < 300, big
+
+
+def rate_run(app: Any, spans: psycopg.Connection[Any], workers: Any, seconds: float) -> None:
+    """20/s over ``seconds``: no window of one second holds more than 20 starts, and 20 is reached."""
+    jobs = int(20 * seconds) + 40
+    app.enqueue_many([("paced", {}, {"queue": "paced"})] * jobs)
+    began = time.monotonic()
+    for _ in range(3):
+        workers("--concurrency", "10", "--queues", "paced")
+    time.sleep(seconds)
+    starts = [row[0] for row in spans.execute(
+        "SELECT extract(epoch FROM started_at)::float8 FROM pgqueue.job WHERE started_at IS NOT NULL ORDER BY 1"
+    )]
+    elapsed = time.monotonic() - began
+    windows = [sum(1 for t in starts if s <= t < s + 1.0) for s in starts]
+    assert max(windows) == 20, max(windows)
+    # The rate is reached: about 20 a second once the workers are up (start-up takes a second or two).
+    assert len(starts) >= 20 * (elapsed - 3.0), (len(starts), elapsed)
+    assert len(starts) <= 20 * (elapsed + 1.0)
+
+
+@pytest.mark.timeout(90)
+def test_rate_limit_holds_over_every_sliding_window(app, spans, workers):
+    rate_run(app, spans, workers, 6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_rate_limit_holds_over_thirty_seconds(app, spans, workers):
+    rate_run(app, spans, workers, 30)
+
+
+def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pgqueue", *args, "--database-url", dsn],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.timeout(120)
+def test_pgqueue_queue_limit_sets_shows_and_clears_limits(app, dsn):
+    done = cli(dsn, "queue", "limit", "emails", "--concurrency", "5", "--rate-limit", "100/m")
+    assert done.returncode == 0, done.stderr
+    assert "concurrency 5, rate limit 100/60s" in done.stdout
+    assert app.queue_settings()["emails"]["concurrency"] == 5
+    shown = cli(dsn, "queue", "show", "emails")
+    assert "emails: running, concurrency 5, rate limit 100/60s" in shown.stdout, shown.stdout
+    assert cli(dsn, "queue", "limit", "emails", "--concurrency", "none").stdout.strip() == (
+        "queue 'emails': rate limit 100/60s"
+    )
+    for bad in (["--rate-limit", "fast"], ["--concurrency", "0"], []):
+        refused = cli(dsn, "queue", "limit", "emails", *bad)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert app.queue_settings()["emails"] == {**app.queue_settings()["emails"], "concurrency": None,
+                                              "rate_limit": "100/60s"}
