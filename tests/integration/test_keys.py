@@ -372,3 +372,14 @@ def test_bad_data_of_a_keyed_job_in_a_batch_writes_nothing(app: pgqueue.App, con
     with pytest.raises(InvalidJob):
         app.enqueue_many(items)
     assert rows(conn, "SELECT count(*) FROM pgqueue.job") == [(0,)]
+
+
+def test_keyed_enqueues_keep_their_concurrency_key(app: pgqueue.App, conn: psycopg.Connection[Any]) -> None:
+    @app.task("per-tenant", key_concurrency=1)
+    def per_tenant(n: int) -> None: ...
+
+    throttled = per_tenant.using(unique_key="a", unique_for=60, concurrency_key="tenant-1").enqueue(n=1)
+    debounced = per_tenant.using(unique_key="b", debounce=60, concurrency_key="tenant-2").enqueue(n=2)
+    assert throttled is not None and debounced is not None
+    got = dict(rows(conn, "SELECT id, concurrency_key FROM pgqueue.job WHERE id = ANY(%s)", [throttled, debounced]))
+    assert got == {throttled: "tenant-1", debounced: "tenant-2"}
