@@ -20,6 +20,7 @@ from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import Job, JobOptions, validate_name
+from .lifecycle import LifecycleMethods
 from .results import ResultMethods
 from .running import WorkerMethods
 from .schedules import ScheduleMethods
@@ -45,7 +46,7 @@ EXECUTORS = ("async", "thread", "process")
 
 
 # drain(): a worker in burst mode that notices freed slots and new jobs quickly, without a listener.
-class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
+class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods, LifecycleMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded
@@ -130,8 +131,12 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
         retry_delay_max: float | None = None,
         concurrency: int | None = None,
         executor: str | None = None,
+        dead_letter: str | None = None,
     ) -> Callable[[F], Task[F]]:
         """Register a handler for the job type ``name``.
+
+        ``dead_letter``: a queue that a copy of each job that fails for good goes to (redrive it
+        with :meth:`redrive`).
 
         ``executor``: ``"async"`` (default for ``async def``) runs on the worker's event loop,
         ``"thread"`` (default otherwise) in a thread, ``"process"`` in a pool of processes for
@@ -146,6 +151,7 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
             retry_delay=retry_delay,
             retry_backoff=retry_backoff,
             retry_delay_max=retry_delay_max,
+            dead_letter=dead_letter,
         )
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -206,6 +212,8 @@ class App(AdminMethods, WorkerMethods, ResultMethods, ScheduleMethods):
                 retry_delay_max=merged.retry_delay_max,
                 timeout=merged.timeout,
                 unique_key=merged.unique_key,
+                dead_letter=merged.dead_letter,
+                depends_on=merged.depends_on,
             )
             if len(self._templates) >= 1024:
                 self._templates.clear()

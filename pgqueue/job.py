@@ -101,6 +101,11 @@ class JobOptions:
     timeout: float | None = None
     unique_key: str | None = None
     """While a job with this key waits or runs, enqueueing another with the same key is a no-op."""
+    dead_letter: str | None = None
+    """A queue that a copy of the job is enqueued on when it fails for good (see ``App.redrive``)."""
+    depends_on: tuple[int, ...] | None = None
+    """Ids of jobs this one waits for: it runs once they all completed, and is cancelled if one
+    fails for good, is cancelled or deleted, or does not exist."""
 
     @classmethod
     def build(cls, **options: Any) -> JobOptions:
@@ -154,8 +159,18 @@ class JobOptions:
             if not isinstance(self.unique_key, str) or not self.unique_key or len(self.unique_key) > 1024:
                 raise InvalidJob("unique_key must be a non-empty string of at most 1024 characters")
             check_text("unique_key", self.unique_key)
+        if self.dead_letter is not None:
+            validate_name("dead_letter queue", self.dead_letter)
+        depends_on = None if self.depends_on is None else _job_ids(self.depends_on)
+        if depends_on and (self.delay is not None or self.run_at is not None):
+            raise InvalidJob("a job with depends_on runs when its dependencies complete: no delay or run_at")
         return dataclasses.replace(
-            self, delay=delay, retry_delay=retry_delay, retry_delay_max=retry_delay_max, timeout=timeout
+            self,
+            depends_on=depends_on or None,
+            delay=delay,
+            retry_delay=retry_delay,
+            retry_delay_max=retry_delay_max,
+            timeout=timeout,
         )
 
 
@@ -164,6 +179,21 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
         raise InvalidJob(f"{name} must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
         raise InvalidJob(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _job_ids(ids: Any) -> tuple[int, ...]:
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise InvalidJob(f"depends_on must be a list of job ids, got {type(ids).__name__}")
+    checked = tuple(ids)
+    for job_id in checked:
+        if job_id is None:
+            raise InvalidJob(
+                "depends_on holds None: a job id of an enqueue that was skipped (unique key taken)"
+            )
+        _check_int("depends_on job id", job_id, 1, 2**63 - 1)
+    if len(checked) > 10_000:
+        raise InvalidJob(f"depends_on lists {len(checked)} jobs; at most 10000")
+    return checked
 
 
 def _seconds(name: str, value: Any) -> float:

@@ -35,9 +35,11 @@ class Task(Generic[F]):
 
     def using(self, /, **options: Any) -> TaskCall:
         """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
-        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``.
+        ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``,
+        ``dead_letter``, ``depends_on`` (ids of jobs that must complete first).
 
         >>> send_email.using(delay=timedelta(minutes=5), priority=10).enqueue(user_id=42)
+        >>> report.using(depends_on=[extract_id, load_id]).enqueue(conn=conn)
         """
         return TaskCall(self, JobOptions.build(**options))
 

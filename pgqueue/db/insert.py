@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from ..codec import encode_data
+from .lifecycle import insert_lifecycle_jobs
 from .operation import CopyIn, Operation
 from .sql import channel, queries
 
@@ -29,6 +30,8 @@ class JobTemplate:
     retry_delay_max: float | None = None
     timeout: float | None = None
     unique_key: str | None = None
+    dead_letter: str | None = None
+    depends_on: tuple[int, ...] | None = None
     values: tuple[Any, ...] = field(init=False, repr=False, compare=False)
     """The parameters of ``insert_job`` after the data, in its order."""
 
@@ -87,7 +90,9 @@ def _copy_text(value: Any) -> str:
     return str(value).replace("\\", "\\\\")
 
 
-_TEMPLATE_FIELDS = tuple(name for name in JobTemplate.__dataclass_fields__ if name != "values")
+_TEMPLATE_FIELDS = tuple(
+    name for name in JobTemplate.__dataclass_fields__ if name not in ("values", "dead_letter", "depends_on")
+)
 
 
 def insert_jobs(
@@ -106,11 +111,13 @@ def insert_jobs(
     if not jobs:
         return []
     q = queries(schema)
+    if any(template.dead_letter is not None or template.depends_on for template, _ in jobs):
+        return (yield from insert_lifecycle_jobs(schema, _encoded(jobs), _TEMPLATE_FIELDS, notify, trace))
     if trace is not None:
         return (yield from _insert_traced(schema, jobs, notify, trace))
     if len(jobs) >= COPY_MIN_JOBS and all(template.unique_key is None for template, _ in jobs):
         return (yield from _copy_jobs(schema, jobs, notify))
-    jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
+    jobs = _encoded(jobs)
     if len(jobs) == 1:
         template, data = jobs[0]
         if template.unique_key is None:
@@ -126,10 +133,14 @@ def insert_jobs(
     return (yield from _insert_many(schema, jobs, notify, None))
 
 
+def _encoded(jobs: Sequence[NewJob]) -> list[tuple[JobTemplate, str]]:
+    return [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
+
+
 def _insert_traced(
     schema: str, jobs: Sequence[NewJob], notify: bool, trace: str
 ) -> Operation[list[int | None]]:
-    jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
+    jobs = _encoded(jobs)
     if len(jobs) > 1:
         return (yield from _insert_many(schema, jobs, notify, trace))
     template, data = jobs[0]
