@@ -1,4 +1,4 @@
-"""``pgqueue status``, ``show``, ``retry`` and ``cancel``: look at jobs, and act on one."""
+"""``pgqueue status`` and ``show``: look at jobs (and the helper that acts on one, for ``bulk``)."""
 
 from __future__ import annotations
 
@@ -157,23 +157,6 @@ def show(
     """A job's state, attempts, output and error."""
     with session(database_url, schema) as (app, conn):
         _print_job(app, conn, job_id, as_json)
-
-
-def retry(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
-    """Run a failed or cancelled job again, now."""
-    _change(
-        job_id,
-        database_url,
-        schema,
-        "retry_job",
-        "will run again",
-        "is {state}: only failed or cancelled jobs can be retried",
-    )
-
-
-def cancel(job_id: JobId, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
-    """Cancel a job that has not finished (a running job's result will not be recorded)."""
-    _change(job_id, database_url, schema, "cancel_job", "cancelled", "is already {state}: nothing to cancel")
 
 
 def _change(
