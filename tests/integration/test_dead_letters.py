@@ -3,6 +3,8 @@ that failed it, whichever path failed it; redrive puts the copies back on their 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import psycopg
@@ -10,6 +12,7 @@ import pytest
 
 import pgqueue
 from pgqueue.errors import InvalidJob
+from pgqueue.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -17,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 def dead_letters(conn: psycopg.Connection[Any], queue: str) -> list[tuple[Any, ...]]:
     return conn.execute(
         """SELECT type, data, attempts, origin_id, origin_queue, error, jsonb_array_length(errors), state::text
-           FROM pgqueue.job WHERE queue = %s ORDER BY id""",
+           FROM pgqueue.job WHERE queue = %s ORDER BY origin_id, id""",
         (queue,),
     ).fetchall()
 
@@ -58,7 +61,7 @@ def test_a_job_out_of_attempts_is_copied_to_its_dead_letter_queue_and_redriven(
     app.drain()
     assert sorted(ran) == [0, 1, 2]
     redriven = app.jobs(queue="billing", state="completed")
-    assert [(job.data["order"], job.attempts, job.output) for job in redriven] == [
+    assert sorted((job.data["order"], job.attempts, job.output) for job in redriven) == [
         (0, 1, "charged"),
         (1, 1, "charged"),
         (2, 1, "charged"),
@@ -88,7 +91,7 @@ def test_redrive_filters_by_type_and_a_failing_redriven_job_goes_back(
     assert sorted(c[0] for c in dead_letters(conn, "dead")) == ["a", "b"]
 
 
-def test_rescue_past_max_attempts_dead_letters_the_job(
+async def test_rescue_past_max_attempts_dead_letters_the_job(
     app: pgqueue.App, conn: psycopg.Connection[Any]
 ) -> None:
     @app.task("crashy", max_attempts=1, dead_letter="crashy-dead")
@@ -100,7 +103,16 @@ def test_rescue_past_max_attempts_dead_letters_the_job(
            lease_expires_at = now() - interval '1 second', worker_id = 'gone' WHERE id = %s""",
         (job_id,),
     )
-    app.drain(rescue_interval=0.1)
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2, rescue_interval=0.2))
+    running = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 20
+        while not dead_letters(conn, "crashy-dead"):
+            assert time.monotonic() < deadline and not running.done(), "no dead letter after the rescue"
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, timeout=15)
     copies = dead_letters(conn, "crashy-dead")
     assert len(copies) == 1 and copies[0][3] == job_id and "lease expired" in copies[0][5]
 
