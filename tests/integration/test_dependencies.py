@@ -185,3 +185,22 @@ def test_bad_dependencies_are_refused_before_anything_is_written(app: pgqueue.Ap
             step.using(depends_on=bad)
     with pytest.raises(InvalidJob, match="no delay or run_at"):
         step.using(depends_on=[1], delay=5)
+
+
+def test_a_handler_completing_in_its_own_transaction_releases_its_dependents(
+    app: pgqueue.App, conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    ran: list[str] = []
+
+    @app.task("own")
+    def own() -> None:
+        with psycopg.connect(dsn) as mine, mine.transaction():
+            pgqueue.current_job().complete(mine, output="mine")
+        ran.append("own")
+
+    step = graph_app(app, ran, failing=set())
+    first = own.enqueue()
+    then = step.using(depends_on=[first]).enqueue(name="then")
+    app.drain()
+    assert ran == ["own", "then"]
+    assert app.get_job(first).output == "mine" and app.get_job(then).state is pgqueue.JobState.COMPLETED
