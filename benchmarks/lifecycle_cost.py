@@ -15,12 +15,13 @@ import asyncio
 import logging
 import statistics
 import time
-import uuid
 
 import psycopg
 
 import pgqueue
 from pgqueue.migrate import upgrade
+
+from .harness import throwaway_database
 
 TRIGGERS = ("job_dead_letter", "job_finished_dependency", "job_deleted_dependency")
 VARIANTS = ("triggers off", "triggers on", "dead_letter set")
@@ -85,11 +86,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    name = f"pgqueue_lifecycle_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = psycopg.conninfo.make_conninfo(args.dsn, dbname=name)
-    try:
+    with throwaway_database(args.dsn) as dsn:
         upgrade(dsn, "pgqueue")
         rates: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
         for number in range(args.rounds):  # each round in another order: no variant always goes first
@@ -105,9 +102,6 @@ def main() -> None:
                 f"({cost:+.1f} us/job against triggers off)"
             )
         statement_cost(dsn, args.jobs * 5, args.rounds)
-    finally:
-        with psycopg.connect(args.dsn, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

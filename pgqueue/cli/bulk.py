@@ -5,6 +5,7 @@ action would touch; more than one asks first, unless ``--yes``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -110,52 +111,33 @@ def _confirmed_or_exit(action: str, count: int, dry_run: bool, yes: bool) -> Non
         raise typer.Exit(1)
 
 
-def cancel(
-    job_id: OptionalId = None,
-    queue: Queue = None,
-    type_: Type = None,
-    state: State = None,
-    older_than: OlderThan = None,
-    dry_run: DryRun = False,
-    yes: Yes = False,
-    database_url: DatabaseUrl = None,
-    schema: Schema = None,
-) -> None:
-    """Cancel a job, or every unfinished job the filters match (running ones are stopped)."""
-    where = {"queue": queue, "type": type_, "state": state}
-    _bulk("cancel", job_id, where, older_than, dry_run, yes, database_url, schema)
+def _action(action: str, doc: str) -> Callable[..., None]:
+    """The command ``pgqueue <action>``: on one job by id, or on every job the filters match."""
+
+    def command(
+        job_id: OptionalId = None,
+        queue: Queue = None,
+        type_: Type = None,
+        state: State = None,
+        older_than: OlderThan = None,
+        dry_run: DryRun = False,
+        yes: Yes = False,
+        database_url: DatabaseUrl = None,
+        schema: Schema = None,
+    ) -> None:
+        where = {"queue": queue, "type": type_, "state": state}
+        _bulk(action, job_id, where, older_than, dry_run, yes, database_url, schema)
+
+    command.__name__ = command.__qualname__ = action
+    command.__doc__ = doc
+    return command
 
 
-def retry(
-    job_id: OptionalId = None,
-    queue: Queue = None,
-    type_: Type = None,
-    state: State = None,
-    older_than: OlderThan = None,
-    dry_run: DryRun = False,
-    yes: Yes = False,
-    database_url: DatabaseUrl = None,
-    schema: Schema = None,
-) -> None:
-    """Run a failed or cancelled job again now, or every one the filters match."""
-    where = {"queue": queue, "type": type_, "state": state}
-    _bulk("retry", job_id, where, older_than, dry_run, yes, database_url, schema)
-
-
-def delete(
-    job_id: OptionalId = None,
-    queue: Queue = None,
-    type_: Type = None,
-    state: State = None,
-    older_than: OlderThan = None,
-    dry_run: DryRun = False,
-    yes: Yes = False,
-    database_url: DatabaseUrl = None,
-    schema: Schema = None,
-) -> None:
-    """Delete a job, or every job the filters match, whatever its state."""
-    where = {"queue": queue, "type": type_, "state": state}
-    _bulk("delete", job_id, where, older_than, dry_run, yes, database_url, schema)
+cancel = _action(
+    "cancel", "Cancel a job, or every unfinished job the filters match (running ones are stopped)."
+)
+retry = _action("retry", "Run a failed or cancelled job again now, or every one the filters match.")
+delete = _action("delete", "Delete a job, or every job the filters match, whatever its state.")
 
 
 def redrive(

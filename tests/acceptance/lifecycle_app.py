@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
-import psycopg
+from ledger_app import _ledger
 
 import pgqueue
 
@@ -22,19 +21,10 @@ CREATE TABLE IF NOT EXISTS steps (
 )
 """
 
-_conn: psycopg.AsyncConnection[Any] | None = None
-
-
-async def _steps() -> psycopg.AsyncConnection[Any]:
-    global _conn
-    if _conn is None or _conn.closed:
-        _conn = await psycopg.AsyncConnection.connect(app.database_url, autocommit=True)
-    return _conn
-
 
 @app.task("step", queue="flow", max_attempts=1)
 async def step(name: str, fail: bool = False, sleep: float = 0.01) -> str:
-    conn = await _steps()
+    conn = await _ledger()  # ledger_app's connection: the same database
     started = (await (await conn.execute("SELECT clock_timestamp()")).fetchone() or [None])[0]
     await asyncio.sleep(sleep)
     if fail:
