@@ -65,6 +65,14 @@ class Job:
     trace: dict[str, Any] | None = None
     progress: dict[str, Any] | None = None
     """What the handler last reported with ``set_progress``: ``{"value": 0..1, "message": text or None}``."""
+    dead_letter: str | None = None
+    """The queue a copy of this job goes to if it fails for good."""
+    origin_id: int | None = None
+    """On a dead letter (a copy of a failed job): the failed job's id."""
+    origin_queue: str | None = None
+    """On a dead letter waiting to be redriven: the queue the job failed on."""
+    dependencies_left: int = 0
+    """How many of the jobs this one depends on have not completed yet (it waits while any has not)."""
 
     @property
     def success(self) -> bool | None:

@@ -68,6 +68,8 @@ def test_a_job_out_of_attempts_is_copied_to_its_dead_letter_queue_and_redriven(
     ]
     # Fresh attempts; the error history of the failed attempts stays with the job.
     assert all(len(job.errors) == 2 for job in redriven)
+    assert sorted(job.origin_id for job in redriven) == [zeroth, first, second]
+    assert all(job.origin_queue is None and job.dead_letter == "billing-dead" for job in redriven)
     assert app.redrive("billing-dead") == 0
 
 
