@@ -22,6 +22,7 @@ __all__ = [
     "AdminMethods",
     "cancel_jobs",
     "count_dead_letters",
+    "dead_letter_overview",
     "delete_job",
     "delete_jobs",
     "redrive",
@@ -81,6 +82,13 @@ def count_dead_letters(schema: str, where: JobFilter) -> Operation[int]:
     """How many dead letters match ``where``: what :func:`redrive` would move."""
     rows = yield queries(schema).count_dead_letters, where.params()
     return int(rows[0]["jobs"])
+
+
+def dead_letter_overview(schema: str) -> Operation[list[dict[str, Any]]]:
+    """The dead letters waiting, per dead-letter queue, queue they failed on and type: ``jobs``,
+    ``oldest`` and ``newest`` (when they were dead-lettered)."""
+    rows = yield queries(schema).dead_letter_overview, None
+    return [dict(row) for row in rows]
 
 
 Seconds = float | timedelta | None

@@ -922,3 +922,12 @@ SET completed_retention = CASE WHEN %(set_completed)s THEN excluded.completed_re
     failed_retention = CASE WHEN %(set_failed)s THEN excluded.failed_retention ELSE q.failed_retention END,
     updated_at = now()
 RETURNING name, paused, completed_retention, failed_retention, updated_at;
+
+-- name: dead_letter_overview
+-- The dead letters waiting, per dead-letter queue, queue they failed on and type, for the
+-- dashboard: how many, and when the oldest and newest were dead-lettered.
+SELECT queue, origin_queue, type, count(*) AS jobs, min(created_at) AS oldest, max(created_at) AS newest
+FROM {schema}.job
+WHERE origin_queue IS NOT NULL AND state <> 'active'
+GROUP BY queue, origin_queue, type
+ORDER BY queue, origin_queue, type;

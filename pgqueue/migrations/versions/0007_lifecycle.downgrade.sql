@@ -6,6 +6,7 @@ DROP FUNCTION {schema}.dead_letter();
 ALTER TABLE {schema}.queue DROP COLUMN completed_retention, DROP COLUMN failed_retention;
 DROP TABLE {schema}.subscription;
 DROP TABLE {schema}.dependency;
+DROP INDEX {schema}.job_dead_letters;
 ALTER TABLE {schema}.job
     DROP COLUMN dead_letter,
     DROP COLUMN origin_id,

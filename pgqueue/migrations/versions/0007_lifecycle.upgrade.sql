@@ -11,6 +11,9 @@ ALTER TABLE {schema}.job
     ADD COLUMN has_dependents boolean NOT NULL DEFAULT false,
     ADD COLUMN dependencies_left integer NOT NULL DEFAULT 0;
 
+-- Dead letters by queue, for redrive and the dashboard: only the copies are in it.
+CREATE INDEX job_dead_letters ON {schema}.job (queue, id) WHERE origin_queue IS NOT NULL;
+
 -- Which job waits for which: a row per link not yet resolved, removed when the dependency finishes.
 CREATE TABLE {schema}.dependency (
     depends_on bigint NOT NULL,
