@@ -21,6 +21,7 @@ from .db.queues import QueueMethods
 from .db.sql import channel, queries
 from .errors import ConfigurationError, InvalidJob
 from .job import DEFAULT_QUEUE, Job, JobId, JobOptions, validate_name
+from .lifecycle import LifecycleMethods
 from .limits import TaskLimits, check_keyed
 from .results import ResultMethods
 from .running import WorkerMethods
@@ -45,7 +46,7 @@ EXECUTORS = ("async", "thread", "process")
 
 
 # drain(): a worker in burst mode that notices freed slots and new jobs quickly, without a listener.
-class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMethods):
+class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMethods, LifecycleMethods):
     """A pgqueue application: where jobs live and which handlers run them.
 
     >>> app = pgqueue.App()          # database: argument > PGQUEUE_DATABASE_URL > DATABASE_URL > embedded
@@ -137,11 +138,15 @@ class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMeth
         key_concurrency: int | None = None,
         key_rate_limit: str | None = None,
         fair: bool = False,
+        dead_letter: str | None = None,
     ) -> Callable[[F], Task[F]]:
         """Register a handler for the job type ``name``.
 
         ``unique_for`` / ``debounce``: the window of this task's enqueues that give a ``unique_key``
         (see :meth:`Task.using`).
+
+        ``dead_letter``: a queue that a copy of each job that fails for good goes to (redrive it
+        with :meth:`redrive`).
 
         ``executor``: ``"async"`` (default for ``async def``) runs on the worker's event loop,
         ``"thread"`` (default otherwise) in a thread, ``"process"`` in a pool of processes for
@@ -172,6 +177,7 @@ class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMeth
             retry_delay_max=retry_delay_max,
             unique_for=unique_for,
             debounce=debounce,
+            dead_letter=dead_letter,
         )
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1

@@ -133,6 +133,14 @@ class Job:
     """The job's random identity (see :class:`JobId`): unique across failovers, unlike ``id``."""
     debounce_key: str | None = None
     """The key of a debounced enqueue (``unique_key`` with ``debounce``)."""
+    dead_letter: str | None = None
+    """The queue a copy of this job goes to if it fails for good."""
+    origin_id: int | None = None
+    """On a dead letter (a copy of a failed job): the failed job's id."""
+    origin_queue: str | None = None
+    """On a dead letter waiting to be redriven: the queue the job failed on."""
+    dependencies_left: int = 0
+    """How many of the jobs this one depends on have not completed yet (it waits while any has not)."""
 
     @property
     def success(self) -> bool | None:
@@ -179,6 +187,11 @@ class JobOptions:
     while the keyed job still waits replaces its data and pushes its run time back."""
     concurrency_key: str | None = None
     """The key its task's ``key_concurrency`` and ``key_rate_limit`` count jobs by (a tenant, say)."""
+    dead_letter: str | None = None
+    """A queue that a copy of the job is enqueued on when it fails for good (see ``App.redrive``)."""
+    depends_on: tuple[int, ...] | None = None
+    """Ids of jobs this one waits for: it runs once they all completed, and is cancelled if one
+    fails for good, is cancelled or deleted, or does not exist."""
 
     @classmethod
     def build(cls, **options: Any) -> JobOptions:
@@ -238,8 +251,14 @@ class JobOptions:
             if not isinstance(self.concurrency_key, str) or not 1 <= len(self.concurrency_key) <= 1024:
                 raise InvalidJob("concurrency_key must be a non-empty string of at most 1024 characters")
             check_text("concurrency_key", self.concurrency_key)
+        if self.dead_letter is not None:
+            validate_name("dead_letter queue", self.dead_letter)
+        depends_on = None if self.depends_on is None else _job_ids(self.depends_on)
+        if depends_on and (self.delay is not None or self.run_at is not None):
+            raise InvalidJob("a job with depends_on runs when its dependencies complete: no delay or run_at")
         return dataclasses.replace(
             self,
+            depends_on=depends_on or None,
             delay=delay,
             retry_delay=retry_delay,
             retry_delay_max=retry_delay_max,
@@ -261,6 +280,8 @@ class JobOptions:
             return dataclasses.replace(self, unique_for=None, debounce=None)
         if self.unique_for is not None and self.debounce is not None:
             raise InvalidJob("give unique_for (throttle) or debounce, not both")
+        if self.depends_on and (self.unique_for is not None or self.debounce is not None):
+            raise InvalidJob("depends_on cannot be combined with unique_for or debounce")
         if self.debounce is not None and (self.delay is not None or self.run_at is not None):
             raise InvalidJob("debounce sets when the job runs: give no delay or run_at with it")
         return self
@@ -271,6 +292,21 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
         raise InvalidJob(f"{name} must be an integer, got {type(value).__name__}")
     if not low <= value <= high:
         raise InvalidJob(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _job_ids(ids: Any) -> tuple[int, ...]:
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise InvalidJob(f"depends_on must be a list of job ids, got {type(ids).__name__}")
+    checked = tuple(ids)
+    for job_id in checked:
+        if job_id is None:
+            raise InvalidJob(
+                "depends_on holds None: a job id of an enqueue that was skipped (unique key taken)"
+            )
+        _check_int("depends_on job id", job_id, 1, 2**63 - 1)
+    if len(checked) > 10_000:
+        raise InvalidJob(f"depends_on lists {len(checked)} jobs; at most 10000")
+    return checked
 
 
 def _seconds(name: str, value: Any) -> float:

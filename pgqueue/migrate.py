@@ -44,7 +44,8 @@ def run_revision_sql(revision_file: str, direction: str) -> None:
     """Run a revision's DDL, kept beside it as ``<revision>.<direction>.sql``, through ``op.execute``.
 
     ``{schema}`` in the file stands for the schema being migrated, quoted as an identifier.
-    Statements are separated by a ``;`` at the end of a line and executed one by one.
+    Statements are separated by a ``;`` at the end of a line (outside ``$$``-quoted function
+    bodies) and executed one by one.
     """
     from alembic import op
 
@@ -55,9 +56,25 @@ def run_revision_sql(revision_file: str, direction: str) -> None:
         raise RuntimeError("run_revision_sql runs inside an alembic migration started by pgqueue.migrate")
     schema = validate_schema(config.attributes["schema"])
     quoted = sql.Identifier(schema).as_string(None)
-    for statement in script.replace("{schema}", quoted).split(";\n"):
-        if statement.strip():
-            op.execute(statement)
+    for statement in _statements(script.replace("{schema}", quoted)):
+        op.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script: split at a ``;`` that ends a line outside ``$$`` quotes."""
+    statements: list[str] = []
+    current = ""
+    for number, part in enumerate(script.split("$$")):
+        if number % 2:  # inside a $$-quoted body
+            current += f"$${part}$$"
+            continue
+        pieces = part.split(";\n")
+        current += pieces[0]
+        for piece in pieces[1:]:
+            statements.append(current)
+            current = piece
+    statements.append(current)
+    return [statement for statement in statements if statement.strip()]
 
 
 def alembic_config(dsn: str | None, schema: str, output: TextIO | None = None) -> Any:

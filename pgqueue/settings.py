@@ -231,7 +231,7 @@ class WorkerConfig:
     )
     """Seconds between deletions of finished jobs older than their retention."""
     completed_retention: float = setting(
-        3600.0,
+        86400.0,
         float,
         low=0,
         high=TEN_YEARS,
@@ -239,7 +239,8 @@ class WorkerConfig:
         flag="--completed-retention",
         help="Seconds completed jobs are kept before workers delete them.",
     )
-    """Seconds a completed job is kept (for get_job and status) before it is deleted."""
+    """Seconds a completed job is kept (for get_job, results and the history) before it is deleted:
+    a day, unless its queue sets its own (``App.set_queue_retention``)."""
     failed_retention: float = setting(
         7 * 86400.0,
         float,
@@ -249,7 +250,8 @@ class WorkerConfig:
         flag="--failed-retention",
         help="Seconds failed and cancelled jobs are kept before workers delete them.",
     )
-    """Seconds a failed or cancelled job is kept before it is deleted."""
+    """Seconds a failed or cancelled job is kept before it is deleted: a week, unless its queue sets
+    its own (``App.set_queue_retention``)."""
     worker_id: str | None = setting(None, str, names="worker")
     """A name for this worker in the worker table and job rows; default host:pid:random."""
     xmin_warning: float = setting(

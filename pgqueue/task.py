@@ -40,7 +40,8 @@ class Task(Generic[F]):
         """Per-call options: ``delay``, ``run_at``, ``priority``, ``queue``, ``max_attempts``,
         ``retry_delay``, ``retry_backoff``, ``retry_delay_max``, ``timeout``, ``unique_key``,
         ``unique_for``, ``debounce``,
-        ``concurrency_key`` (what the task's ``key_concurrency`` and ``key_rate_limit`` count by).
+        ``concurrency_key`` (what the task's ``key_concurrency`` and ``key_rate_limit`` count by),
+        ``dead_letter``, ``depends_on`` (ids of jobs that must complete first).
 
         ``unique_key`` alone: while a job with the key waits or runs, another enqueue returns None.
         With ``unique_for=seconds``: at most one job per key in that window, even once it finished;
@@ -49,6 +50,7 @@ class Task(Generic[F]):
 
         >>> send_email.using(delay=timedelta(minutes=5), priority=10).enqueue(user_id=42)
         >>> reindex.using(unique_key=f"doc-{doc_id}", debounce=5).enqueue(doc_id=doc_id)
+        >>> report.using(depends_on=[extract_id, load_id]).enqueue(conn=conn)
         """
         return TaskCall(self, JobOptions.build(**options))
 

@@ -7,8 +7,9 @@ Every command takes ``--database-url`` and ``--schema``. They are exported as
 Errors are one line on stderr (exit code 2 for bad settings, 1 for the rest); a password
 is never printed.
 
-One module per topic: ``schema`` (migrate, grants), ``work``, ``jobs`` (status, show, retry,
-cancel), ``listing`` (jobs), ``doctor``, ``embedded`` (the embedded server, and the demo that runs on it).
+One module per topic: ``schema`` (migrate, grants), ``work``, ``jobs`` (status, show), ``bulk``
+(cancel, retry, delete, redrive), ``listing`` (jobs), ``doctor``, ``embedded`` (the embedded
+server, and the demo that runs on it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import typer
 from .. import logs
 from ..errors import ConfigurationError, InvalidJob, PgQueueError
 from ..settings import known_passwords
-from . import dashboard, doctor, embedded, jobs, listing, queues, schema, work
+from . import bulk, dashboard, doctor, embedded, jobs, listing, queues, schema, work
 from .schedules import schedules_cli
 from .work import load_app
 
@@ -43,8 +44,10 @@ for command in (
     work.work,
     jobs.status,
     jobs.show,
-    jobs.retry,
-    jobs.cancel,
+    bulk.retry,
+    bulk.cancel,
+    bulk.delete,
+    bulk.redrive,
     embedded.demo,
     dashboard.dashboard,
     doctor.doctor,

@@ -1,4 +1,4 @@
-"""``pgqueue status``, ``show``, ``retry`` and ``cancel``: look at jobs, and act on one."""
+"""``pgqueue status`` and ``show``: look at jobs (and the helper that acts on one, for ``bulk``)."""
 
 from __future__ import annotations
 
@@ -175,23 +175,6 @@ def show(
     ref = _ref(job_id)
     with session(database_url, schema) as (app, conn):
         _print_job(app, conn, ref, as_json)
-
-
-def retry(job_id: JobRef, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
-    """Run a failed or cancelled job again, now."""
-    _change(
-        job_id,
-        database_url,
-        schema,
-        "retry_job",
-        "will run again",
-        "is {state}: only failed or cancelled jobs can be retried",
-    )
-
-
-def cancel(job_id: JobRef, database_url: DatabaseUrl = None, schema: Schema = None) -> None:
-    """Cancel a job that has not finished (a running job's result will not be recorded)."""
-    _change(job_id, database_url, schema, "cancel_job", "cancelled", "is already {state}: nothing to cancel")
 
 
 def _change(

@@ -185,6 +185,12 @@ class Dashboard:
         rows = [(spec, next_tick(spec, now)) for spec in found]
         return self.render(request, "schedules.html", schedules=rows, now=now)
 
+    async def dead_letters(self, request: Request) -> Response:
+        found = await self.run(admin.dead_letter_overview(self.app.schema))
+        count = _int_param(request.query_params.get("redriven"))
+        notice = None if count is None else f"Redrove {count} job{'s' if count != 1 else ''}."
+        return self.render(request, "dead_letters.html", groups=found, notice=notice)
+
     async def metrics(self, request: Request) -> Response:
         counts = await self.run(ops.counts(self.app.schema))
         overview = await self.run(inspect.queue_overview(self.app.schema))
@@ -257,6 +263,13 @@ class Dashboard:
             count = await self.run(admin.delete_jobs(schema, where))
         query = _query(fields)
         return self.redirect(request, f"/jobs?{query}{'&' if query else ''}done={action}&count={count}")
+
+    async def redrive(self, request: Request) -> Response:
+        """Redrive the dead letters of the queue (and type, if given) named in the form."""
+        form = await self.checked_form(request)
+        where = inspect.JobFilter(str(form.get("queue", "")), str(form.get("type") or "") or None)
+        count = await self.run(admin.redrive(self.app.schema, where, self.app.notify))
+        return self.redirect(request, f"/dead-letters?redriven={count}")
 
     # --- errors --------------------------------------------------------------------------
 
@@ -334,6 +347,8 @@ def create_app(
         Route("/queues/{action:str}", dashboard.act_on_queue, methods=["POST"], name="queue"),
         Route("/workers", dashboard.workers, name="workers"),
         Route("/schedules", dashboard.schedules, name="schedules"),
+        Route("/dead-letters", dashboard.dead_letters, name="dead_letters"),
+        Route("/dead-letters/redrive", dashboard.redrive, methods=["POST"], name="redrive"),
         Route("/metrics", dashboard.metrics, name="metrics"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

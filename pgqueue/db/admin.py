@@ -17,7 +17,17 @@ from .operation import Operation
 from .ops import resolve_job_id
 from .sql import channel, queries
 
-__all__ = ["BATCH", "AdminMethods", "cancel_jobs", "delete_job", "delete_jobs", "retry_jobs"]
+__all__ = [
+    "BATCH",
+    "AdminMethods",
+    "cancel_jobs",
+    "count_dead_letters",
+    "dead_letter_overview",
+    "delete_job",
+    "delete_jobs",
+    "redrive",
+    "retry_jobs",
+]
 
 R = TypeVar("R")
 
@@ -60,6 +70,25 @@ def retry_jobs(schema: str, where: JobFilter, notify: bool = True, batch: int = 
 def delete_jobs(schema: str, where: JobFilter, batch: int = BATCH) -> Operation[int]:
     """Delete the jobs matching ``where``, whatever their state; the number deleted."""
     return (yield from _batched(schema, "delete_batch", where, False, batch))
+
+
+def redrive(schema: str, where: JobFilter, notify: bool = True, batch: int = BATCH) -> Operation[int]:
+    """Put the dead letters matching ``where`` (its queue: the dead-letter queue) back on their
+    original queues, to run now with fresh attempts; the number moved."""
+    return (yield from _batched(schema, "redrive_batch", where, notify, batch))
+
+
+def count_dead_letters(schema: str, where: JobFilter) -> Operation[int]:
+    """How many dead letters match ``where``: what :func:`redrive` would move."""
+    rows = yield queries(schema).count_dead_letters, where.params()
+    return int(rows[0]["jobs"])
+
+
+def dead_letter_overview(schema: str) -> Operation[list[dict[str, Any]]]:
+    """The dead letters waiting, per dead-letter queue, queue they failed on and type: ``jobs``,
+    ``oldest`` and ``newest`` (when they were dead-lettered)."""
+    rows = yield queries(schema).dead_letter_overview, None
+    return [dict(row) for row in rows]
 
 
 Seconds = float | timedelta | None
@@ -143,3 +172,27 @@ class AdminMethods:
         """
         where = JobFilter(queue, type, state, error, older_than)
         return self._execute(delete_jobs(self.schema, where), conn)
+
+    def redrive(
+        self: _Host,
+        dead_letter_queue: str,
+        type: str | None = None,
+        older_than: Seconds = None,
+        *,
+        error: str | None = None,
+        dry_run: bool = False,
+        conn: Any = None,
+    ) -> int:
+        """Put the jobs waiting on a dead-letter queue back on the queues they failed on, to run
+        now with fresh attempts (their error history is kept); the number moved. Should one fail
+        for good again, a new copy goes to the dead-letter queue.
+
+        Filters as :meth:`cancel_jobs` (``older_than``: dead-lettered that long ago); batches of
+        5,000. ``dry_run``: move nothing, return how many would be moved.
+
+        >>> app.redrive("emails-dead", type="send-welcome-email")
+        """
+        where = JobFilter(dead_letter_queue, type, None, error, older_than)
+        if dry_run:
+            return self._execute(count_dead_letters(self.schema, where), conn)
+        return self._execute(redrive(self.schema, where, self.notify), conn)

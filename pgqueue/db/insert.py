@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from ..codec import encode_data
 from ..job import DEFAULT_QUEUE, JobId, JobOptions, uuid7_hex
 from ..settings import resolve_option
+from .lifecycle import insert_lifecycle_jobs
 from .operation import CopyIn, Operation
 from .sql import channel, queries
 
@@ -34,6 +35,8 @@ class JobTemplate:
     unique_for: float | None = None
     debounce: float | None = None
     concurrency_key: str | None = None
+    dead_letter: str | None = None
+    depends_on: tuple[int, ...] | None = None
     values: tuple[Any, ...] = field(init=False, repr=False, compare=False)
     """The parameters of ``insert_job`` after the data, in its order."""
 
@@ -97,9 +100,15 @@ def _copy_text(value: Any) -> str:
     return str(value).replace("\\", "\\\\")
 
 
-_TEMPLATE_FIELDS = tuple(name for name in JobTemplate.__dataclass_fields__ if name != "values")
-_MANY_FIELDS = tuple(name for name in _TEMPLATE_FIELDS if name not in ("unique_for", "debounce"))
-"""The parameters of ``insert_jobs`` (keyed jobs never go through it)."""
+_TEMPLATE_FIELDS = tuple(
+    name for name in JobTemplate.__dataclass_fields__ if name not in ("values", "depends_on")
+)
+"""The parameters of a one-job insert statement."""
+_MANY_FIELDS = tuple(
+    name for name in _TEMPLATE_FIELDS if name not in ("unique_for", "debounce", "dead_letter")
+)
+"""The array parameters of ``insert_jobs`` and ``insert_jobs_lifecycle`` (keyed jobs never go
+through them)."""
 
 
 def make_template(
@@ -125,6 +134,8 @@ def make_template(
         unique_for=merged.unique_for,
         debounce=merged.debounce,
         concurrency_key=merged.concurrency_key,
+        dead_letter=merged.dead_letter,
+        depends_on=merged.depends_on,
     )
 
 
@@ -149,6 +160,8 @@ def insert_jobs(
     if any(template.keyed for template, _ in jobs):
         return (yield from _insert_with_keyed(schema, jobs, notify, trace))
     q = queries(schema)
+    if any(template.dead_letter is not None or template.depends_on for template, _ in jobs):
+        return (yield from insert_lifecycle_jobs(schema, _encoded(jobs), _MANY_FIELDS, notify, trace))
     if trace is not None:
         return (yield from _insert_traced(schema, jobs, notify, trace))
     counted = any(template.concurrency_key is not None for template, _ in jobs)
@@ -158,7 +171,7 @@ def insert_jobs(
         and all(template.unique_key is None for template, _ in jobs)
     ):
         return (yield from _copy_jobs(schema, jobs, notify))
-    jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
+    jobs = _encoded(jobs)
     if len(jobs) == 1 and not counted:  # a job with a concurrency key goes through insert_jobs
         template, data = jobs[0]
         if template.unique_key is None:
@@ -182,10 +195,14 @@ def _params(
     return params
 
 
+def _encoded(jobs: Sequence[NewJob]) -> list[tuple[JobTemplate, str]]:
+    return [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
+
+
 def _insert_traced(
     schema: str, jobs: Sequence[NewJob], notify: bool, trace: str
 ) -> Operation[list[JobId | None]]:
-    jobs = [(template, data if type(data) is str else encode_data(*data)) for template, data in jobs]
+    jobs = _encoded(jobs)
     if len(jobs) > 1 or jobs[0][0].concurrency_key is not None:
         return (yield from _insert_many(schema, jobs, notify, trace))
     template, data = jobs[0]

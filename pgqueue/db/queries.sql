@@ -141,12 +141,13 @@ WITH fresh AS MATERIALIZED (
     RETURNING k.job_id, k.job_uid
 ), inserted AS (
     INSERT INTO {schema}.job (id, uid, type, queue, data, priority, max_attempts, run_at,
-                              retry_delay, retry_backoff, retry_delay_max, timeout, trace, concurrency_key)
+                              retry_delay, retry_backoff, retry_delay_max, timeout, trace, concurrency_key,
+                              dead_letter)
     OVERRIDING SYSTEM VALUE
     SELECT f.id, f.uid, %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => coalesce(%(delay)s::float8, 0))),
            %(retry_delay)s, %(retry_backoff)s, %(retry_delay_max)s, %(timeout)s, %(trace)s::jsonb,
-           %(concurrency_key)s
+           %(concurrency_key)s, %(dead_letter)s
     FROM fresh AS f JOIN taken AS t ON t.job_id = f.id
     RETURNING id, queue
 )
@@ -167,11 +168,12 @@ WITH fresh AS MATERIALIZED (
 ), upserted AS (
     INSERT INTO {schema}.job AS j (id, type, queue, data, priority, max_attempts, run_at, retry_delay,
                                    retry_backoff, retry_delay_max, timeout, debounce_key, trace,
-                                   concurrency_key)
+                                   concurrency_key, dead_letter)
     OVERRIDING SYSTEM VALUE
     SELECT f.id, %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
            now() + make_interval(secs => %(debounce)s), %(retry_delay)s, %(retry_backoff)s,
-           %(retry_delay_max)s, %(timeout)s, %(unique_key)s, %(trace)s::jsonb, %(concurrency_key)s
+           %(retry_delay_max)s, %(timeout)s, %(unique_key)s, %(trace)s::jsonb, %(concurrency_key)s,
+           %(dead_letter)s
     FROM fresh AS f
     ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND state = 'created'
     -- From the parameters, not excluded.*: reading excluded.data would need SELECT on job.data,
@@ -598,16 +600,25 @@ SELECT id, queue, state,
 FROM rescued;
 
 -- name: prune
--- Delete up to %(batch)s finished jobs older than their retention.
+-- Delete up to %(batch)s finished jobs older than their retention: their queue's (the queue
+-- table's completed_retention, failed_retention), else the workers' defaults. The shortest
+-- retention of all bounds the walk of the job_finished index.
 -- (= ANY(ARRAY(...)) keeps the delete on the primary key; IN (...) planned a hash
 -- semi-join over the whole table.)
 DELETE FROM {schema}.job
 WHERE id = ANY(ARRAY(
-    SELECT id FROM {schema}.job
-    WHERE (state = 'completed' AND finished_at < now() - make_interval(secs => %(completed_seconds)s))
-       OR (state IN ('failed', 'cancelled') AND finished_at < now() - make_interval(secs => %(failed_seconds)s))
+    SELECT j.id
+    FROM {schema}.job AS j
+    LEFT JOIN {schema}.queue AS q ON q.name = j.queue
+    WHERE j.state > 'active'
+      AND j.finished_at < now() - make_interval(secs => least(
+              %(completed_seconds)s, %(failed_seconds)s,
+              (SELECT min(least(completed_retention, failed_retention)) FROM {schema}.queue)))
+      AND j.finished_at < now() - make_interval(secs => CASE
+              WHEN j.state = 'completed' THEN coalesce(q.completed_retention, %(completed_seconds)s)
+              ELSE coalesce(q.failed_retention, %(failed_seconds)s) END)
     LIMIT %(batch)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
 ));
 
 -- name: prune_keys
@@ -721,7 +732,9 @@ ORDER BY started_at DESC, id;
 -- migration that adds tables). Workers get DML on pgqueue's tables and nothing else;
 -- producers may insert jobs and read back only what an insert returns and its unique-key
 -- test needs (not the data, output or errors of any job); bulk inserts reserve ids; a
--- debounced enqueue replaces a waiting job's data and run time; throttled ones take keys.
+-- debounced enqueue replaces a waiting job's data and run time; throttled ones take keys; a
+-- job with dependencies marks them (has_dependents) and links to them; publishing reads
+-- subscriptions. The lifecycle triggers (dead letters, dependencies) run as the schema's owner.
 REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
 GRANT USAGE ON SCHEMA {schema} TO {worker}, {producer};
 GRANT SELECT ON {schema}.{version_table} TO {worker}, {producer};
@@ -732,10 +745,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedule TO {worker};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.job_key TO {worker};
 GRANT SELECT, INSERT, DELETE ON {schema}.flow_start TO {worker};
 GRANT SELECT, INSERT, UPDATE ON {schema}.flow_cursor TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.dependency TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.subscription TO {worker};
 GRANT INSERT ON {schema}.job TO {producer};
 GRANT SELECT (id, uid, queue, unique_key, debounce_key, state) ON {schema}.job TO {producer};
-GRANT UPDATE (data, run_at) ON {schema}.job TO {producer};
+GRANT UPDATE (data, run_at, has_dependents) ON {schema}.job TO {producer};
 GRANT SELECT, INSERT, UPDATE ON {schema}.job_key TO {producer};
+GRANT INSERT ON {schema}.dependency TO {producer};
+GRANT SELECT ON {schema}.subscription TO {producer};
 GRANT USAGE ON SEQUENCE {schema}.job_id_seq TO {producer};
 
 -- name: configure_queue
@@ -1047,3 +1064,161 @@ SELECT pg_advisory_unlock(%(lock_key)s) AS unlocked;
 -- The vacuum duty: reclaim the job table's dead rows and refresh its statistics (outside any
 -- transaction: on an autocommit connection).
 VACUUM (ANALYZE) {schema}.job;
+
+-- name: insert_jobs_lifecycle
+-- insert_jobs for jobs with a dead-letter queue or dependencies (%(depends_on)s: one array
+-- literal of job ids per job, or NULL). Every dependency row is marked has_dependents, which
+-- takes its row lock: a dependency finishing concurrently either committed first (its state
+-- here is final) or waits for this transaction and then finds the links (see the trigger
+-- job_finished_dependency). A job with a dependency that failed, was cancelled or does not
+-- exist is inserted cancelled, with the cause as its error; one with unfinished dependencies
+-- waits with run_at 9999-12-31 (never runnable; 'infinity' would not load into a Python datetime) until the last completes; the others are inserted as usual.
+-- Ids in input order (NULL where a unique key was taken).
+WITH v AS MATERIALIZED (
+    SELECT nextval('{schema}.job_id_seq') AS id, v.*
+    FROM unnest(%(type)s::text[], %(queue)s::text[], %(data)s::text[], %(priority)s::int[],
+                %(max_attempts)s::int[], %(run_at)s::timestamptz[], %(delay)s::float8[],
+                %(retry_delay)s::float8[], %(retry_backoff)s::bool[], %(retry_delay_max)s::float8[],
+                %(timeout)s::float8[], %(unique_key)s::text[], %(concurrency_key)s::text[],
+                %(dead_letter)s::text[], %(depends_on)s::text[]) WITH ORDINALITY
+         AS v(type, queue, data, priority, max_attempts, run_at, delay, retry_delay, retry_backoff,
+              retry_delay_max, timeout, unique_key, concurrency_key, dead_letter, depends_on, n)
+), wanted AS (
+    SELECT DISTINCT v.id AS job_id, d.id AS depends_on
+    FROM v CROSS JOIN LATERAL unnest(v.depends_on::bigint[]) AS d(id)
+), deps AS (
+    UPDATE {schema}.job AS j SET has_dependents = true
+    WHERE j.id = ANY(ARRAY(SELECT DISTINCT depends_on FROM wanted))
+    RETURNING j.id, j.state
+), judged AS (
+    SELECT w.job_id,
+           count(*) FILTER (WHERE d.state < 'completed') AS pending,
+           min(CASE WHEN d.id IS NULL THEN 'dependency ' || w.depends_on || ' does not exist'
+                    WHEN d.state IN ('failed', 'cancelled') THEN 'dependency ' || d.id || ' ' || d.state
+               END) AS cause
+    FROM wanted AS w LEFT JOIN deps AS d ON d.id = w.depends_on
+    GROUP BY w.job_id
+), inserted AS (
+    INSERT INTO {schema}.job AS j (id, type, queue, data, priority, max_attempts, run_at, retry_delay,
+                                   retry_backoff, retry_delay_max, timeout, unique_key, trace,
+                                   concurrency_key, dead_letter, state, finished_at, error,
+                                   dependencies_left)
+    OVERRIDING SYSTEM VALUE
+    SELECT v.id, v.type, v.queue, v.data::jsonb, v.priority, v.max_attempts,
+           CASE WHEN g.pending > 0 AND g.cause IS NULL THEN '9999-12-31 00:00:00+00'::timestamptz
+                ELSE coalesce(v.run_at, now() + make_interval(secs => coalesce(v.delay, 0))) END,
+           v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key,
+           %(trace)s::jsonb, v.concurrency_key, v.dead_letter,
+           CASE WHEN g.cause IS NULL THEN 'created' ELSE 'cancelled' END::{schema}.job_state,
+           CASE WHEN g.cause IS NOT NULL THEN now() END,
+           g.cause,
+           CASE WHEN g.cause IS NULL THEN coalesce(g.pending, 0) ELSE 0 END
+    FROM v LEFT JOIN judged AS g ON g.job_id = v.id
+    ORDER BY v.n
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state < 'completed' DO NOTHING
+    RETURNING j.id, j.uid, j.queue, j.state
+), links AS (
+    INSERT INTO {schema}.dependency (depends_on, job_id)
+    SELECT w.depends_on, w.job_id
+    FROM wanted AS w
+    JOIN inserted AS i ON i.id = w.job_id
+    JOIN deps AS d ON d.id = w.depends_on
+    WHERE i.state = 'created' AND d.state < 'completed'
+), woken AS (
+    SELECT pg_notify(%(channel)s, q.queue)
+    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'created') AS q
+    WHERE %(notify)s
+)
+SELECT i.id, i.uid, (SELECT count(*) FROM woken) AS woken
+FROM v LEFT JOIN inserted AS i ON i.id = v.id
+ORDER BY v.n;
+
+-- name: publish
+-- Enqueue one job per task subscribed to the event %(event)s, with the subscription's settings,
+-- and with %(notify)s wake their queues on commit. Ids in task name order.
+WITH inserted AS (
+    INSERT INTO {schema}.job (type, queue, data, priority, max_attempts, dead_letter)
+    SELECT s.task, s.queue, %(data)s::jsonb, s.priority, s.max_attempts, s.dead_letter
+    FROM {schema}.subscription AS s
+    WHERE s.event = %(event)s
+    ORDER BY s.task
+    RETURNING id, uid, queue
+), woken AS (
+    SELECT pg_notify(%(channel)s, q.queue)
+    FROM (SELECT DISTINCT queue FROM inserted) AS q
+    WHERE %(notify)s
+)
+SELECT id, uid, (SELECT count(*) FROM woken) AS woken FROM inserted ORDER BY id;
+
+-- name: subscribe
+-- Subscribe a task to an event, or update the settings of its subscription.
+INSERT INTO {schema}.subscription AS s (event, task, queue, priority, max_attempts, dead_letter)
+VALUES (%(event)s, %(task)s, %(queue)s, %(priority)s, %(max_attempts)s, %(dead_letter)s)
+ON CONFLICT (event, task) DO UPDATE
+SET queue = excluded.queue, priority = excluded.priority, max_attempts = excluded.max_attempts,
+    dead_letter = excluded.dead_letter;
+
+-- name: unsubscribe
+-- Remove one subscription, or with %(task)s NULL every subscription to the event.
+DELETE FROM {schema}.subscription
+WHERE event = %(event)s AND (%(task)s::text IS NULL OR task = %(task)s)
+RETURNING task;
+
+-- name: subscriptions
+-- Every subscription, by event and task.
+SELECT event, task, queue, priority, max_attempts, dead_letter, created_at
+FROM {schema}.subscription
+ORDER BY event, task;
+
+-- name: redrive_batch
+-- Put up to %(batch)s dead letters (copies of failed jobs: origin_queue set) that wait on the
+-- queue of the filter (a copy a worker is running is left alone) and match the filter, with ids above %(after)s, back on their
+-- original queue, to run now with fresh attempts. Should one fail for good again, it is copied
+-- back to this dead-letter queue.
+UPDATE {schema}.job
+SET queue = origin_queue, dead_letter = queue, origin_queue = NULL, state = 'created',
+    attempts = 0, run_at = now(), started_at = NULL, finished_at = NULL, error = NULL,
+    worker_id = NULL, lease_id = NULL, lease_expires_at = NULL
+WHERE id = ANY(ARRAY(
+    SELECT id FROM {schema}.job
+    WHERE {job_filter} AND origin_queue IS NOT NULL AND state <> 'active' AND id > %(after)s
+    ORDER BY id LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING id, queue;
+
+-- name: count_dead_letters
+-- How many dead letters match the filter (what a redrive would move).
+SELECT count(*) AS jobs FROM {schema}.job
+WHERE {job_filter} AND origin_queue IS NOT NULL AND state <> 'active';
+
+-- name: job_history
+-- One page of the jobs matching the filter, created at or after %(since)s (NULL: any time),
+-- oldest first, after the id %(after)s: keyset paging on the primary key, no OFFSET, so a page
+-- costs the same however deep it is and rows added or pruned meanwhile shift no page.
+SELECT * FROM {schema}.job
+WHERE {job_filter}
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+  AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: set_queue_retention
+-- Set how long a queue's finished jobs are kept (seconds; NULL: the workers' defaults).
+INSERT INTO {schema}.queue AS q (name, completed_retention, failed_retention)
+VALUES (%(name)s, %(completed)s, %(failed)s)
+ON CONFLICT (name) DO UPDATE
+SET completed_retention = CASE WHEN %(set_completed)s THEN excluded.completed_retention
+                               ELSE q.completed_retention END,
+    failed_retention = CASE WHEN %(set_failed)s THEN excluded.failed_retention ELSE q.failed_retention END,
+    updated_at = now()
+RETURNING name, paused, completed_retention, failed_retention, updated_at;
+
+-- name: dead_letter_overview
+-- The dead letters waiting, per dead-letter queue, queue they failed on and type, for the
+-- dashboard: how many, and when the oldest and newest were dead-lettered.
+SELECT queue, origin_queue, type, count(*) AS jobs, min(created_at) AS oldest, max(created_at) AS newest
+FROM {schema}.job
+WHERE origin_queue IS NOT NULL AND state <> 'active'
+GROUP BY queue, origin_queue, type
+ORDER BY queue, origin_queue, type;

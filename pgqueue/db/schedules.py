@@ -85,4 +85,5 @@ def _for_tick(template: JobTemplate, name: str, tick: datetime) -> JobTemplate:
         retry_delay_max=template.retry_delay_max,
         timeout=template.timeout,
         unique_key=tick_key(name, tick),
+        dead_letter=template.dead_letter,
     )

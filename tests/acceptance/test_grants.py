@@ -90,3 +90,38 @@ def test_worker_and_producer_roles_can_do_their_jobs_and_nothing_more(dsn, conn,
     finally:
         producer_app.close()
         worker_app.close()
+
+
+def test_the_roles_can_use_dependencies_dead_letters_and_pubsub(dsn, conn, roles) -> None:
+    worker, producer = roles
+    done = pgqueue_cli("grants", "--worker", worker, "--producer", producer, "--apply", "--database-url", dsn)
+    assert done.returncode == 0, done.stderr
+    producer_app = pgqueue.App(as_role(dsn, producer))
+    worker_app = pgqueue.App(as_role(dsn, worker))
+    ran: list[str] = []
+
+    @worker_app.task("step", max_attempts=1, dead_letter="step-dead")
+    async def step(name: str) -> None:
+        ran.append(name)
+        if name == "bad":
+            raise RuntimeError("bad")
+
+    try:
+        worker_app.subscribe("happened", "step")
+        first = producer_app.enqueue("step", {"name": "first"})
+        second = producer_app.enqueue("step", {"name": "second"}, depends_on=[first], dead_letter="step-dead")
+        bad = producer_app.enqueue("step", {"name": "bad"}, dead_letter="step-dead", max_attempts=1)
+        after_bad = producer_app.enqueue("step", {"name": "never"}, depends_on=[bad])
+        assert len(producer_app.publish("happened", {"name": "published"})) == 1
+        worker_app.run_worker(burst=True, concurrency=4)
+        assert sorted(ran) == ["bad", "first", "published", "second"]
+        assert worker_app.get_job(second).state.value == "completed"
+        assert worker_app.get_job(after_bad).error == f"dependency {bad} failed"
+        assert worker_app.redrive("step-dead", dry_run=True) == 1
+        # The producer marks dependencies, but cannot change a job's state.
+        with psycopg.connect(as_role(dsn, producer), autocommit=True) as theirs:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                theirs.execute("UPDATE pgqueue.job SET state = 'completed' WHERE id = %s", (first,))
+    finally:
+        producer_app.close()
+        worker_app.close()

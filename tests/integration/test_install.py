@@ -83,6 +83,6 @@ def test_wheel_installs_into_a_fresh_venv_and_migrates(empty_dsn: str, tmp_path:
             row[0]
             for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'pgqueue'").fetchall()
         }
-        assert tables == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor",
+        assert tables == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor", "dependency", "subscription",
             "pgqueue_alembic_version"}
         assert conn.execute("SELECT type, data FROM pgqueue.job").fetchall() == [("installed", {"ok": True})]

@@ -103,7 +103,7 @@ def version_rows(conn: psycopg.Connection[Any], schema: str = "pgqueue") -> list
 def test_upgrade_from_empty_creates_the_schema_tables_and_fetch_index(empty_dsn: str) -> None:
     migrate.upgrade(empty_dsn, "pgqueue")
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert tables(conn, "pgqueue") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor",
+        assert tables(conn, "pgqueue") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor", "dependency", "subscription",
             "pgqueue_alembic_version"}
         assert version_rows(conn) == [(migrate.SCHEMA_VERSION,)]
         indexes = dict(
@@ -203,7 +203,7 @@ def test_concurrent_upgrades_from_separate_processes_all_succeed(empty_dsn: str)
         assert out.strip() == "done"
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert version_rows(conn) == [(migrate.SCHEMA_VERSION,)]
-        assert tables(conn, "pgqueue") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor",
+        assert tables(conn, "pgqueue") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor", "dependency", "subscription",
             "pgqueue_alembic_version"}
 
 
@@ -255,7 +255,7 @@ def test_custom_schema_never_touches_the_users_alembic_version(empty_dsn: str) -
             == columns_before
         )
         assert schemas(conn) == {"public", "jobs_x"}
-        assert tables(conn, "jobs_x") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor",
+        assert tables(conn, "jobs_x") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor", "dependency", "subscription",
             "pgqueue_alembic_version"}
         assert tables(conn, "public") == {"alembic_version"}
         assert version_rows(conn, "jobs_x") == [(migrate.SCHEMA_VERSION,)]
@@ -274,7 +274,7 @@ def test_two_schemas_in_one_database_are_independent(empty_dsn: str) -> None:
     migrate.upgrade(empty_dsn, "jobs_x")
     migrate.downgrade(empty_dsn, "jobs_x", "base")
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert tables(conn, "pgqueue") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor",
+        assert tables(conn, "pgqueue") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor", "dependency", "subscription",
             "pgqueue_alembic_version"}
         assert migrate.current_version(conn, "pgqueue") == migrate.SCHEMA_VERSION
         assert migrate.current_version(conn, "jobs_x") is None
@@ -303,7 +303,7 @@ def test_upgrade_sql_prints_the_ddl_and_runs_nothing(empty_dsn: str, monkeypatch
         assert "jobs_sql" not in schemas(conn)
         # What a DBA runs by hand gives the same schema the online upgrade does.
         conn.execute(script)
-        assert tables(conn, "jobs_sql") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor",
+        assert tables(conn, "jobs_sql") == {"job", "worker", "queue", "schedule", "job_key", "flow_start", "flow_cursor", "dependency", "subscription",
             "pgqueue_alembic_version"}
         assert migrate.current_version(conn, "jobs_sql") == migrate.SCHEMA_VERSION
 

@@ -167,7 +167,7 @@ def test_s14_hostile_but_valid_queue_and_type_names_are_just_names(db, producer,
     for name, (queue_row, type_row) in zip(HOSTILE_BUT_VALID_NAMES, zip(states[::2], states[1::2])):
         assert queue_row == (name, "work", "completed")
         assert type_row == ("rel", name, "failed")  # no handler of that name: a clean failure
-    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 8  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, version
+    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 10  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, dependency, subscription, version
 
 
 # --- any data, property-based ------------------------------------------------------------------

@@ -267,7 +267,7 @@ def test_hostile_worker_flags_are_refused_before_any_work(db, flags, message):
     assert "Traceback" not in output
     assert roles.PASSWORDS[roles.WORKER] not in output
     assert db.scalar("SELECT count(*) FROM pgqueue.worker") == 0
-    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 8  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, version
+    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 10  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, dependency, subscription, version
 
 
 @pytest.mark.timeout(60)
@@ -281,7 +281,7 @@ def test_hostile_values_in_the_environment_twins_are_refused_too(db):
         output = result.stdout + result.stderr
         assert result.returncode == 2 and message in output, (name, output)
         assert "Traceback" not in output
-    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 8  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, version
+    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 10  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, dependency, subscription, version
 
 
 HOSTILE_WORKER_IDS = ["a\x00b", "\udcff", "x" * 10_000, "host:1:'); DROP TABLE pgqueue.worker; --"]
@@ -321,4 +321,4 @@ def test_hostile_worker_ids_are_refused_or_harmless(db):
     assert outcomes["a\x00b"] == "refused" and outcomes["\udcff"] == "refused", outcomes
     assert outcomes["x" * 24] == "refused", outcomes  # longer than a name may be
     assert outcomes[HOSTILE_WORKER_IDS[3][:24]] == "accepted", outcomes
-    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 8  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, version
+    assert db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'pgqueue'") == 10  # job, worker, queue, schedule, job_key, flow_start, flow_cursor, dependency, subscription, version

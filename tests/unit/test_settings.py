@@ -57,7 +57,7 @@ def test_every_worker_config_field_is_a_flag_or_deliberately_not() -> None:
 def test_the_defaults_are_those_of_the_public_api() -> None:
     assert WorkerConfig() == WorkerConfig(
         queues=None, concurrency=10, burst=False, poll_interval=1.0, shutdown_grace=30.0, listen=True,
-        lease_seconds=15.0, rescue_interval=5.0, prune_interval=60.0, completed_retention=3600.0,
+        lease_seconds=15.0, rescue_interval=5.0, prune_interval=60.0, completed_retention=86400.0,
         failed_retention=7 * 86400.0, worker_id=None, xmin_warning=300.0, async_commit=False,
         listen_database_url=None,
     )

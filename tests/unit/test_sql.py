@@ -17,4 +17,4 @@ def test_every_statement_renders_for_a_schema() -> None:
 def test_grants_quote_role_names() -> None:
     text = grants("pgqueue", 'evil"; DROP TABLE x; --', "producer")
     assert 'TO "evil""; DROP TABLE x; --"' in text
-    assert text.count(";\n") == 15
+    assert text.count(";\n") == 19
