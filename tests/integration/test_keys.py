@@ -270,6 +270,22 @@ def test_a_debounced_job_already_running_is_left_alone_and_a_new_one_follows(
     assert app.enqueue("t", {"n": 5}, unique_key="other", debounce=30) not in (first, follow)
 
 
+def test_a_debounced_enqueue_follows_the_callers_transaction(
+    app: pgqueue.App, dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    first = app.enqueue("t", {"n": 1}, unique_key="k", debounce=30)
+    [(run_at,)] = rows(conn, "SELECT run_at FROM pgqueue.job")
+    with psycopg.connect(dsn) as caller:
+        with caller.transaction(force_rollback=True):
+            assert app.enqueue("t", {"n": 2}, conn=caller, unique_key="k", debounce=300) == first
+            assert app.get_job(first).data == {"n": 1}  # not visible before commit
+        assert rows(conn, "SELECT data, run_at FROM pgqueue.job") == [({"n": 1}, run_at)]
+        with caller.transaction():
+            app.enqueue("t", {"n": 3}, conn=caller, unique_key="k", debounce=300)
+    [(data, pushed)] = rows(conn, "SELECT data, run_at FROM pgqueue.job")
+    assert data == {"n": 3} and pushed > run_at + timedelta(seconds=200)
+
+
 def test_keyed_jobs_in_bulk_keep_their_order_beside_copied_ones(
     app: pgqueue.App, conn: psycopg.Connection[Any]
 ) -> None:
