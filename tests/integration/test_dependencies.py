@@ -202,3 +202,26 @@ def test_a_handler_completing_in_its_own_transaction_releases_its_dependents(
     app.drain()
     assert ran == ["own", "then"]
     assert app.get_job(first).output == "mine" and app.get_job(then).state is pgqueue.JobState.COMPLETED
+
+
+def test_a_long_chain_is_cancelled_to_its_end_by_a_loop_not_recursion(
+    app: pgqueue.App, conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    step = graph_app(app, [], failing=set())
+    with psycopg.connect(dsn) as tx:
+        chain = [step.using(queue="nobody").enqueue(conn=tx, name="0")]
+        for n in range(1, 2000):  # nested triggers would run out of stack long before
+            chain.append(step.using(depends_on=[chain[-1]]).enqueue(conn=tx, name=str(n)))
+    with psycopg.connect(dsn) as tx:
+        assert app.cancel_job(chain[0], conn=tx)
+        # The marker that keeps the loop's own cancels from cascading again is gone after it.
+        marker = tx.execute("SELECT current_setting('pgqueue_lifecycle.cascading', true)").fetchone()
+        assert marker in ((None,), ("",))
+    assert conn.execute(
+        "SELECT count(*) FROM pgqueue.job WHERE state = 'cancelled' AND id = ANY(%s)", (chain,)
+    ).fetchone() == (2000,)
+    assert state(conn, chain[-1]) == (
+        "cancelled",
+        f"dependency {chain[-2]} cancelled; caused by dependency {chain[0]} cancelled",
+    )
+    assert conn.execute("SELECT count(*) FROM pgqueue.dependency").fetchone() == (0,)

@@ -61,24 +61,28 @@ EXECUTE FUNCTION {schema}.dead_letter();
 -- A job others depend on finished (or was deleted), in the transaction that finished it:
 -- completed, it releases the dependents it was the last unfinished dependency of (they may run
 -- now, and their queues are woken); failed, cancelled or deleted, it cancels them, with the
--- cause in their error, which cancels their own dependents in turn. The dependents' row locks
--- order concurrent finishers: the last of a job's dependencies to commit releases it.
+-- cause in their error, and their dependents after them, level by level in a loop (not by
+-- recursion: a chain of any length; the cancels it makes are marked, so that this trigger,
+-- fired again by them, leaves them to the loop). The dependents' row locks order concurrent
+-- finishers: the last of a job's dependencies to commit releases it.
 CREATE FUNCTION {schema}.resolve_dependents() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     finished bigint;
     cause text;
+    frontier bigint[];
+    level integer := 0;
     touched bigint;
 BEGIN
+    IF current_setting('pgqueue_lifecycle.cascading', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'DELETE' THEN
         finished := OLD.id;
         cause := 'dependency ' || OLD.id || ' was deleted';
     ELSE
         finished := NEW.id;
         cause := 'dependency ' || NEW.id || ' ' || NEW.state;
-        IF NEW.state = 'cancelled' AND starts_with(NEW.error, 'dependency ') THEN
-            cause := cause || '; caused by ' || coalesce(substring(NEW.error FROM '; caused by (.*)$'), NEW.error);
-        END IF;
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.state = 'completed' THEN
         WITH links AS (
@@ -95,17 +99,27 @@ BEGIN
         FROM (SELECT DISTINCT queue FROM released WHERE dependencies_left = 0) AS q;
         RETURN NULL;
     END IF;
-    WITH links AS (
-        DELETE FROM {schema}.dependency WHERE depends_on = finished RETURNING job_id
-    ), cancelled AS (
-        UPDATE {schema}.job AS j
-        SET state = 'cancelled', finished_at = now(), error = cause,
-            lease_id = NULL, lease_expires_at = NULL
-        FROM links
-        WHERE j.id = links.job_id AND j.state < 'completed'
-        RETURNING j.id
-    )
-    SELECT count(pg_notify(TG_TABLE_SCHEMA || '_done', c.id::text)) INTO touched FROM cancelled AS c;
+    PERFORM set_config('pgqueue_lifecycle.cascading', 'on', true);
+    frontier := ARRAY[finished];
+    LOOP
+        WITH links AS (
+            DELETE FROM {schema}.dependency WHERE depends_on = ANY(frontier) RETURNING depends_on, job_id
+        ), firsts AS (
+            SELECT DISTINCT ON (job_id) job_id, depends_on FROM links ORDER BY job_id, depends_on
+        ), cancelled AS (
+            UPDATE {schema}.job AS j
+            SET state = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL,
+                error = CASE WHEN level = 0 THEN cause
+                             ELSE 'dependency ' || f.depends_on || ' cancelled; caused by ' || cause END
+            FROM firsts AS f
+            WHERE j.id = f.job_id AND j.state < 'completed'
+            RETURNING j.id, pg_notify(TG_TABLE_SCHEMA || '_done', j.id::text)
+        )
+        SELECT array_agg(id) INTO frontier FROM cancelled;
+        EXIT WHEN frontier IS NULL;
+        level := level + 1;
+    END LOOP;
+    PERFORM set_config('pgqueue_lifecycle.cascading', '', true);
     RETURN NULL;
 END
 $$;
