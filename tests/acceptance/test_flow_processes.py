@@ -143,19 +143,19 @@ def rate_run(app: Any, spans: psycopg.Connection[Any], workers: Any, seconds: fl
     """20/s over ``seconds``: no window of one second holds more than 20 starts, and 20 is reached."""
     jobs = int(20 * seconds) + 40
     app.enqueue_many([("paced", {}, {"queue": "paced"})] * jobs)
-    began = time.monotonic()
     for _ in range(3):
         workers("--concurrency", "10", "--queues", "paced")
     time.sleep(seconds)
     starts = [row[0] for row in spans.execute(
         "SELECT extract(epoch FROM started_at)::float8 FROM pgqueue.job WHERE started_at IS NOT NULL ORDER BY 1"
     )]
-    elapsed = time.monotonic() - began
     windows = [sum(1 for t in starts if s <= t < s + 1.0) for s in starts]
     assert max(windows) == 20, max(windows)
-    # The rate is reached: about 20 a second once the workers are up (start-up takes a second or two).
-    assert len(starts) >= 20 * (elapsed - 3.0), (len(starts), elapsed)
-    assert len(starts) <= 20 * (elapsed + 1.0)
+    # The rate is reached: from the first start to the last, about 20 a second (the backlog
+    # never ran out; a held-back job is claimed as soon as its window makes room).
+    span = starts[-1] - starts[0]
+    assert span > seconds / 2, span
+    assert len(starts) >= 0.8 * 20 * span, (len(starts), span)
 
 
 @pytest.mark.timeout(90)
