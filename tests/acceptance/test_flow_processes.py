@@ -142,10 +142,10 @@ def test_fair_task_a_key_with_many_waiting_does_not_starve_a_key_with_few(app, s
 
 def rate_run(app: Any, spans: psycopg.Connection[Any], workers: Any, seconds: float) -> None:
     """20/s over ``seconds``: no window of one second holds more than 20 starts, and 20 is reached."""
-    jobs = int(20 * seconds) + 40
-    app.enqueue_many([("paced", {}, {"queue": "paced"})] * jobs)
     for _ in range(3):
         workers("--concurrency", "10", "--queues", "paced")
+    wait_for(lambda: scalar(spans, "SELECT count(*) FROM pgqueue.worker") == 3, 60, "three workers")
+    app.enqueue_many([("paced", {}, {"queue": "paced"})] * (int(20 * seconds) + 40))
     time.sleep(seconds)
     starts = [row[0] for row in spans.execute(
         "SELECT extract(epoch FROM started_at)::float8 FROM pgqueue.job WHERE started_at IS NOT NULL ORDER BY 1"
