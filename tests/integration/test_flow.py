@@ -150,8 +150,10 @@ async def test_a_queue_limit_set_while_workers_run_takes_effect(app, conn):
     worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2, concurrency=8))
     running = asyncio.create_task(worker.run())
     try:
-        await asyncio.sleep(0.5)  # a plain worker: no limits yet
-        assert not worker.flow.active
+        deadline = time.monotonic() + 10
+        while worker.flow.active:  # until the worker has read that its queue has no limits
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         app.configure_queue("exports", concurrency=1)
         export.enqueue_many([{}] * 6)
         deadline = time.monotonic() + 10
