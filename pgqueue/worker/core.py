@@ -37,7 +37,7 @@ from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .progress import ProgressWriter
 from .records import ClaimedJob, Result, Running
 from .runtime import Runtime
-from .scheduler import Scheduler
+from .scheduler import CHECK_INTERVAL, Scheduler
 from .service import Lane, Service
 from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
@@ -109,7 +109,7 @@ class Worker:
             XminWatch(lane, config.xmin_warning),
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
-            self.services.append(Scheduler(lane, runtime))
+            self.services.append(Scheduler(lane, runtime, max(CHECK_INTERVAL, config.poll_interval)))
         if config.vacuum_interval is not None:
             self.services.append(
                 VacuumDuty(self.db, runtime.schema, config.vacuum_interval, url=config.listen_database_url)

@@ -1,10 +1,14 @@
-"""How many connections one ``pgqueue work`` process holds on the server, without a pooler.
+"""What one ``pgqueue work`` process costs the server: connections, and queries while idle.
 
-The README's sizing advice rests on this figure: a pool of at most 3 (claims, outcomes,
+Connections, without a pooler: the README's sizing advice rests on this figure: a pool of at most 3 (claims, outcomes,
 rescue, prune, xmin watch), 1 listener, 1 heartbeat, and 1 more for the vacuum duty. A sampler
 reads ``pg_stat_activity`` every few milliseconds while one worker drains a backlog with its
 maintenance running as often as it may, and keeps the peak of each kind of connection (and of
 their sum: the figure a server's ``max_connections`` must allow for each worker process).
+
+Idle queries: a fleet of hundreds of workers polling every few seconds must not pay a fixed
+query a second each for anything else (the scheduler reads the schedule table once per poll
+interval when that is longer than a second).
 """
 
 from __future__ import annotations
@@ -109,3 +113,41 @@ def test_without_listen_four_and_with_the_vacuum_duty_one_more(dsn, conn, tmp_pa
     assert sampler.peak["pgqueue-vacuum"] == 1
     assert 1 <= sampler.peak["pgqueue-worker"] <= 3
     assert 3 <= sampler.peak_total <= 5
+
+
+def table_reads(conn: psycopg.Connection[Any], table: str) -> int:
+    return conn.execute(
+        "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+        "WHERE schemaname = 'pgqueue' AND relname = %s", (table,)
+    ).fetchone()[0]
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_worker_polling_every_four_seconds_reads_the_schedules_as_often(dsn, conn, tmp_path):
+    before = table_reads(conn, "schedule")
+    commits = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+    env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pgqueue", "work", "ledger_app:app", "--no-listen", "--poll-interval", "4"],
+            cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(14)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    # A backend's statistics reach the views by the time it has exited; give them a moment.
+    time.sleep(1.5)
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    reads = table_reads(conn, "schedule") - before
+    per_second = (conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+                  .fetchone()[0] - commits) / 14
+    print(f"\nidle worker, --poll-interval 4, 14 s: {reads} reads of the schedule table, "
+          f"{per_second:.2f} transactions/s in the database")
+    # At start, then every 4 s: 4 or 5 (it was one a second: 14 or 15).
+    assert 1 <= reads <= 6, reads
