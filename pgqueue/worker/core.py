@@ -94,6 +94,7 @@ class Worker:
             queues=self.queues,
             concurrency=config.concurrency,
             lease_seconds=config.lease_seconds,
+            finished=self.completer.held,
         )
         self.services: list[Service] = [
             self.completer,
