@@ -56,7 +56,8 @@ class Completer(Service):
         self.recorded = 0
         """Statements that recorded outcomes so far (a burst worker's last claim may not see the
         retries they scheduled: it claims once more after any)."""
-        """The batch this loop's exchange is recording right now."""
+        self._in_flight: dict[int, list[Result]] = {}
+        """The batches exchanges are recording right now (this loop's and the claim loop's), by id()."""
         self.ready = asyncio.Event()
         self.events = runtime.events
 
@@ -75,6 +76,16 @@ class Completer(Service):
     def pending(self) -> list[int]:
         """Ids of the jobs whose outcomes wait to be recorded, or are being recorded by this loop."""
         return [r.job.id for r in (*self.results, *self.recording)]
+
+    def held(self) -> list[ClaimedJob]:
+        """The jobs whose outcomes wait to be recorded or are being recorded, by either loop.
+
+        Their leases are still this worker's: the heartbeat renews them as it renews running
+        jobs' leases. Otherwise an outcome that waits longer than what is left of its lease (a
+        pooler's queue, a lock on the way, a few failed exchanges) would see its finished job
+        rescued and run again."""
+        batches = (self.results, *self._in_flight.values())
+        return [result.job for batch in batches for result in batch]
 
     async def run(self) -> None:
         """Record what the claim loop left behind, ``FLUSH_DELAY`` after it became ready."""
@@ -138,12 +149,16 @@ class Completer(Service):
         """Record outcomes and, given claim parameters, claim more: one statement, one round trip,
         one commit (or, given ``conn``, in its open transaction). Arrays go as literals built here:
         adapting lists element by element cost the worker more CPU than anything else in a drain."""
-        if self.events is None or claim is None:
-            return await self._exchange(batch, claim, conn)
-        started = time.perf_counter()
-        claimed = await self._exchange(batch, claim)
-        self.events.claimed(len(claimed), time.perf_counter() - started)
-        return claimed
+        self._in_flight[id(batch)] = batch
+        try:
+            if self.events is None or claim is None:
+                return await self._exchange(batch, claim, conn)
+            started = time.perf_counter()
+            claimed = await self._exchange(batch, claim, conn)
+            self.events.claimed(len(claimed), time.perf_counter() - started)
+            return claimed
+        finally:
+            del self._in_flight[id(batch)]
 
     async def _exchange(
         self, batch: list[Result], claim: dict[str, Any] | None, conn: AsyncConnection[Any] | None = None

@@ -38,7 +38,7 @@ from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .progress import ProgressWriter
 from .records import ClaimedJob, Result, Running
 from .runtime import Runtime
-from .scheduler import Scheduler
+from .scheduler import CHECK_INTERVAL, Scheduler
 from .service import Lane, Service
 from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
@@ -96,6 +96,7 @@ class Worker:
             queues=self.queues,
             concurrency=config.concurrency,
             lease_seconds=config.lease_seconds,
+            finished=self.completer.held,
         )
         self.services: list[Service] = [
             self.completer,
@@ -112,7 +113,7 @@ class Worker:
             *self.flow.services(lane, config.poll_interval),
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
-            self.services.append(Scheduler(lane, runtime))
+            self.services.append(Scheduler(lane, runtime, max(CHECK_INTERVAL, config.poll_interval)))
         if config.vacuum_interval is not None:
             self.services.append(
                 VacuumDuty(self.db, runtime.schema, config.vacuum_interval, url=config.listen_database_url)

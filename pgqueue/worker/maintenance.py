@@ -22,7 +22,7 @@ from ..db.stash import alive
 from .aio import describe, retry_delay
 from .database import WorkerDatabase
 from .events import WorkerEvents
-from .records import Running
+from .records import ClaimedJob, Running
 from .service import Lane, Periodic, Service
 
 log = logging.getLogger("pgqueue.worker")
@@ -32,7 +32,10 @@ class Heartbeat(Service):
     """Keep the worker's row fresh and renew the leases of its running jobs, from a connection of
     its own: a busy pool cannot starve it. A job whose lease did not renew was rescued or
     cancelled meanwhile: it is marked lost, so that its outcome is not recorded, and its handler
-    is cancelled (the backstop of the listener's cancel notices)."""
+    is cancelled (the backstop of the listener's cancel notices).
+
+    ``finished`` gives the jobs whose handlers have finished but whose outcomes are not recorded
+    yet: their leases are renewed too, until the outcome is recorded."""
 
     name = "heartbeat"
 
@@ -46,9 +49,10 @@ class Heartbeat(Service):
         queues: Sequence[str],
         concurrency: int,
         lease_seconds: float,
+        finished: Callable[[], Sequence[ClaimedJob]] = tuple,
     ) -> None:
         super().__init__()
-        self.db, self.q, self.running = db, queries, running
+        self.db, self.q, self.running, self.finished = db, queries, running, finished
         self.worker_id, self.queues, self.concurrency = worker_id, list(queues), concurrency
         self.lease_seconds = lease_seconds
 
@@ -93,14 +97,15 @@ class Heartbeat(Service):
             },
         )
         held = [r for r in list(self.running.values()) if not r.lost]
-        if not held:
+        jobs = [r.job for r in held] + [job for job in self.finished() if job.id not in self.running]
+        if not jobs:
             return
         cur = await conn.execute(
             self.q.heartbeat,
             {
-                "id": [r.job.id for r in held],
-                "lease_id": [r.job.lease_id for r in held],
-                "attempt": [r.job.attempts for r in held],
+                "id": [job.id for job in jobs],
+                "lease_id": [job.lease_id for job in jobs],
+                "attempt": [job.attempts for job in jobs],
                 "lease_seconds": self.lease_seconds,
             },
         )

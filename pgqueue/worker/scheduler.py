@@ -1,12 +1,13 @@
 """The scheduler: every worker enqueues the due ticks of the periodic schedules, each exactly once.
 
 When the worker starts, the schedules declared in code are written to the schedule table; from
-then on the table is the one source. About every second (sooner when a tick falls due sooner)
-the scheduler reads the table with the database's clock and, for each schedule whose task this
-worker has, enqueues the ticks due since its last one: the latest only, or with ``catch_up`` up
-to the 100 most recent. Leadership is not needed: moving a schedule's ``last_tick`` forward is
-guarded and takes its row lock, in the transaction that inserts the tick's job, so of several
-workers racing for one tick exactly one enqueues it (see :func:`pgqueue.db.schedules.enqueue_ticks`).
+then on the table is the one source. Every poll interval, at least every second (sooner when a
+tick falls due sooner), the scheduler reads the table with the database's clock and, for each
+schedule whose task this worker has, enqueues the ticks due since its last one: the latest only,
+or with ``catch_up`` up to the 100 most recent. Leadership is not needed: moving a schedule's
+``last_tick`` forward is guarded and takes its row lock, in the transaction that inserts the
+tick's job, so of several workers racing for one tick exactly one enqueues it (see
+:func:`pgqueue.db.schedules.enqueue_ticks`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ log = logging.getLogger("pgqueue.worker")
 __all__ = ["CHECK_INTERVAL", "Scheduler"]
 
 CHECK_INTERVAL = 1.0
-"""Seconds between two reads of the schedule table, at most (new schedules are seen this soon)."""
+"""Seconds between two reads of the schedule table, at least. A worker reads it every poll
+interval when that is longer: each read is one more query per worker, and a fleet of hundreds
+polling every few seconds would otherwise spend most of its idle load on this one. A schedule
+added, changed or removed at run time is seen that soon; a known schedule's ticks are enqueued
+on time whatever the interval (the scheduler wakes for the next one)."""
 
 
 class Scheduler(Periodic):

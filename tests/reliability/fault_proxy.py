@@ -58,10 +58,14 @@ def every(link: Link) -> bool:
 
 
 class FaultProxy:
-    """Forward 127.0.0.1:``port`` to ``target``; see the module docstring for the faults."""
+    """Forward 127.0.0.1:``port`` to ``target``; see the module docstring for the faults.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    ``listen`` is the address to listen on instead of 127.0.0.1 (another local address, such as
+    a bridge's), or the path of a Unix socket (``port`` is then 0)."""
+
+    def __init__(self, target_host: str, target_port: int, listen: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.listen = listen
         self.delay = 0.0
         self.refuse = False
         self.links: list[Link] = []
@@ -74,7 +78,8 @@ class FaultProxy:
         self._thread.start()
         self._ready.wait(10)
         assert self._server is not None, "the proxy did not start"
-        self.port: int = self._server.sockets[0].getsockname()[1]
+        address = self._server.sockets[0].getsockname()
+        self.port: int = 0 if isinstance(address, str) else address[1]
 
     # --- control (any thread) -----------------------------------------------------------
 
@@ -151,7 +156,10 @@ class FaultProxy:
         asyncio.set_event_loop(self._loop)
 
         async def serve() -> None:
-            self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+            if self.listen.startswith("/"):
+                self._server = await asyncio.start_unix_server(self._accept, self.listen)
+            else:
+                self._server = await asyncio.start_server(self._accept, self.listen, 0)
             self._ready.set()
 
         self._loop.run_until_complete(serve())

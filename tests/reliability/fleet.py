@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,12 +98,14 @@ class Fleet:
         return env
 
     def start(self, *flags: str, dsn: str | None = None, env: dict[str, str] | None = None,
-              target: str = "reliability_app:app", command: list[str] | None = None) -> Worker:
-        """Start one ``pgqueue work`` process with the base flags, then ``flags``."""
+              target: str = "reliability_app:app", command: list[str] | None = None,
+              wrap: Sequence[str] = ()) -> Worker:
+        """Start one ``pgqueue work`` process with the base flags, then ``flags``; ``wrap`` is a
+        prefix that runs it elsewhere (``ip netns exec HOST``: it must exec, keeping the pid)."""
         with self._lock:
             number = len(self.workers) + 1
         log = self.logdir / f"worker-{number}.log"
-        argv = command or [sys.executable, "-m", "pgqueue", "work", target, *self.base_flags, *flags]
+        argv = [*wrap, *(command or [sys.executable, "-m", "pgqueue", "work", target, *self.base_flags, *flags])]
         with log.open("wb") as out:
             process = subprocess.Popen(argv, cwd=HERE, env=self.environment(dsn, env), stdout=out,
                                        stderr=subprocess.STDOUT)
