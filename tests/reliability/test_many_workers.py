@@ -107,6 +107,7 @@ def run_fleet(db: Any, fleet: Fleet, name: str, processes: int, *, poll: float, 
             drained = scoreboard.wait_finished(db.conn, busy_ids, timeout=max(120.0, backlog / 10))
             busy_s = time.monotonic() - began
             time.sleep(poll)  # idle again
+            rss = [w.rss_kib() / 1024 for w in workers]
             codes = fleet.stop(timeout=60)
         finally:
             producer.close()
@@ -123,6 +124,7 @@ def run_fleet(db: Any, fleet: Fleet, name: str, processes: int, *, poll: float, 
         idle_pickup_p95_ms=idle_p95 * 1000, idle_pickup_max_ms=idle_max * 1000,
         busy_jobs_per_s=backlog / busy_s, busy_pickup_p50_ms=busy_p50 * 1000,
         busy_pickup_p95_ms=busy_p95 * 1000, workers_that_ran_jobs=busiest,
+        rss_mib_mean=sum(rss) / len(rss), rss_mib_max=max(rss),
         server_connections_peak=sampler.peak, samples=sampler.samples,
         rescued_logged=logs.count("whose worker stopped renewing"), fenced_logged=logs.count("outcome discarded"),
     )
