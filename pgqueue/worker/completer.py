@@ -53,6 +53,7 @@ class Completer(Service):
         """Claim parameters that claim nothing, for an exchange that only records."""
         self.results: list[Result] = []
         self.recording: list[Result] = []
+        """The batch this loop's exchange is recording right now."""
         self.recorded = 0
         """Statements that recorded outcomes so far (a burst worker's last claim may not see the
         retries they scheduled: it claims once more after any)."""

@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,13 +197,20 @@ class PgBouncer:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def url(self, database: str) -> str:
+        """A client URL of pgbouncer's ``worker`` or ``producer`` database (as that role)."""
+        user = roles.WORKER if database == "worker" else roles.PRODUCER
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}?sslmode=disable&connect_timeout=5"
 
-@pytest.fixture
-def pgbouncer(db: Database) -> Iterator[PgBouncer]:
-    """pgbouncer in transaction mode in front of the test database, for the worker and producer roles.
+
+@contextmanager
+def running_pgbouncer(db: Database, *, worker_pool: int = 20, producer_pool: int = 20,
+                      max_client_conn: int = 500) -> Iterator[PgBouncer]:
+    """pgbouncer in transaction mode in front of ``db``, for the worker and producer roles.
 
     Databases ``worker`` and ``producer`` log in to PostgreSQL as those roles (with their
-    passwords); clients reach pgbouncer with trust authentication on 127.0.0.1.
+    passwords), with at most ``worker_pool`` and ``producer_pool`` server connections;
+    clients reach pgbouncer with trust authentication on 127.0.0.1.
     """
     binary = pgbouncer_binary()
     # pgbouncer runs as the postgres OS user, which cannot enter pytest's private tmp_path.
@@ -213,8 +221,8 @@ def pgbouncer(db: Database) -> Iterator[PgBouncer]:
     ini = root / "pgbouncer.ini"
     ini.write_text(f"""
 [databases]
-worker = {server} user={roles.WORKER} password={roles.PASSWORDS[roles.WORKER]}
-producer = {server} user={roles.PRODUCER} password={roles.PASSWORDS[roles.PRODUCER]}
+worker = {server} user={roles.WORKER} password={roles.PASSWORDS[roles.WORKER]} pool_size={worker_pool}
+producer = {server} user={roles.PRODUCER} password={roles.PASSWORDS[roles.PRODUCER]} pool_size={producer_pool}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -223,8 +231,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = {root / "users.txt"}
 pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 500
+max_client_conn = {max_client_conn}
 ignore_startup_parameters = extra_float_digits,options
 logfile = {root / "pgbouncer.log"}
 """)
@@ -255,3 +262,10 @@ logfile = {root / "pgbouncer.log"}
             process.kill()
             process.wait(10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pgbouncer(db: Database) -> Iterator[PgBouncer]:
+    """pgbouncer in transaction mode in front of the test database (see :func:`running_pgbouncer`)."""
+    with running_pgbouncer(db) as bouncer:
+        yield bouncer

@@ -54,6 +54,8 @@ class Hosts:
     """``count`` namespaces ("hosts") on one bridge; see the module docstring."""
 
     def __init__(self, count: int) -> None:
+        if not 1 <= count <= 200:
+            raise ValueError(f"between 1 and 200 hosts fit the /24 subnet, not {count}")
         tag = uuid.uuid4().hex[:6]
         self.bridge = f"pq{tag}br"
         self.names = [f"pq{tag}h{i}" for i in range(count)]

@@ -51,6 +51,9 @@ def make_app(database_url: str | None = None, **settings: Any) -> pgqueue.App:
     return application
 
 LEDGER_APPLICATION = "reliability-ledger"
+LEDGER_CONNECT: dict[str, Any] = {"application_name": LEDGER_APPLICATION, "prepare_threshold": None}
+"""Never prepared: the ledger may go through pgbouncer in transaction mode (before 1.21, a
+prepared statement lives on one server connection, and the next transaction gets another)."""
 # The job's lease id at the time of the execution identifies the claim: two executions
 # under one lease would be one claim run twice (a fencing failure). Attempt numbers do
 # not identify claims, since a job handed back at shutdown runs again under the same one.
@@ -74,9 +77,7 @@ _local = threading.local()
 async def _aledger() -> psycopg.AsyncConnection[Any]:
     global _aconn
     if _aconn is None or _aconn.closed or _aconn.broken:
-        _aconn = await psycopg.AsyncConnection.connect(
-            _ledger_dsn(), autocommit=True, application_name=LEDGER_APPLICATION
-        )
+        _aconn = await psycopg.AsyncConnection.connect(_ledger_dsn(), autocommit=True, **LEDGER_CONNECT)
     return _aconn
 
 
@@ -98,7 +99,7 @@ async def arecord(note: str | None = None) -> pgqueue.JobContext:
 def _ledger() -> psycopg.Connection[Any]:
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed or conn.broken:
-        conn = _local.conn = psycopg.connect(_ledger_dsn(), autocommit=True, application_name=LEDGER_APPLICATION)
+        conn = _local.conn = psycopg.connect(_ledger_dsn(), autocommit=True, **LEDGER_CONNECT)
     return conn
 
 
@@ -180,7 +181,7 @@ async def order(order_id: int) -> int:
 
 
 async def _effect_connection() -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(_ledger_dsn(), application_name=LEDGER_APPLICATION)
+    return await psycopg.AsyncConnection.connect(_ledger_dsn(), **LEDGER_CONNECT)
 
 
 @task("effect", max_attempts=10, retry_delay=0, retry_backoff=False)

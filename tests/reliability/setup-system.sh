@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System tools the reliability suite drives: PostgreSQL's server programs (for a throwaway
-# cluster it may crash), pgbouncer (transaction pooling) and libfaketime (clock skew on one
-# worker process); and headless Chromium with its WebDriver for the dashboard's browser tests.
+# cluster it may crash), pgbouncer (transaction pooling), libfaketime (clock skew on one
+# worker process) and iproute2 (network namespaces as hosts); and headless Chromium with its
+# WebDriver for the dashboard's browser tests.
 # Installs only what is missing.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && [ -z "${PGQUEUE_PG_B
     missing+=(postgresql)
 fi
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
     missing+=(libfaketime faketime)
 fi

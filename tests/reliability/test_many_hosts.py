@@ -10,7 +10,8 @@ A steady stream of jobs runs on all hosts; then one host's veth goes down while 
 Its jobs' leases expire, other hosts' rescuers hand them back and other hosts run them. When
 the link comes back, the cut-off workers' held bytes arrive: their late outcomes are refused by
 the lease fence (and they say so), their handlers' executions count as re-executions, never
-as double completions, and the host claims and completes jobs again.
+as double completions, and the host claims and completes jobs again. Its recovery is the
+seconds from the link coming back to the host's first completed job.
 """
 
 from __future__ import annotations
