@@ -143,6 +143,8 @@ SELECT * FROM {schema}.job WHERE id = %(id)s;
 -- Jobs this statement finished (completed, or failed for good) are announced to waiters
 -- (App.wait_for) with one notification on {schema}_done: their ids, space-separated, or ''
 -- ("some finished, look") past 300 ids, where the payload could outgrow NOTIFY's 8000 bytes.
+-- Only while someone waits (see {waiters_absent}): a NOTIFY takes a lock that serialises
+-- every notifying commit of the server, so the statement sends none when it can help it.
 WITH done AS (
     UPDATE {schema}.job AS j
     SET state = 'completed', output = v.output::jsonb, duration = v.duration, error = NULL,
@@ -190,7 +192,8 @@ WITH done AS (
 SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
        (SELECT json_agg(claimed) FROM claimed) AS claimed,
-       (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished HAVING count(*) > 0) AS announced;
+       (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished
+        HAVING count(*) > 0 AND NOT {waiters_absent}) AS announced;
 
 -- name: claim
 -- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
@@ -248,6 +251,23 @@ WITH completed AS (
     RETURNING id
 )
 SELECT id, pg_notify({done_channel}, id::text) FROM completed;
+
+-- name: waiters_absent
+-- A part of exchange, not a statement: true when nobody waits for results (App.wait_for), in
+-- which case the transaction keeps one of the waiters' advisory locks (a random one of 8) in
+-- exclusive mode until it ends. A waiter holds all 8 in shared mode while it waits
+-- (wait_register), so the lock is free only when none waits. One that registers while this
+-- transaction runs waits for it to end before reading its job, so it reads what this
+-- transaction wrote; one that registered before makes this false, and the notification goes.
+-- Two exchanges that pick the same lock at the same moment make the second announce for
+-- nothing: harmless. Evaluated after the jobs were written (the caller's HAVING over them).
+pg_try_advisory_xact_lock({waiters_key}, floor(random() * 8)::int)
+
+-- name: wait_register
+-- A waiter for results says so: it holds the 8 advisory locks of waiters_absent in shared
+-- mode (session-level: until its connection closes), each taken once any exchange that saw no
+-- waiter on it has ended. Run after LISTEN on {schema}_done and before reading the job.
+SELECT count(pg_advisory_lock_shared({waiters_key}, k)) FROM generate_series(0, 7) AS k;
 
 -- name: finished_payload
 -- A part of exchange, not a statement: the payload announcing the ids of the CTE "finished".
