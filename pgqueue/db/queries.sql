@@ -145,7 +145,67 @@ SELECT * FROM {schema}.job WHERE id = %(id)s;
 -- ("some finished, look") past 300 ids, where the payload could outgrow NOTIFY's 8000 bytes.
 -- Only while someone waits (see {waiters_absent}): a NOTIFY takes a lock that serialises
 -- every notifying commit of the server, so the statement sends none when it can help it.
-WITH done AS (
+WITH {exchange_outcomes}, candidates AS (
+    SELECT c.id, c.type, c.priority, c.run_at
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL ({claim_candidates}) AS c
+), ranked AS (
+    SELECT id, type, priority, run_at,
+           row_number() OVER (PARTITION BY type ORDER BY priority DESC, run_at, id) AS nth
+    FROM candidates
+), picked AS (
+    SELECT r.id
+    FROM ranked AS r
+    LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
+    WHERE cap.slots IS NULL OR r.nth <= cap.slots
+    ORDER BY r.priority DESC, r.run_at, r.id
+    LIMIT %(limit)s
+), claimed AS ({claim_picked}
+), {exchange_result};
+
+-- name: claim
+-- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
+-- idle worker woken by a new job): a smaller statement to plan and run, which is most of the
+-- time from wake-up to handler start. Same claim, same result columns.
+WITH picked AS (
+    SELECT c.id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL ({claim_candidates}) AS c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
+), claimed AS ({claim_picked}
+)
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+
+-- name: exchange_one
+-- The exchange of a worker with one queue and no capped type (the common case): the same
+-- outcomes and the same claim, without the per-queue walk and the per-type ranking, which
+-- cost more to plan than to run.
+WITH {exchange_outcomes}, picked AS ({claim_one_candidates}
+), claimed AS ({claim_picked}
+), {exchange_result};
+
+-- name: claim_one
+-- claim for a worker with one queue and no capped type (see exchange_one).
+WITH picked AS ({claim_one_candidates}
+), claimed AS ({claim_picked}
+)
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+
+-- name: claim_one_candidates
+-- A part of exchange_one and claim_one, not a statement: up to %(limit)s runnable jobs of the
+-- queue %(queue)s, walking the fetch index in its own order, skipping rows other workers hold.
+SELECT id FROM {schema}.job
+WHERE queue = %(queue)s AND state < 'active' AND run_at <= now()
+  AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = %(queue)s AND p.paused)
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: exchange_outcomes
+-- A part of exchange and exchange_one, not a statement: the CTEs "done" and "failed", which
+-- record the outcomes (see exchange).
+done AS (
     UPDATE {schema}.job AS j
     SET state = 'completed', output = v.output::jsonb, duration = v.duration, error = NULL,
         finished_at = now(), lease_id = NULL, lease_expires_at = NULL
@@ -170,44 +230,20 @@ WITH done AS (
          AS v(id, lease_id, error, retry_in, duration)
     WHERE j.id = v.id AND j.lease_id = v.lease_id
     RETURNING j.id, j.state
-), candidates AS (
-    SELECT c.id, c.type, c.priority, c.run_at
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL ({claim_candidates}) AS c
-), ranked AS (
-    SELECT id, type, priority, run_at,
-           row_number() OVER (PARTITION BY type ORDER BY priority DESC, run_at, id) AS nth
-    FROM candidates
-), picked AS (
-    SELECT r.id
-    FROM ranked AS r
-    LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
-    WHERE cap.slots IS NULL OR r.nth <= cap.slots
-    ORDER BY r.priority DESC, r.run_at, r.id
-    LIMIT %(limit)s
-), claimed AS ({claim_picked}
-), finished AS (
+)
+
+-- name: exchange_result
+-- A part of exchange and exchange_one, not a statement: the CTE "finished" and the result
+-- row: ids completed, (id, state) of failed attempts, the claimed jobs, and the announcement
+-- to waiters (see exchange).
+finished AS (
     SELECT id FROM done UNION ALL SELECT id FROM failed WHERE state = 'failed'
 )
 SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
        (SELECT json_agg(claimed) FROM claimed) AS claimed,
        (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished
-        HAVING count(*) > 0 AND NOT {waiters_absent}) AS announced;
-
--- name: claim
--- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
--- idle worker woken by a new job): a smaller statement to plan and run, which is most of the
--- time from wake-up to handler start. Same claim, same result columns.
-WITH picked AS (
-    SELECT c.id
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL ({claim_candidates}) AS c
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT %(limit)s
-), claimed AS ({claim_picked}
-)
-SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+        HAVING count(*) > 0 AND NOT {waiters_absent}) AS announced
 
 -- name: claim_candidates
 -- A part of exchange and claim, not a statement: up to %(limit)s runnable jobs of the queue

@@ -23,10 +23,13 @@ def _raw() -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
         queries[name] = "\n".join(lines).strip().rstrip(";")
-    # {name} of another block takes that block's text in (a part two statements share).
-    return {
-        name: _PART.sub(lambda m: queries.get(m.group(1), m.group(0)), text) for name, text in queries.items()
-    }
+
+    # {name} of another block takes that block's text in (a part two statements share), and
+    # so on for the parts a part names.
+    def expand(text: str) -> str:
+        return _PART.sub(lambda m: expand(queries[m.group(1)]) if m.group(1) in queries else m.group(0), text)
+
+    return {name: expand(text) for name, text in queries.items()}
 
 
 def channel(schema: str) -> str:

@@ -142,9 +142,12 @@ class Completer(Service):
         return claimed
 
     async def _exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
+        # A worker of one queue without capped types names its queue ("queue"): the statements
+        # for that case are smaller to plan.
+        one = (claim or self.no_claim).get("queue") is not None
         if not batch and claim is not None and claim["capped"] == "{}":
             async with self.db.pooled() as conn:
-                cur = await conn.execute(self.q.claim, claim)
+                cur = await conn.execute(self.q.claim_one if one else self.q.claim, claim)
                 return ClaimedJob.from_rows((await cur.fetchone())[2])  # type: ignore[index]
         done = [r for r in batch if r.outcome.ok]
         failed = [r for r in batch if not r.outcome.ok]
@@ -164,7 +167,7 @@ class Completer(Service):
             **(claim or self.no_claim),
         }
         async with self.db.pooled() as conn:
-            cur = await conn.execute(self.q.exchange, params)
+            cur = await conn.execute(self.q.exchange_one if one else self.q.exchange, params)
             completed, failures, claimed, _ = await cur.fetchone()  # type: ignore[misc]
         if batch:
             self.recorded += 1

@@ -60,6 +60,8 @@ class Worker:
             for name, task in runtime.tasks.items()
         }
         self.caps = {name: cap for name, cap in caps.items() if cap is not None and cap < config.concurrency}
+        # One queue and no capped type: the simpler statements (exchange_one, claim_one) do.
+        self.one_queue = self.queues[0] if len(self.queues) == 1 and not self.caps else None
         self.running: dict[int, Running] = {}
         self.per_type: Counter[str] = Counter()
         self.executors = Executors()
@@ -80,6 +82,7 @@ class Worker:
             "caps": "{}",
             "lease_seconds": config.lease_seconds,
             "worker_id": self.worker_id,
+            "queue": self.one_queue,
         }
         self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
@@ -267,6 +270,7 @@ class Worker:
             "caps": number_array([self.caps[name] - self.per_type[name] for name in capped]),
             "lease_seconds": self.config.lease_seconds,
             "worker_id": self.worker_id,
+            "queue": self.one_queue,
         }
         batch = self.completer.take()
         try:
