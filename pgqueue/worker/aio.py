@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -101,3 +102,21 @@ def remove_signals(installed: list[signal.Signals]) -> None:
     loop = asyncio.get_running_loop()
     for sig in installed:
         loop.remove_signal_handler(sig)
+
+
+async def wait_tasks(tasks: set[asyncio.Task[None]], hard_stop: asyncio.Event, grace: float) -> None:
+    """Wait for ``tasks`` until ``grace`` seconds pass or ``hard_stop`` is set."""
+    hard = asyncio.ensure_future(hard_stop.wait())
+    deadline = time.monotonic() + grace
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    try:
+        while pending and not hard.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            _, pending = await asyncio.wait(
+                {*pending, hard}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(hard)
+    finally:
+        hard.cancel()

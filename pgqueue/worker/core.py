@@ -17,7 +17,6 @@ import socket
 import time
 import uuid
 from collections import Counter
-from typing import Any
 
 import psycopg
 
@@ -26,7 +25,8 @@ from ..context import JobContext
 from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
-from .aio import cancelling, describe, install_signals, remove_signals, retry_delay, wait_any
+from .ahead import ClaimAhead
+from .aio import cancelling, describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
 from .completer import Completer
 from .database import WorkerDatabase
 from .events import announce_start
@@ -63,6 +63,7 @@ class Worker:
         # One queue and no capped type: the simpler statements (exchange_one, claim_one) do.
         self.one_queue = self.queues[0] if len(self.queues) == 1 and not self.caps else None
         self.running: dict[int, Running] = {}
+        self.ahead = ClaimAhead(self.running, config.concurrency, config.claim_ahead and not self.caps)
         self.per_type: Counter[str] = Counter()
         self.executors = Executors()
         self.stopping = False
@@ -192,8 +193,9 @@ class Worker:
         failures = 0
         lost_claims = False  # a claim failed: it may have committed with its answer lost
         while not self.stopping:
-            free = self.config.concurrency - len(self.running)
-            if free <= 0:
+            free = self.config.concurrency - self.ahead.started()
+            limit = free + self.ahead.room() if free > 0 or not self.ahead.waiting else 0
+            if limit <= 0:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
@@ -203,7 +205,7 @@ class Worker:
                 if lost_claims:
                     await self.handback.lost_claims([*self.running, *self.completer.pending()])
                     lost_claims = False
-                claimed = await self._claim_unless_stopped(free)
+                claimed = await self._claim_unless_stopped(limit)
                 failures = 0
             except asyncio.CancelledError:
                 if self.hard_stop.is_set() and not cancelling():
@@ -224,7 +226,7 @@ class Worker:
                 continue
             for job in claimed:
                 self._start(job)
-            if claimed and len(claimed) >= free:
+            if claimed and len(claimed) >= limit:
                 continue
             if self.config.burst:
                 # Done once a claim finds nothing with nothing running, and no outcome was recorded
@@ -273,8 +275,11 @@ class Worker:
             "queue": self.one_queue,
         }
         batch = self.completer.take()
+        started = time.monotonic()
         try:
-            return await self.completer.exchange(batch, params)
+            claimed = await self.completer.exchange(batch, params)
+            self.ahead.claimed(time.monotonic() - started)
+            return claimed
         except BaseException:
             self.completer.put_back(batch)
             raise
@@ -292,10 +297,15 @@ class Worker:
         self.progress.forget(job_id)
 
     def _start(self, job: ClaimedJob) -> None:
-        running = Running(job)
-        self.running[job.id] = running
-        self.per_type[job.type] += 1
-        running.task = asyncio.create_task(self._run_job(running), name=f"pgqueue-job-{job.id}")
+        running = self.running[job.id] = Running(job)
+        if self.ahead.started() > self.config.concurrency:
+            self.ahead.waiting.append(running)  # claimed ahead: starts when a slot frees
+        else:
+            self._run(running)
+
+    def _run(self, running: Running) -> None:
+        self.per_type[running.job.type] += 1
+        running.task = asyncio.create_task(self._run_job(running), name=f"pgqueue-job-{running.job.id}")
 
     async def _run_job(self, running: Running) -> None:
         job = running.job
@@ -331,7 +341,11 @@ class Worker:
             self.running.pop(job.id, None)
             self.per_type[job.type] -= 1
             self.slot_freed.set()
+            waiting = None if self.stopping else self.ahead.next()
+            if waiting is not None:
+                self._run(waiting)
         duration = time.monotonic() - started
+        self.ahead.job_ran(duration)
         last_report = self.progress.take(job.id)
         if last_report is not None and not running.lost:
             await self.progress.write_last(job.id, last_report)
@@ -364,10 +378,14 @@ class Worker:
     # --- shutdown ------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        """After the claim loop: let running jobs finish within the grace period, then hand the rest back."""
+        """After the claim loop: hand back the jobs claimed ahead at once, let running jobs finish
+        within the grace period, then hand the rest back."""
+        ahead = self.ahead.release()
+        if ahead:
+            await self.handback.release(ahead)
         tasks = {r.task for r in self.running.values() if r.task is not None}
         if tasks and not self.hard_stop.is_set():
-            await self._wait_tasks(tasks)
+            await wait_tasks(tasks, self.hard_stop, self.config.shutdown_grace)
         leftover = list(self.running.values())
         if not leftover:
             return
@@ -377,20 +395,3 @@ class Worker:
                 running.task.cancel()
         await asyncio.gather(*(r.task for r in leftover if r.task is not None), return_exceptions=True)
         await self.handback.release([r.job for r in leftover])
-
-    async def _wait_tasks(self, tasks: set[asyncio.Task[None]]) -> None:
-        """Wait for ``tasks`` until the grace period ends or a hard stop comes."""
-        hard = asyncio.ensure_future(self.hard_stop.wait())
-        deadline = time.monotonic() + self.config.shutdown_grace
-        pending: set[asyncio.Future[Any]] = set(tasks)
-        try:
-            while pending and not hard.done():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                _, pending = await asyncio.wait(
-                    {*pending, hard}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                pending.discard(hard)
-        finally:
-            hard.cancel()
