@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -55,6 +56,12 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
 
 async def wait_any(*events: asyncio.Event, timeout: float) -> None:
     """Wait until one of the events is set, or ``timeout`` seconds pass."""
+    if len(events) == 1:
+        # Awaited directly: a wake-up reaches the waiter without passing through a task of its own.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await events[0].wait()
+        return
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

@@ -26,7 +26,7 @@ from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
 from .ahead import ClaimAhead
-from .aio import cancelling, describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
+from .aio import describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
 from .completer import Completer
 from .database import WorkerDatabase
 from .events import announce_start
@@ -35,13 +35,15 @@ from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .progress import ProgressWriter
-from .records import ClaimedJob, Result, Running
+from .records import ClaimedJob, Result, Running, report_lost
 from .runtime import Runtime
 from .scheduler import Scheduler
 from .service import Lane, Service
 from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
+
+HARD_STOP = "hard stop"
 
 
 class Worker:
@@ -72,6 +74,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.hard_stop = asyncio.Event()
+        self.claiming: asyncio.Task[None] | None = None
         self.db = WorkerDatabase(
             runtime, io_timeout=max(5.0, config.lease_seconds / 2), async_commit=config.async_commit
         )
@@ -183,6 +186,8 @@ class Worker:
         else:
             log.warning("stopping now: handing running jobs back")
             self.hard_stop.set()
+            if self.claiming is not None:
+                self.claiming.cancel(HARD_STOP)
         self.stopping = True
         self.wake.set()
         self.slot_freed.set()
@@ -207,8 +212,8 @@ class Worker:
                     lost_claims = False
                 claimed = await self._claim_unless_stopped(limit)
                 failures = 0
-            except asyncio.CancelledError:
-                if self.hard_stop.is_set() and not cancelling():
+            except asyncio.CancelledError as exc:
+                if exc.args == (HARD_STOP,) and asyncio.current_task().uncancel() == 0:  # type: ignore[union-attr]
                     return
                 raise
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -249,15 +254,13 @@ class Worker:
     async def _claim_unless_stopped(self, limit: int) -> list[ClaimedJob]:
         """Claim, but give up the round trip at once on a hard stop (raising CancelledError): a
         claim that committed all the same leaves its jobs to be rescued when their leases expire."""
-        claiming = asyncio.ensure_future(self._claim(limit))
-        stop = asyncio.ensure_future(self.hard_stop.wait())
+        # In the claim loop's own task, not one of its own: the claim is then sent before the
+        # jobs just started run, not after them (which would undo claiming ahead).
+        self.claiming = asyncio.current_task()
         try:
-            await asyncio.wait({claiming, stop}, return_when=asyncio.FIRST_COMPLETED)
+            return await self._claim(limit)
         finally:
-            stop.cancel()
-            if not claiming.done():
-                claiming.cancel()
-        return await claiming
+            self.claiming = None
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         """Claim up to ``limit`` jobs, recording the outcomes waiting to be recorded in the same
@@ -353,22 +356,7 @@ class Worker:
             events.job_ended(job, outcome, duration)
         handler_completed = context is not None and context._completed
         if running.lost:
-            if handler_completed:
-                # Lost after complete() had succeeded: either that transaction rolled back (the
-                # heartbeat then found the lease gone: it has warned) or the job was being handed
-                # back at shutdown after it committed. The row says which; nothing is recorded here.
-                log.info(
-                    "job %s stopped after its handler completed it in its own transaction "
-                    "(completed if that transaction committed)",
-                    job.id,
-                    extra={"job_id": job.id, "type": job.type, "outcome": "handler-completed"},
-                )
-                return
-            log.warning(
-                "job %s finished after it was cancelled or its lease lost; its outcome is not recorded",
-                job.id,
-                extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
-            )
+            report_lost(job, handler_completed)
             return
         # A job its handler completed still goes through the usual batch: if the handler's
         # transaction rolled back, the worker's own completion (or failure) applies as usual;

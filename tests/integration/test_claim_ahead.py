@@ -142,3 +142,24 @@ async def test_jobs_claimed_ahead_are_handed_back_at_once_when_the_worker_stops(
         await asyncio.wait_for(running, 15)
     assert len(started) == 2
     assert states(conn) == {"completed": 42, "created": 4}
+
+
+async def test_a_second_stop_abandons_a_claim_stuck_in_the_database(app, conn, dsn):
+    @app.task("quick")
+    async def quick(n: int) -> None:
+        return None
+
+    worker = watched(app, concurrency=2)
+    running = asyncio.create_task(worker.run())
+    await until(lambda: conn.execute("SELECT count(*) FROM pgqueue.worker").fetchone() == (1,))
+    with psycopg.connect(dsn) as blocker:
+        blocker.execute("LOCK TABLE pgqueue.job IN ACCESS EXCLUSIVE MODE")
+        worker.wake.set()  # a claim now waits for the lock
+        await until(lambda: worker.claiming is not None)
+        await asyncio.sleep(0.2)
+        worker.stop()
+        worker.stop()  # the second stop gives the round trip up at once
+        started = time.monotonic()
+        await asyncio.wait_for(running, 10)
+        assert time.monotonic() - started < 5
+        blocker.rollback()
