@@ -175,7 +175,7 @@ WITH picked AS (
     LIMIT %(limit)s
 ), claimed AS ({claim_picked}
 )
-SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed;
 
 -- name: exchange_one
 -- The exchange of a worker with one queue and no capped type (the common case): the same
@@ -190,7 +190,7 @@ WITH {exchange_outcomes}, picked AS ({claim_one_candidates}
 WITH picked AS ({claim_one_candidates}
 ), claimed AS ({claim_picked}
 )
-SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed;
 
 -- name: claim_one_candidates
 -- A part of exchange_one and claim_one, not a statement: up to %(limit)s runnable jobs of the
@@ -241,7 +241,7 @@ finished AS (
 )
 SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
-       (SELECT json_agg(claimed) FROM claimed) AS claimed,
+       (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed,
        (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished
         HAVING count(*) > 0 AND NOT {waiters_absent}) AS announced
 
@@ -260,7 +260,9 @@ FOR UPDATE SKIP LOCKED
 
 -- name: claim_picked
 -- A part of exchange and claim, not a statement: claim the jobs of the CTE "picked": count
--- an attempt, give each a fresh lease; return what the worker needs to run them.
+-- an attempt, give each a fresh lease; return what the worker needs to run them. The ids go
+-- as an array: joined to "picked", a claim of a few hundred jobs was planned as a hash join
+-- over the whole table.
 UPDATE {schema}.job AS j
 SET state = 'active',
     attempts = j.attempts + 1,
@@ -270,8 +272,7 @@ SET state = 'active',
     finished_at = NULL,
     worker_id = %(worker_id)s,
     progress = NULL
-FROM picked
-WHERE j.id = picked.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
           j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace
 
