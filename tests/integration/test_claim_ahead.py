@@ -86,7 +86,7 @@ def register(app: pgqueue.App, gate: asyncio.Event, started: list[int]) -> tuple
     return quick, gated
 
 
-async def claim_ahead_behind_two_gated_jobs(worker: Worker, conn: Any, quick: Any, gated: Any) -> list[int]:
+async def claim_ahead_behind_two_gated_jobs(worker: Worker, conn: Any, gated: Any) -> list[int]:
     """Teach the worker that its jobs are quick, then give it gated ones: two run (blocked), and
     it claims more ahead. The ids of those waiting, in order."""
     await until(lambda: states(conn) == {"completed": 40})
@@ -104,7 +104,7 @@ async def test_a_job_cancelled_while_it_waits_for_a_slot_never_starts(app, conn)
     worker = watched(app, concurrency=2)
     running = asyncio.create_task(worker.run())
     try:
-        waiting = await claim_ahead_behind_two_gated_jobs(worker, conn, quick, gated)
+        waiting = await claim_ahead_behind_two_gated_jobs(worker, conn, gated)
         await asyncio.to_thread(app.cancel_job, waiting[0])
         await until(lambda: worker.running[waiting[0]].lost)
         gate.set()
@@ -126,7 +126,7 @@ async def test_jobs_claimed_ahead_are_handed_back_at_once_when_the_worker_stops(
     worker = watched(app, concurrency=2, shutdown_grace=30.0)
     running = asyncio.create_task(worker.run())
     try:
-        waiting = await claim_ahead_behind_two_gated_jobs(worker, conn, quick, gated)
+        waiting = await claim_ahead_behind_two_gated_jobs(worker, conn, gated)
         worker.stop()
         # Back in the queue before the running ones finish, their attempt uncounted.
         await until(
