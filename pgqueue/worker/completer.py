@@ -57,6 +57,8 @@ class Completer(Service):
         """The batch this loop's exchange is recording right now."""
         self.ready = asyncio.Event()
         self.events = runtime.events
+        self.claims = 0
+        """Exchanges with a claim in flight: the claim loop takes what is waiting with its next one."""
 
     def add(self, result: Result) -> None:
         self.results.append(result)
@@ -81,6 +83,11 @@ class Completer(Service):
             await self.ready.wait()
             self.ready.clear()
             await asyncio.sleep(FLUSH_DELAY)
+            if self.claims:
+                # The claim loop claims again as soon as this claim returns (it claims ahead, or
+                # into the slots these jobs freed), recording them with it: one commit, not two.
+                self.ready.set()
+                continue
             try:
                 await self.flush()
                 failures = 0
@@ -134,11 +141,16 @@ class Completer(Service):
         """Record outcomes and, given claim parameters, claim more: one statement, one round trip,
         one commit. Arrays go as literals built here: adapting lists element by element cost
         the worker more CPU than anything else in a drain."""
-        if self.events is None or claim is None:
+        if claim is None:
             return await self._exchange(batch, claim)
         started = time.perf_counter()
-        claimed = await self._exchange(batch, claim)
-        self.events.claimed(len(claimed), time.perf_counter() - started)
+        self.claims += 1
+        try:
+            claimed = await self._exchange(batch, claim)
+        finally:
+            self.claims -= 1
+        if self.events is not None:
+            self.events.claimed(len(claimed), time.perf_counter() - started)
         return claimed
 
     async def _exchange(self, batch: list[Result], claim: dict[str, Any] | None) -> list[ClaimedJob]:
