@@ -3,7 +3,9 @@
 Finishing jobs free slots, and the claim loop's next exchange records their outcomes in the
 same statement and transaction as its next claim (one commit instead of two). What the claim
 loop does not take along within ``FLUSH_DELAY`` (jobs that finished while the queue was empty,
-or while the claim loop waited) the completer's own loop records.
+or while the claim loop waited) the completer's own loop records; not while a claim is in
+flight: the claim loop mostly claims again as soon as it returns, and takes them along (if it
+does not, the flush follows that claim).
 """
 
 from __future__ import annotations
