@@ -1,8 +1,9 @@
 """Waiting for a job's result (mixed into :class:`pgqueue.App`): woken by a notification when
 jobs finish, never by polling in a loop.
 
-Each wait LISTENs on ``<schema>_done`` on a connection of its own, then reads the job: a job
-that finished before the LISTEN is seen by that read, one that finishes after by the
+Each wait LISTENs on ``<schema>_done`` on a connection of its own, registers as a waiter
+(workers announce finished jobs only while one is registered), then reads the job: a job that
+finished before the registration is seen by that read, one that finishes after by the
 notification its finishing statement sends on commit. Every ``RECHECK`` seconds without a
 notification for the job, the row is read again anyway (a job deleted meanwhile gives
 JobNotFound).

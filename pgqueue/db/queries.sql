@@ -215,7 +215,71 @@ SELECT id FROM {schema}.job WHERE uid = %(uid)s;
 -- Jobs this statement finished (completed, or failed for good) are announced to waiters
 -- (App.wait_for) with one notification on {schema}_done: their ids, space-separated, or ''
 -- ("some finished, look") past 300 ids, where the payload could outgrow NOTIFY's 8000 bytes.
-WITH done AS (
+-- Only while someone waits (see {waiters_absent}): a NOTIFY takes a lock that serialises
+-- every notifying commit of the server, so the statement sends none when it can help it.
+WITH {exchange_outcomes}, candidates AS (
+    SELECT c.id, c.type, c.priority, c.run_at
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL ({claim_candidates}) AS c
+), ranked AS (
+    SELECT id, type, priority, run_at,
+           row_number() OVER (PARTITION BY type ORDER BY priority DESC, run_at, id) AS nth
+    FROM candidates
+), picked AS (
+    SELECT r.id
+    FROM ranked AS r
+    LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
+    WHERE cap.slots IS NULL OR r.nth <= cap.slots
+    ORDER BY r.priority DESC, r.run_at, r.id
+    LIMIT %(limit)s
+), claimed AS ({claim_picked}
+), {exchange_result};
+
+-- name: claim
+-- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
+-- idle worker woken by a new job): a smaller statement to plan and run, which is most of the
+-- time from wake-up to handler start. Same claim, same result columns.
+WITH picked AS (
+    SELECT c.id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL ({claim_candidates}) AS c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
+), claimed AS ({claim_picked}
+)
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed;
+
+-- name: exchange_one
+-- The exchange of a worker with one queue and no capped type (the common case): the same
+-- outcomes and the same claim, without the per-queue walk and the per-type ranking, which
+-- cost more to plan than to run.
+WITH {exchange_outcomes}, picked AS ({claim_one_candidates}
+), claimed AS ({claim_picked}
+), {exchange_result};
+
+-- name: claim_one
+-- claim for a worker with one queue and no capped type (see exchange_one).
+WITH picked AS ({claim_one_candidates}
+), claimed AS ({claim_picked}
+)
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed;
+
+-- name: claim_one_candidates
+-- A part of exchange_one and claim_one, not a statement: up to %(limit)s runnable jobs of the
+-- queue %(queue)s, walking the fetch index in its own order, skipping rows other workers hold.
+-- Nothing when the queue is paused or has limits (which only claim_limited claims).
+SELECT id FROM {schema}.job
+WHERE queue = %(queue)s AND state < 'active' AND run_at <= now()
+  AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = %(queue)s
+                  AND (p.paused OR p.concurrency IS NOT NULL OR p.rate_limit IS NOT NULL))
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: exchange_outcomes
+-- A part of exchange and exchange_one, not a statement: the CTEs "done" and "failed", which
+-- record the outcomes (see exchange).
+done AS (
     UPDATE {schema}.job AS j
     SET state = 'completed', output = v.output::jsonb, duration = v.duration, error = NULL,
         finished_at = now(), lease_id = NULL, lease_expires_at = NULL
@@ -240,43 +304,20 @@ WITH done AS (
          AS v(id, lease_id, error, retry_in, duration)
     WHERE j.id = v.id AND j.lease_id = v.lease_id
     RETURNING j.id, j.state
-), candidates AS (
-    SELECT c.id, c.type, c.priority, c.run_at
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL ({claim_candidates}) AS c
-), ranked AS (
-    SELECT id, type, priority, run_at,
-           row_number() OVER (PARTITION BY type ORDER BY priority DESC, run_at, id) AS nth
-    FROM candidates
-), picked AS (
-    SELECT r.id
-    FROM ranked AS r
-    LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS cap(type, slots) ON cap.type = r.type
-    WHERE cap.slots IS NULL OR r.nth <= cap.slots
-    ORDER BY r.priority DESC, r.run_at, r.id
-    LIMIT %(limit)s
-), claimed AS ({claim_picked}
-), finished AS (
+)
+
+-- name: exchange_result
+-- A part of exchange and exchange_one, not a statement: the CTE "finished" and the result
+-- row: ids completed, (id, state) of failed attempts, the claimed jobs, and the announcement
+-- to waiters (see exchange).
+finished AS (
     SELECT id FROM done UNION ALL SELECT id FROM failed WHERE state = 'failed'
 )
 SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
-       (SELECT json_agg(claimed) FROM claimed) AS claimed,
-       (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished HAVING count(*) > 0) AS announced;
-
--- name: claim
--- The exchange's claim alone, for a worker with no outcome to record and no capped type (an
--- idle worker woken by a new job): a smaller statement to plan and run, which is most of the
--- time from wake-up to handler start. Same claim, same result columns.
-WITH picked AS (
-    SELECT c.id
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL ({claim_candidates}) AS c
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT %(limit)s
-), claimed AS ({claim_picked}
-)
-SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed) FROM claimed) AS claimed;
+       (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed,
+       (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished
+        HAVING count(*) > 0 AND NOT {waiters_absent}) AS announced
 
 -- name: claim_candidates
 -- A part of exchange and claim, not a statement: up to %(limit)s runnable jobs of the queue
@@ -295,7 +336,9 @@ FOR UPDATE SKIP LOCKED
 
 -- name: claim_picked
 -- A part of exchange and claim, not a statement: claim the jobs of the CTE "picked": count
--- an attempt, give each a fresh lease; return what the worker needs to run them.
+-- an attempt, give each a fresh lease; return what the worker needs to run them. The ids go
+-- as an array: joined to "picked", a claim of a few hundred jobs was planned as a hash join
+-- over the whole table.
 UPDATE {schema}.job AS j
 SET state = 'active',
     attempts = j.attempts + 1,
@@ -305,8 +348,7 @@ SET state = 'active',
     finished_at = NULL,
     worker_id = %(worker_id)s,
     progress = NULL
-FROM picked
-WHERE j.id = picked.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
           j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace, j.uid
 
@@ -509,6 +551,23 @@ WITH completed AS (
     RETURNING id
 )
 SELECT id, pg_notify({done_channel}, id::text) FROM completed;
+
+-- name: waiters_absent
+-- A part of exchange, not a statement: true when nobody waits for results (App.wait_for), in
+-- which case the transaction keeps one of the waiters' advisory locks (a random one of 8) in
+-- exclusive mode until it ends. A waiter holds all 8 in shared mode while it waits
+-- (wait_register), so the lock is free only when none waits. One that registers while this
+-- transaction runs waits for it to end before reading its job, so it reads what this
+-- transaction wrote; one that registered before makes this false, and the notification goes.
+-- Two exchanges that pick the same lock at the same moment make the second announce for
+-- nothing: harmless. Evaluated after the jobs were written (the caller's HAVING over them).
+pg_try_advisory_xact_lock({waiters_key}, floor(random() * 8)::int)
+
+-- name: wait_register
+-- A waiter for results says so: it holds the 8 advisory locks of waiters_absent in shared
+-- mode (session-level: until its connection closes), each taken once any exchange that saw no
+-- waiter on it has ended. Run after LISTEN on {schema}_done and before reading the job.
+SELECT count(pg_advisory_lock_shared({waiters_key}, k)) FROM generate_series(0, 7) AS k;
 
 -- name: finished_payload
 -- A part of exchange, not a statement: the payload announcing the ids of the CTE "finished".

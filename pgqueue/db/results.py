@@ -15,8 +15,12 @@ PENDING: Any = object()
 
 
 def listen_done(schema: str) -> Operation[None]:
-    """LISTEN for finished jobs on the connection (autocommit: it takes effect at once)."""
-    yield queries(schema).listen_done, None
+    """LISTEN for finished jobs on the connection (autocommit: it takes effect at once), then
+    register as a waiter, without which the workers announce nothing. Read the job only after
+    this: the registration waits for any worker's statement that finished jobs unannounced."""
+    q = queries(schema)
+    yield q.listen_done, None
+    yield q.wait_register, None
 
 
 def job_result(schema: str, job_id: int) -> Operation[Any]:

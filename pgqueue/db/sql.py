@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from pathlib import Path
 
@@ -22,10 +23,13 @@ def _raw() -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
         queries[name] = "\n".join(lines).strip().rstrip(";")
-    # {name} of another block takes that block's text in (a part two statements share).
-    return {
-        name: _PART.sub(lambda m: queries.get(m.group(1), m.group(0)), text) for name, text in queries.items()
-    }
+
+    # {name} of another block takes that block's text in (a part two statements share), and
+    # so on for the parts a part names.
+    def expand(text: str) -> str:
+        return _PART.sub(lambda m: expand(queries[m.group(1)]) if m.group(1) in queries else m.group(0), text)
+
+    return {name: expand(text) for name, text in queries.items()}
 
 
 def channel(schema: str) -> str:
@@ -39,11 +43,20 @@ def done_channel(schema: str) -> str:
     return f"{schema}_done"
 
 
+def waiters_key(schema: str) -> int:
+    """The first key of the advisory locks by which waiters for a schema's results make themselves
+    known (``wait_register`` and ``waiters_absent`` in ``queries.sql``): a stable signed 32-bit
+    number drawn from the schema's name."""
+    digest = hashlib.sha256(f"pgqueue waiters {schema}".encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
 class Queries:
     """The named statements with ``{schema}`` (and ``{channel}``, its LISTEN channel) bound.
 
     ``{jobs_channel}`` and ``{done_channel}`` are the two channels as literals (for ``pg_notify``),
-    ``{done_listen}`` the second as an identifier (for ``LISTEN``).
+    ``{done_listen}`` the second as an identifier (for ``LISTEN``), ``{waiters_key}`` the
+    schema's :func:`waiters_key`.
 
     ``{version_table}`` is the alembic version table, ``{version_table_name}`` its name as a literal.
 
@@ -59,6 +72,7 @@ class Queries:
             "jobs_channel": sql.Literal(channel(schema)),
             "done_channel": sql.Literal(done_channel(schema)),
             "done_listen": sql.Identifier(done_channel(schema)),
+            "waiters_key": sql.Literal(waiters_key(schema)),
             "version_table": sql.Identifier(VERSION_TABLE),
             "version_table_name": sql.Literal(VERSION_TABLE),
         }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -54,6 +56,12 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
 
 async def wait_any(*events: asyncio.Event, timeout: float) -> None:
     """Wait until one of the events is set, or ``timeout`` seconds pass."""
+    if len(events) == 1:
+        # Awaited directly: a wake-up reaches the waiter without passing through a task of its own.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await events[0].wait()
+        return
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -101,3 +109,21 @@ def remove_signals(installed: list[signal.Signals]) -> None:
     loop = asyncio.get_running_loop()
     for sig in installed:
         loop.remove_signal_handler(sig)
+
+
+async def wait_tasks(tasks: set[asyncio.Task[None]], hard_stop: asyncio.Event, grace: float) -> None:
+    """Wait for ``tasks`` until ``grace`` seconds pass or ``hard_stop`` is set."""
+    hard = asyncio.ensure_future(hard_stop.wait())
+    deadline = time.monotonic() + grace
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    try:
+        while pending and not hard.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            _, pending = await asyncio.wait(
+                {*pending, hard}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(hard)
+    finally:
+        hard.cancel()

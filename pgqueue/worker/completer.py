@@ -3,7 +3,9 @@
 Finishing jobs free slots, and the claim loop's next exchange records their outcomes in the
 same statement and transaction as its next claim (one commit instead of two). What the claim
 loop does not take along within ``FLUSH_DELAY`` (jobs that finished while the queue was empty,
-or while the claim loop waited) the completer's own loop records.
+or while the claim loop waited) the completer's own loop records; not while a claim is in
+flight: the claim loop mostly claims again as soon as it returns, and takes them along (if it
+does not, the flush follows that claim).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Completer(Service):
         """The batches exchanges are recording right now (this loop's and the claim loop's), by id()."""
         self.ready = asyncio.Event()
         self.events = runtime.events
+        self.claims = 0
+        """Exchanges with a claim in flight: the claim loop takes what is waiting with its next one."""
 
     def add(self, result: Result) -> None:
         self.results.append(result)
@@ -95,6 +99,11 @@ class Completer(Service):
             await self.ready.wait()
             self.ready.clear()
             await asyncio.sleep(FLUSH_DELAY)
+            if self.claims:
+                # The claim loop claims again as soon as this claim returns (it claims ahead, or
+                # into the slots these jobs freed), recording them with it: one commit, not two.
+                self.ready.set()
+                continue
             try:
                 await self.flush()
                 failures = 0
@@ -151,22 +160,28 @@ class Completer(Service):
         one commit (or, given ``conn``, in its open transaction). Arrays go as literals built here:
         adapting lists element by element cost the worker more CPU than anything else in a drain."""
         self._in_flight[id(batch)] = batch
+        started = time.perf_counter()
+        if claim is not None:
+            self.claims += 1
         try:
-            if self.events is None or claim is None:
-                return await self._exchange(batch, claim, conn)
-            started = time.perf_counter()
             claimed = await self._exchange(batch, claim, conn)
-            self.events.claimed(len(claimed), time.perf_counter() - started)
-            return claimed
         finally:
             del self._in_flight[id(batch)]
+            if claim is not None:
+                self.claims -= 1
+        if claim is not None and self.events is not None:
+            self.events.claimed(len(claimed), time.perf_counter() - started)
+        return claimed
 
     async def _exchange(
         self, batch: list[Result], claim: dict[str, Any] | None, conn: AsyncConnection[Any] | None = None
     ) -> list[ClaimedJob]:
+        # A worker of one queue without capped types names its queue ("queue"): the statements
+        # for that case are smaller to plan.
+        one = (claim or self.no_claim).get("queue") is not None
         if not batch and claim is not None and claim["capped"] == "{}":
             async with self.db.pooled() as conn:
-                cur = await conn.execute(self.q.claim, claim)
+                cur = await conn.execute(self.q.claim_one if one else self.q.claim, claim)
                 return ClaimedJob.from_rows((await cur.fetchone())[2])  # type: ignore[index]
         done = [r for r in batch if r.outcome.ok]
         failed = [r for r in batch if not r.outcome.ok]
@@ -186,7 +201,7 @@ class Completer(Service):
             **(claim or self.no_claim),
         }
         async with self.db.pooled() if conn is None else nullcontext(conn) as conn:
-            cur = await conn.execute(self.q.exchange, params)
+            cur = await conn.execute(self.q.exchange_one if one else self.q.exchange, params)
             completed, failures, claimed, _ = await cur.fetchone()  # type: ignore[misc]
         if batch:
             self.recorded += 1

@@ -17,7 +17,6 @@ import socket
 import time
 import uuid
 from collections import Counter
-from typing import Any
 
 import psycopg
 
@@ -26,7 +25,8 @@ from ..context import JobContext
 from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
-from .aio import cancelling, describe, install_signals, remove_signals, retry_delay, wait_any
+from .ahead import ClaimAhead
+from .aio import describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
 from .completer import Completer
 from .database import WorkerDatabase
 from .events import announce_start
@@ -36,13 +36,15 @@ from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
 from .progress import ProgressWriter
-from .records import ClaimedJob, Result, Running
+from .records import ClaimedJob, Result, Running, report_lost
 from .runtime import Runtime
 from .scheduler import CHECK_INTERVAL, Scheduler
 from .service import Lane, Service
 from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
+
+HARD_STOP = "hard stop"
 
 
 class Worker:
@@ -61,7 +63,10 @@ class Worker:
             for name, task in runtime.tasks.items()
         }
         self.caps = {name: cap for name, cap in caps.items() if cap is not None and cap < config.concurrency}
+        # One queue and no capped type: the simpler statements (exchange_one, claim_one) do.
+        self.one_queue = self.queues[0] if len(self.queues) == 1 and not self.caps else None
         self.running: dict[int, Running] = {}
+        self.ahead = ClaimAhead(self.running, config.concurrency, config.claim_ahead and not self.caps)
         self.per_type: Counter[str] = Counter()
         self.executors = Executors()
         self.stopping = False
@@ -70,6 +75,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.hard_stop = asyncio.Event()
+        self.claiming: asyncio.Task[None] | None = None
         self.db = WorkerDatabase(
             runtime, io_timeout=max(5.0, config.lease_seconds / 2), async_commit=config.async_commit
         )
@@ -81,6 +87,7 @@ class Worker:
             "caps": "{}",
             "lease_seconds": config.lease_seconds,
             "worker_id": self.worker_id,
+            "queue": self.one_queue,
         }
         self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
@@ -183,6 +190,8 @@ class Worker:
         else:
             log.warning("stopping now: handing running jobs back")
             self.hard_stop.set()
+            if self.claiming is not None:
+                self.claiming.cancel(HARD_STOP)
         self.stopping = True
         self.wake.set()
         self.slot_freed.set()
@@ -193,8 +202,9 @@ class Worker:
         failures = 0
         lost_claims = False  # a claim failed: it may have committed with its answer lost
         while not self.stopping:
-            free = self.config.concurrency - len(self.running)
-            if free <= 0:
+            free = self.config.concurrency - self.ahead.started()
+            limit = free + self.ahead.room() if free > 0 or not self.ahead.waiting else 0
+            if limit <= 0:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
@@ -204,10 +214,10 @@ class Worker:
                 if lost_claims:
                     await self.handback.lost_claims([*self.running, *self.completer.pending()])
                     lost_claims = False
-                claimed = await self._claim_unless_stopped(free)
+                claimed = await self._claim_unless_stopped(limit)
                 failures = 0
-            except asyncio.CancelledError:
-                if self.hard_stop.is_set() and not cancelling():
+            except asyncio.CancelledError as exc:
+                if exc.args == (HARD_STOP,) and asyncio.current_task().uncancel() == 0:  # type: ignore[union-attr]
                     return
                 raise
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -225,7 +235,7 @@ class Worker:
                 continue
             for job in claimed:
                 self._start(job)
-            if claimed and (len(claimed) >= free or self.flow.active):
+            if claimed and (len(claimed) >= limit or self.flow.active):
                 continue
             if self.config.burst:
                 # Done once a claim finds nothing with nothing running, and no outcome was recorded
@@ -250,15 +260,13 @@ class Worker:
     async def _claim_unless_stopped(self, limit: int) -> list[ClaimedJob]:
         """Claim, but give up the round trip at once on a hard stop (raising CancelledError): a
         claim that committed all the same leaves its jobs to be rescued when their leases expire."""
-        claiming = asyncio.ensure_future(self._claim(limit))
-        stop = asyncio.ensure_future(self.hard_stop.wait())
+        # In the claim loop's own task, not one of its own: the claim is then sent before the
+        # jobs just started run, not after them (which would undo claiming ahead).
+        self.claiming = asyncio.current_task()
         try:
-            await asyncio.wait({claiming, stop}, return_when=asyncio.FIRST_COMPLETED)
+            return await self._claim(limit)
         finally:
-            stop.cancel()
-            if not claiming.done():
-                claiming.cancel()
-        return await claiming
+            self.claiming = None
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         """Claim up to ``limit`` jobs, recording the outcomes waiting to be recorded in the same
@@ -273,11 +281,16 @@ class Worker:
             "caps": number_array([self.caps[name] - self.per_type[name] for name in capped]),
             "lease_seconds": self.config.lease_seconds,
             "worker_id": self.worker_id,
+            "queue": self.one_queue,
         }
         batch = self.completer.take()
+        started = time.monotonic()
         try:
-            exchange = self.flow.claim if self.flow.active else self.completer.exchange
-            return await exchange(batch, params)
+            if self.flow.active:
+                return await self.flow.claim(batch, params)
+            claimed = await self.completer.exchange(batch, params)
+            self.ahead.claimed(time.monotonic() - started)
+            return claimed
         except BaseException:
             self.completer.put_back(batch)
             raise
@@ -295,10 +308,15 @@ class Worker:
         self.progress.forget(job_id)
 
     def _start(self, job: ClaimedJob) -> None:
-        running = Running(job)
-        self.running[job.id] = running
-        self.per_type[job.type] += 1
-        running.task = asyncio.create_task(self._run_job(running), name=f"pgqueue-job-{job.id}")
+        running = self.running[job.id] = Running(job)
+        if self.ahead.started() > self.config.concurrency:
+            self.ahead.waiting.append(running)  # claimed ahead: starts when a slot frees
+        else:
+            self._run(running)
+
+    def _run(self, running: Running) -> None:
+        self.per_type[running.job.type] += 1
+        running.task = asyncio.create_task(self._run_job(running), name=f"pgqueue-job-{running.job.id}")
 
     async def _run_job(self, running: Running) -> None:
         job = running.job
@@ -335,7 +353,11 @@ class Worker:
             self.running.pop(job.id, None)
             self.per_type[job.type] -= 1
             self.slot_freed.set()
+            waiting = None if self.stopping else self.ahead.next()
+            if waiting is not None:
+                self._run(waiting)
         duration = time.monotonic() - started
+        self.ahead.job_ran(duration)
         last_report = self.progress.take(job.id)
         if last_report is not None and not running.lost:
             await self.progress.write_last(job.id, last_report)
@@ -343,22 +365,7 @@ class Worker:
             events.job_ended(job, outcome, duration)
         handler_completed = context is not None and context._completed
         if running.lost:
-            if handler_completed:
-                # Lost after complete() had succeeded: either that transaction rolled back (the
-                # heartbeat then found the lease gone: it has warned) or the job was being handed
-                # back at shutdown after it committed. The row says which; nothing is recorded here.
-                log.info(
-                    "job %s stopped after its handler completed it in its own transaction "
-                    "(completed if that transaction committed)",
-                    job.id,
-                    extra={"job_id": job.id, "type": job.type, "outcome": "handler-completed"},
-                )
-                return
-            log.warning(
-                "job %s finished after it was cancelled or its lease lost; its outcome is not recorded",
-                job.id,
-                extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
-            )
+            report_lost(job, handler_completed)
             return
         # A job its handler completed still goes through the usual batch: if the handler's
         # transaction rolled back, the worker's own completion (or failure) applies as usual;
@@ -368,10 +375,14 @@ class Worker:
     # --- shutdown ------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        """After the claim loop: let running jobs finish within the grace period, then hand the rest back."""
+        """After the claim loop: hand back the jobs claimed ahead at once, let running jobs finish
+        within the grace period, then hand the rest back."""
+        ahead = self.ahead.release()
+        if ahead:
+            await self.handback.release(ahead)
         tasks = {r.task for r in self.running.values() if r.task is not None}
         if tasks and not self.hard_stop.is_set():
-            await self._wait_tasks(tasks)
+            await wait_tasks(tasks, self.hard_stop, self.config.shutdown_grace)
         leftover = list(self.running.values())
         if not leftover:
             return
@@ -381,20 +392,3 @@ class Worker:
                 running.task.cancel()
         await asyncio.gather(*(r.task for r in leftover if r.task is not None), return_exceptions=True)
         await self.handback.release([r.job for r in leftover])
-
-    async def _wait_tasks(self, tasks: set[asyncio.Task[None]]) -> None:
-        """Wait for ``tasks`` until the grace period ends or a hard stop comes."""
-        hard = asyncio.ensure_future(self.hard_stop.wait())
-        deadline = time.monotonic() + self.config.shutdown_grace
-        pending: set[asyncio.Future[Any]] = set(tasks)
-        try:
-            while pending and not hard.done():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                _, pending = await asyncio.wait(
-                    {*pending, hard}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                pending.discard(hard)
-        finally:
-            hard.cancel()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..context import JobContext
 from .executors import Outcome
+
+log = logging.getLogger("pgqueue.worker")
 
 
 @dataclass(slots=True)
@@ -60,3 +63,24 @@ class Result(NamedTuple):
     handler_completed: bool = False
     """The handler completed the job itself, with JobContext.complete (its transaction may have
     rolled back since)."""
+
+
+def report_lost(job: ClaimedJob, handler_completed: bool) -> None:
+    """Log a job that ended after it was cancelled, its lease lost, or handed back: its outcome
+    is not recorded."""
+    if handler_completed:
+        # Lost after complete() had succeeded: either that transaction rolled back (the
+        # heartbeat then found the lease gone: it has warned) or the job was being handed
+        # back at shutdown after it committed. The row says which; nothing is recorded here.
+        log.info(
+            "job %s stopped after its handler completed it in its own transaction "
+            "(completed if that transaction committed)",
+            job.id,
+            extra={"job_id": job.id, "type": job.type, "outcome": "handler-completed"},
+        )
+        return
+    log.warning(
+        "job %s finished after it was cancelled or its lease lost; its outcome is not recorded",
+        job.id,
+        extra={"job_id": job.id, "type": job.type, "outcome": "lease-lost"},
+    )

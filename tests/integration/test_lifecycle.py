@@ -14,6 +14,7 @@ import pytest
 
 import lifecycle_handlers
 import pgqueue
+from pgqueue.db.sql import queries
 from pgqueue.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -254,6 +255,94 @@ async def test_wait_for_a_cancel_a_timeout_and_an_unknown_job(app, conn):
         app.wait_for(10**12, timeout=1)
     with pytest.raises(pgqueue.JobNotFound):
         await app.await_result(10**12, timeout=1)
+
+
+def exchange_params(done: list[tuple[int, str]]) -> dict[str, Any]:
+    """The exchange's parameters for completing ``done`` (id, lease) and claiming nothing."""
+    ids = ",".join(str(job_id) for job_id, _ in done)
+    leases = ",".join(lease for _, lease in done)
+    empty = {f"failed_{name}": "{}" for name in ("id", "lease", "error", "retry_in", "duration")}
+    return {
+        "done_id": f"{{{ids}}}",
+        "done_lease": f"{{{leases}}}",
+        "done_output": "{}",
+        "done_duration": "{" + ",".join("0.001" for _ in done) + "}",
+        **empty,
+        "queues": "{}",
+        "limit": 0,
+        "full": "{}",
+        "capped": "{}",
+        "caps": "{}",
+        "lease_seconds": 60.0,
+        "worker_id": "test",
+    }
+
+
+def claim_by_hand(conn: psycopg.Connection[Any], job_id: int) -> str:
+    """Make the job active with a lease, as a claim would; its lease id."""
+    found = conn.execute(
+        "UPDATE pgqueue.job SET state = 'active', attempts = attempts + 1, lease_id = gen_random_uuid(),"
+        " lease_expires_at = now() + interval '60 s', started_at = now() WHERE id = %s RETURNING lease_id::text",
+        (job_id,),
+    ).fetchone()
+    assert found is not None
+    return str(found[0])
+
+
+async def test_exchanges_announce_finished_jobs_only_while_someone_waits(app, conn, dsn):
+    @app.task("echo")
+    async def echo(n: int) -> int:
+        return n
+
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgqueue_done")
+
+        def heard() -> list[str]:
+            return [n.payload for n in listener.notifies(timeout=0.3)]
+
+        first = echo.enqueue(n=1)
+        await app.adrain()
+        assert row(conn, first)[0] == "completed"
+        assert heard() == []  # nobody waited: no NOTIFY, no lock on every commit
+        with psycopg.connect(dsn, autocommit=True) as waiter:
+            waiter.execute(queries("pgqueue").wait_register)
+            second = echo.enqueue(n=2)
+            await app.adrain()
+            assert heard() == [str(second)]
+        third = echo.enqueue(n=3)
+        await app.adrain()
+        assert row(conn, third)[0] == "completed"
+        assert heard() == []  # the waiter's locks went with its connection
+
+
+async def test_a_wait_that_begins_during_an_unannounced_exchange_reads_what_it_wrote(app, conn, dsn):
+    @app.task("echo")
+    async def echo(n: int) -> int:
+        return n
+
+    job_id = echo.enqueue(n=5)
+    lease = claim_by_hand(conn, job_id)
+    with psycopg.connect(dsn) as worker:  # a transaction: the exchange stays uncommitted
+        completed = worker.execute(
+            queries("pgqueue").exchange, exchange_params([(job_id, lease)])
+        ).fetchone()
+        assert completed is not None and completed[0] == [job_id] and completed[3] is None  # unannounced
+        waiting = asyncio.create_task(app.await_result(job_id, timeout=20))
+        # The wait registers only once that transaction ends: it cannot read the job before.
+        await until(
+            lambda: conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'pgqueue-wait' AND wait_event_type = 'Lock'"
+            ).fetchone()
+            == (1,)
+        )
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        worker.commit()
+    # Read after the commit: not left to the 30 s recheck for a notification that never comes.
+    started = time.monotonic()
+    assert await asyncio.wait_for(waiting, 10) is None  # echo's output was not recorded by hand
+    assert time.monotonic() - started < 5
 
 
 # --- progress ------------------------------------------------------------------------------------

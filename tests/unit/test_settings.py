@@ -48,7 +48,7 @@ def test_every_worker_config_field_is_a_flag_or_deliberately_not() -> None:
     for name, _, spec in declared(WorkerConfig):
         if name in NO_FLAG:
             continue
-        expected = "--no-listen" if name == "listen" else "--" + name.replace("_", "-")
+        expected = ("--no-" if spec.negate else "--") + name.replace("_", "-")
         assert spec.flag == expected
         assert spec.env == "PGQUEUE_" + param_name(spec).upper()
         assert spec.help
@@ -59,7 +59,7 @@ def test_the_defaults_are_those_of_the_public_api() -> None:
         queues=None, concurrency=10, burst=False, poll_interval=1.0, shutdown_grace=30.0, listen=True,
         lease_seconds=15.0, rescue_interval=5.0, prune_interval=60.0, completed_retention=86400.0,
         failed_retention=7 * 86400.0, worker_id=None, xmin_warning=300.0, async_commit=False,
-        listen_database_url=None,
+        listen_database_url=None, claim_ahead=True,
     )
 
 
@@ -85,6 +85,7 @@ NON_DEFAULT = {
     "failed_retention": ("11", 11.0),
     "xmin_warning": ("12", 12.0),
     "async_commit": ("yes", True),
+    "claim_ahead": ("true", False),
     "metrics_port": ("9100", 9100),
     "vacuum_interval": ("30", 30.0),
     "processes": ("3", 3),
