@@ -76,14 +76,15 @@ class FlowControl:
         }
         self.limited_queues: list[str] | None = None
         """This worker's queues that have limits, as the watch last read them; None until its
-        first read (claims until then are limited ones: a limited queue is never claimed plainly)."""
+        first read (right at start). Until then claims are plain ones, whose scan skips every
+        queue with limits: a limited queue is never claimed plainly, only a little later."""
         self.next_room: float | None = None
         """When (time.monotonic()) the oldest start of a rate-limited scope leaves its window."""
 
     @property
     def active(self) -> bool:
         """Whether claims go through claim_limited: some task or queue of this worker has limits."""
-        return self.typed or self.limited_queues is None or bool(self.limited_queues)
+        return self.typed or bool(self.limited_queues)
 
     def services(self, lane: Lane, interval: float) -> list[Periodic]:
         """The duty that reads which of the worker's queues have limits, unless its tasks already
