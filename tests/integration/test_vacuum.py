@@ -95,7 +95,7 @@ async def test_the_vacuum_duty_vacuums_a_churned_job_table(app, conn, caplog):
     async def noop() -> None: ...
 
     caplog.set_level(logging.INFO, "pgqueue.worker")
-    noop.enqueue_many([{} for _ in range(3000)])
+    noop.enqueue_many([{} for _ in range(6000)])
     assert job_stats(conn)[1] is None
     config = WorkerConfig(
         poll_interval=0.2, concurrency=50, completed_retention=0, prune_interval=0.2, vacuum_interval=1
@@ -112,7 +112,7 @@ async def test_the_vacuum_duty_vacuums_a_churned_job_table(app, conn, caplog):
 
     await run_while(worker, vacuumed_after_the_churn, timeout=40)
     assert "vacuumed the job table" in caplog.text
-    # 3,000 completions and deletions leave thousands of dead rows; the vacuums reclaim them.
+    # 6,000 completions and deletions leave thousands of dead rows; the vacuums reclaim them.
     assert most_dead[0] > 1000
     assert "this worker's vacuum duty (every 1s) vacuums the job table" in caplog.text
 
