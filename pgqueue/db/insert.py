@@ -124,19 +124,16 @@ def make_template(
         queue=merged.queue or DEFAULT_QUEUE,
         priority=merged.priority or 0,
         max_attempts=resolve_option("max_attempts", options.max_attempts, task_options, defaults) or 1,
-        run_at=merged.run_at,
-        delay=merged.delay,
-        retry_delay=merged.retry_delay,
-        retry_backoff=merged.retry_backoff,
-        retry_delay_max=merged.retry_delay_max,
-        timeout=merged.timeout,
-        unique_key=merged.unique_key,
-        unique_for=merged.unique_for,
-        debounce=merged.debounce,
-        concurrency_key=merged.concurrency_key,
-        dead_letter=merged.dead_letter,
-        depends_on=merged.depends_on,
+        **{name: getattr(merged, name) for name in _AS_GIVEN},
     )
+
+
+_AS_GIVEN = tuple(
+    name
+    for name in JobTemplate.__dataclass_fields__
+    if name not in ("type", "queue", "priority", "max_attempts", "values")
+)
+"""The template's fields taken from the merged options as they are."""
 
 
 def insert_jobs(
