@@ -29,7 +29,7 @@ class Deepest(collections.deque):  # type: ignore[type-arg]
 
 
 def watched(app: pgqueue.App, **config: Any) -> Worker:
-    worker = Worker(app.runtime(), WorkerConfig(**{"poll_interval": 0.2, **config}))
+    worker = Worker(app.runtime(), WorkerConfig(**{"poll_interval": 0.2, "claim_ahead": True, **config}))
     worker.ahead.waiting = Deepest()
     return worker
 

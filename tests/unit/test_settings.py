@@ -59,7 +59,7 @@ def test_the_defaults_are_those_of_the_public_api() -> None:
         queues=None, concurrency=10, burst=False, poll_interval=1.0, shutdown_grace=30.0, listen=True,
         lease_seconds=15.0, rescue_interval=5.0, prune_interval=60.0, completed_retention=86400.0,
         failed_retention=7 * 86400.0, worker_id=None, xmin_warning=300.0, async_commit=False,
-        listen_database_url=None, claim_ahead=True,
+        listen_database_url=None, claim_ahead=False,
     )
 
 
@@ -85,7 +85,7 @@ NON_DEFAULT = {
     "failed_retention": ("11", 11.0),
     "xmin_warning": ("12", 12.0),
     "async_commit": ("yes", True),
-    "claim_ahead": ("true", False),
+    "claim_ahead": ("true", True),
     "metrics_port": ("9100", 9100),
     "vacuum_interval": ("30", 30.0),
     "processes": ("3", 3),
