@@ -3,21 +3,20 @@ places are freed by rescue, and rate limits hold over every sliding window."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 import flow_app
+import processes
+from processes import worker_processes
 
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -28,35 +27,11 @@ def spans(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 @pytest.fixture
 def workers(dsn: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*flags: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue", "work", "flow_app:app", "--poll-interval", "0.5",
-             "--log-level", "warning", *flags],
-            cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in started:
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate(timeout=10)
+    yield from worker_processes(dsn, "flow_app:app", "--poll-interval", "0.5", "--log-level", "warning", graceful=True)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.1)
+    processes.wait_for(condition, timeout, what, every=0.1)
 
 
 def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,36 +12,14 @@ import pytest
 
 import debounce_app
 import pgqueue
+from processes import wait_for, worker_processes
 
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
 def worker(dsn: str, conn: psycopg.Connection[Any]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     conn.execute(debounce_app.RUNS_DDL)
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*flags: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue", "work", "debounce_app:app", "--poll-interval", "0.2", *flags],
-            cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
+    yield from worker_processes(dsn, "debounce_app:app", "--poll-interval", "0.2")
 
 
 @pytest.mark.timeout(90)
