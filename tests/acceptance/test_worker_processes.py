@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import psycopg
 import pytest
 
 import ledger_app
+from processes import wait_for, worker_processes
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,31 +26,7 @@ def ledger(dsn: str, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 @pytest.fixture
 def workers(dsn: str) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*flags: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue", "work", "ledger_app:app", "--poll-interval", "0.2", *flags],
-            cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
+    yield from worker_processes(dsn, "ledger_app:app", "--poll-interval", "0.2")
 
 
 def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
