@@ -169,7 +169,7 @@ def memory_note(usage: Usage, window: tuple[float, float] = (0.0, float("inf")))
 
 def drain(
     bench: Bench, task: str, processes: int, log_level: str = "warning", async_commit: bool = False,
-    concurrency: int | None = None, claim_ahead: bool = False,
+    concurrency: int | None = None, claim_ahead: bool = True,
 ) -> Result:
     """``drain_jobs`` waiting no-op jobs worked off by ``pgqueue work --burst`` with
     ``--processes N`` (one supervisor, N worker processes), concurrency ``worker_concurrency``
@@ -181,7 +181,7 @@ def drain(
     load_with_enqueue_many(bench, task, jobs)
     flags = ["--burst", "--concurrency", str(concurrency), "--log-level", log_level]
     flags += ["--async-commit"] if async_commit else []
-    flags += ["--claim-ahead"] if claim_ahead else []
+    flags += [] if claim_ahead else ["--no-claim-ahead"]
     if processes > 1:
         flags += ["--processes", str(processes)]
     with bench.meter(SCHEMA) as meter:
@@ -197,7 +197,7 @@ def drain(
     info = log_level != "warning"
     key = (f"pgq.drain.{kind}.p{processes}" + (f".{log_level}" if info else "")
            + (".async_commit" if async_commit else "") + (f".c{concurrency}" if tuned else "")
-           + (".claim_ahead" if claim_ahead else ""))
+           + ("" if claim_ahead else ".no_claim_ahead"))
     window = (mark.on(run, got.first_claim), mark.on(run, got.last_finish))
     early, end, peak = usage.memory(*window)
     notes = [
@@ -206,7 +206,7 @@ def drain(
         "1 process" if processes == 1 else f"--processes {processes}",
         f"--log-level {log_level}" + (" (the default)" if info else ""),
         *(["--async-commit"] if async_commit else []),
-        *(["--claim-ahead"] if claim_ahead else []),
+        *([] if claim_ahead else ["--no-claim-ahead"]),
         f"worker CPU {usage.cpu_s:.2f} s ({startup:.2f} s of it start-up)",
         memory_note(usage, window),
     ]
@@ -218,7 +218,7 @@ def drain(
         key=key,
         title=f"drain, {kind} no-op, {processes} process{'es' if processes > 1 else ''}"
         + (f", {log_level.upper()} logs" if info else "") + (", --async-commit" if async_commit else "")
-        + (f", --concurrency {concurrency}" if tuned else "") + (", --claim-ahead" if claim_ahead else ""),
+        + (f", --concurrency {concurrency}" if tuned else "") + ("" if claim_ahead else ", --no-claim-ahead"),
         value=done / seconds,
         unit="jobs/s",
         jobs=done,

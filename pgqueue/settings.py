@@ -58,6 +58,8 @@ class Setting:
     low_open: bool = False
     high_open: bool = False
     negate: bool = False
+    off: str | None = None
+    """For a boolean setting on by default: the flag that turns it off (``flag`` turns it on)."""
     choices: tuple[str, ...] = ()
     names: str | None = None
     """For a str or list setting: what each value names (``"queue"``), checked with validate_name."""
@@ -282,21 +284,21 @@ class WorkerConfig:
     on a connection of its own: give it a direct URL (``listen_database_url``), not a pooler in
     transaction mode."""
     claim_ahead: bool = setting(
-        False,
+        True,
         bool,
         env="PGQUEUE_CLAIM_AHEAD",
         flag="--claim-ahead",
+        off="--no-claim-ahead",
         help="Claim jobs ahead: a worker of jobs shorter than a round trip to the database claims "
-        "the next ones while its jobs run (they wait in the worker for a slot). Experimental: "
-        "off by default.",
+        "the next ones while its jobs run (they wait in the worker for a slot).",
     )
     """Let a worker whose jobs finish faster than a round trip to the database claim about as
     many jobs as its running ones will have freed by the time the claim returns (at most
     ``concurrency``), so that its slots never wait for the database. Those jobs are active and
     leased (the heartbeat renews them) while they wait in the worker, at most about one round
-    trip; shutdown hands them back at once. Jobs that run longer than a round trip are never
-    claimed ahead. Off by default (experimental): in a failover test with asynchronous
-    replication a job claimed ahead ran twice under one lease now and then."""
+    trip; shutdown hands them back at once, and a lost connection drops them (the server may have
+    failed over, forgetting their claims). Jobs that run longer than a round trip are never
+    claimed ahead."""
     async_commit: bool = setting(
         False,
         bool,
@@ -412,7 +414,9 @@ def worker_argv(config: WorkerConfig, process: ProcessSettings) -> list[str]:
             value = getattr(values, name)
             if spec.flag is None or value is None:
                 continue
-            if spec.kind is bool:
+            if spec.kind is bool and spec.off is not None:
+                argv += [spec.flag if value else spec.off]
+            elif spec.kind is bool:
                 argv += [spec.flag] if value != spec.negate else []
             elif spec.kind is list:
                 argv += [spec.flag, ",".join(value)] if value else []

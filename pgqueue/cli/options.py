@@ -47,7 +47,10 @@ def option(name: str, default: Any, spec: Setting) -> inspect.Parameter:
     """The typer parameter of one setting's flag."""
     kwargs: dict[str, Any] = {"envvar": spec.env, "help": spec.help}
     annotation: Any
-    if spec.kind is bool:
+    flags = [spec.flag or ""]
+    if spec.kind is bool and spec.off is not None:
+        annotation, flags = bool, [f"{spec.flag}/{spec.off}"]
+    elif spec.kind is bool:
         annotation, default = bool, False  # the flag's presence sets the non-default value
     elif spec.kind is list:
         annotation, default = str | None, None
@@ -68,7 +71,7 @@ def option(name: str, default: Any, spec: Setting) -> inspect.Parameter:
         param_name(spec),
         inspect.Parameter.KEYWORD_ONLY,
         default=default,
-        annotation=Annotated[annotation, typer.Option(spec.flag, **kwargs)],
+        annotation=Annotated[annotation, typer.Option(*flags, **kwargs)],
     )
 
 

@@ -69,6 +69,16 @@ class ClaimAhead:
             self.running.pop(running.job.id, None)
         return None
 
+    def drop(self) -> int:
+        """A connection was lost: forget the jobs waiting here, how many. Their claim may be gone
+        with a server that failed over (the standby never saw it, and another worker may claim
+        them again): they must not start. Those whose claim stands are handed back by the claim
+        loop once it reaches the database (they are no longer in ``running``)."""
+        dropped = len(self.waiting)
+        while self.waiting:
+            self.running.pop(self.waiting.popleft().job.id, None)
+        return dropped
+
     def release(self) -> list[ClaimedJob]:
         """At shutdown: the jobs that never started, to hand back at once."""
         jobs = []

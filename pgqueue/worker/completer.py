@@ -203,14 +203,43 @@ class Completer(Service):
         async with self.db.pooled() if conn is None else nullcontext(conn) as conn:
             cur = await conn.execute(self.q.exchange_one if one else self.q.exchange, params)
             completed, failures, claimed, _ = await cur.fetchone()  # type: ignore[misc]
+        jobs = ClaimedJob.from_rows(claimed)
         if batch:
             self.recorded += 1
+            if jobs and len(completed or ()) + len(failures or ()) < len(batch):
+                done, failed, jobs = self._claimed_again(done, failed, completed, failures, jobs)
         if done:
             self._report(done, set(completed or ()), "completed")
         if failed:
             states = {job_id: state for job_id, state in failures or ()}
             self._report(failed, set(states), "failed", states)
-        return ClaimedJob.from_rows(claimed)
+        return jobs
+
+    def _claimed_again(
+        self, done: list[Result], failed: list[Result], completed: Any, failures: Any, jobs: list[ClaimedJob]
+    ) -> tuple[list[Result], list[Result], list[ClaimedJob]]:
+        """Outcomes the statement could not record, of jobs it claimed again: their claim was lost
+        (a server that failed over never saw it). They are recorded under the new claim with the
+        next statement, rather than the job run again."""
+        recorded = set(completed or ()) | {job_id for job_id, _ in failures or ()}
+        claimed = {job.id: job for job in jobs}
+        again = {
+            r.job.id
+            for r in (*done, *failed)
+            if r.job.id in claimed and r.job.id not in recorded and not r.handler_completed
+        }
+        for result in (*done, *failed):
+            if result.job.id in again:
+                self.add(result._replace(job=claimed[result.job.id]))
+                log.info(
+                    "job %s: claimed again (its claim was lost): its outcome goes with the new claim",
+                    result.job.id,
+                )
+        return (
+            [r for r in done if r.job.id not in again],
+            [r for r in failed if r.job.id not in again],
+            [job for job in jobs if job.id not in again],
+        )
 
     def retry_in(self, job: ClaimedJob) -> float | None:
         """Seconds until the next attempt, or None when the job must fail for good."""

@@ -21,7 +21,6 @@ from collections import Counter
 import psycopg
 
 from ..codec import number_array, text_array
-from ..context import JobContext
 from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
@@ -76,6 +75,7 @@ class Worker:
         self.slot_freed = asyncio.Event()
         self.hard_stop = asyncio.Event()
         self.claiming: asyncio.Task[None] | None = None
+        self.lost_claims = False  # a claim's answer was lost, or jobs claimed ahead dropped
         self.db = WorkerDatabase(
             runtime, io_timeout=max(5.0, config.lease_seconds / 2), async_commit=config.async_commit
         )
@@ -92,6 +92,7 @@ class Worker:
         self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
         self.handback = HandBack(self.db, self.q, self.channel, self.worker_id, self.stats)
+        self.db.outage.on_lost.append(self._connection_lost)
         self.progress = ProgressWriter(self.db, self.q)
         lane = Lane(self.db, self.q)
         self.flow = FlowControl(self.db, self.q, runtime.tasks, self.completer, self.queues, self.slot_freed)
@@ -200,21 +201,20 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         failures = 0
-        lost_claims = False  # a claim failed: it may have committed with its answer lost
         while not self.stopping:
             free = self.config.concurrency - self.ahead.started()
             limit = free + self.ahead.room() if free > 0 or not self.ahead.waiting else 0
-            if limit <= 0:
+            if limit <= 0 and not self.lost_claims:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
             self.wake.clear()
             recorded = self.completer.recorded
             try:
-                if lost_claims:
+                if self.lost_claims:
                     await self.handback.lost_claims([*self.running, *self.completer.pending()])
-                    lost_claims = False
-                claimed = await self._claim_unless_stopped(limit)
+                    self.lost_claims = False
+                claimed = await self._claim_unless_stopped(limit) if limit > 0 else []
                 failures = 0
             except asyncio.CancelledError as exc:
                 if exc.args == (HARD_STOP,) and asyncio.current_task().uncancel() == 0:  # type: ignore[union-attr]
@@ -228,7 +228,7 @@ class Worker:
                 ) from None
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
-                lost_claims = True
+                self.lost_claims = True
                 delay = retry_delay(failures)
                 self.db.outage.report(exc, "claim failed (%s); retrying in %.1fs", describe(exc), delay)
                 await self._sleep(delay)
@@ -295,6 +295,12 @@ class Worker:
             self.completer.put_back(batch)
             raise
 
+    def _connection_lost(self) -> None:
+        """A connection failed (the server may have failed over): jobs claimed ahead do not start."""
+        if self.ahead.drop():
+            self.lost_claims = True  # handed back by the claim loop's next round trip
+            self.slot_freed.set()
+
     # --- running -------------------------------------------------------------------------
 
     def cancel_running(self, job_id: int, lease_id: str) -> None:
@@ -308,6 +314,10 @@ class Worker:
         self.progress.forget(job_id)
 
     def _start(self, job: ClaimedJob) -> None:
+        held = self.running.get(job.id)
+        if held is not None:  # claimed again while held here: see Running.claimed_again
+            held.claimed_again(job, self.progress.sink)
+            return
         running = self.running[job.id] = Running(job)
         if self.ahead.started() > self.config.concurrency:
             self.ahead.waiting.append(running)  # claimed ahead: starts when a slot frees
@@ -333,28 +343,15 @@ class Worker:
                 )
             else:
                 timeout = resolve_option("timeout", job.timeout, task.options, self.runtime.defaults)
-                context = JobContext(
-                    job.id,
-                    job.type,
-                    job.queue,
-                    job.attempts,
-                    job.max_attempts,
-                    lease_id=job.lease_id,
-                    schema=self.runtime.schema,
-                    started=started,
-                    _uid=job.uid,
-                )
-                object.__setattr__(context, "_progress_sink", self.progress.sink(job.id, job.lease_id))
-                running.context = context
-                if running.lost:  # cancelled before it started
-                    context._cancel_event.set()
+                context = running.open_context(self.runtime.schema, started, self.progress.sink)
                 outcome = await self.executors.run(task, job.data, timeout, context)
         finally:
             self.running.pop(job.id, None)
             self.per_type[job.type] -= 1
             self.slot_freed.set()
-            waiting = None if self.stopping else self.ahead.next()
-            if waiting is not None:
+            if running.then is not None:
+                self._start(running.then)
+            elif (waiting := None if self.stopping else self.ahead.next()) is not None:
                 self._run(waiting)
         duration = time.monotonic() - started
         self.ahead.job_ran(duration)
@@ -370,14 +367,16 @@ class Worker:
         # A job its handler completed still goes through the usual batch: if the handler's
         # transaction rolled back, the worker's own completion (or failure) applies as usual;
         # if it committed, the worker's statement is fenced and the completer counts it completed.
-        self.completer.add(Result(job, outcome, duration, handler_completed))
+        self.completer.add(Result(running.job, outcome, duration, handler_completed))  # its lease now
 
     # --- shutdown ------------------------------------------------------------------------
 
     async def _drain(self) -> None:
         """After the claim loop: hand back the jobs claimed ahead at once, let running jobs finish
         within the grace period, then hand the rest back."""
-        ahead = self.ahead.release()
+        ahead = self.ahead.release() + [r.then for r in self.running.values() if r.then is not None]
+        for running in self.running.values():
+            running.then = None
         if ahead:
             await self.handback.release(ahead)
         tasks = {r.task for r in self.running.values() if r.task is not None}

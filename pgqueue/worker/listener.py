@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -98,20 +99,25 @@ class Listener(Service):
         """Pass on wake-ups for ``quiet`` seconds; then probe. False if the probe was not heard."""
         if quiet > 0:
             async for note in conn.notifies(timeout=quiet):
-                if note.payload in self.queues:
-                    self.wake()
-                elif note.payload.startswith(" cancel "):
-                    self._cancelled(note.payload)
+                self._heard(note.payload)
         async with self.db.pooled() as sender:
             await sender.execute(self.q.notify, {"channel": self.channel, "queues": [self.probe]})
-        async for note in conn.notifies(timeout=3.0):
-            if note.payload in self.queues:
-                self.wake()
-            elif note.payload == self.probe:
-                return True
-            elif note.payload.startswith(" cancel "):
-                self._cancelled(note.payload)
-        return False
+        deadline = time.monotonic() + 3.0
+        heard = False
+        while not heard and (left := deadline - time.monotonic()) > 0:
+            # Whole batches (stop_after ends the loop after the batch that holds the probe): leaving
+            # the loop in the middle of one would drop the notifications that came with the probe.
+            async for note in conn.notifies(timeout=left, stop_after=1):
+                heard = self._heard(note.payload) or heard
+        return heard
+
+    def _heard(self, payload: str) -> bool:
+        """Pass on one notification; True if it is this listener's probe."""
+        if payload in self.queues:
+            self.wake()
+        elif payload.startswith(" cancel "):
+            self._cancelled(payload)
+        return payload == self.probe
 
     def _cancelled(self, payload: str) -> None:
         """A ``" cancel <id> <lease>"`` notice: pass it on if it is well formed."""

@@ -96,8 +96,9 @@ class Heartbeat(Service):
                 "concurrency": self.concurrency,
             },
         )
-        held = [r for r in list(self.running.values()) if not r.lost]
-        jobs = [r.job for r in held] + [job for job in self.finished() if job.id not in self.running]
+        held = [(r, r.job) for r in list(self.running.values()) if not r.lost]
+        jobs = [job for _, job in held] + [job for job in self.finished() if job.id not in self.running]
+        jobs += [r.then for r in list(self.running.values()) if r.then is not None]
         if not jobs:
             return
         cur = await conn.execute(
@@ -110,9 +111,9 @@ class Heartbeat(Service):
             },
         )
         renewed = {row[0] for row in await cur.fetchall()}
-        for running in held:
-            job = running.job
-            if job.id not in renewed and job.id in self.running:
+        for running, job in held:
+            # Not if the job was claimed again meanwhile: its new lease was not the one sent.
+            if job.id not in renewed and job.id in self.running and running.job is job:
                 running.cancel()
                 log.warning(
                     "job %s: lease lost (it was rescued or cancelled); its handler is told to stop and "

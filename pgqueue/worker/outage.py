@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -44,12 +45,17 @@ class Outage:
         self.since: float | None = None
         """When the first failure of this outage happened (time.monotonic), None while reachable."""
         self._since_wall = 0.0
+        self.on_lost: list[Callable[[], None]] = []
+        """Called on every lost connection, before it is logged: a part that must not act on what
+        it read from the database while it may be gone (jobs claimed ahead) registers here."""
 
     def failed(self, what: str, exc: BaseException) -> bool:
         """Note a failure of ``what``; True if it was a lost connection (logged here), False if it
         is another error, which the caller reports itself."""
         if not connection_lost(exc):
             return False
+        for callback in self.on_lost:
+            callback()
         if self.since is None:
             self.since, self._since_wall = time.monotonic(), time.time()
             log.warning(

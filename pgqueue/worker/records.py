@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,6 +40,10 @@ class ClaimedJob:
         return [cls(**row) for row in rows] if rows else []
 
 
+Sink = Callable[[int, Any], Callable[[dict[str, Any]], None]]
+"""Makes the callable a job's progress reports go to, given its id and lease."""
+
+
 @dataclass(slots=True)
 class Running:
     job: ClaimedJob
@@ -48,12 +53,51 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     context: JobContext | None = None
     """What the handler sees of its job, once it starts: where a cancellation is signalled."""
+    then: ClaimedJob | None = None
+    """The job, claimed again while this run was told to stop: it starts when this run ends."""
 
     def cancel(self) -> None:
         """The job was cancelled, or its lease lost: record no outcome, and tell the handler."""
         self.lost = True
         if self.context is not None:
             self.context._cancel()
+
+    def open_context(self, schema: str, started: float, sink: Sink) -> JobContext:
+        """What the handler sees of its job; ``sink(job id, lease)`` takes its progress reports."""
+        job = self.job
+        context = self.context = JobContext(
+            job.id,
+            job.type,
+            job.queue,
+            job.attempts,
+            job.max_attempts,
+            lease_id=job.lease_id,
+            schema=schema,
+            started=started,
+            _uid=job.uid,
+        )
+        object.__setattr__(context, "_progress_sink", sink(job.id, job.lease_id))
+        if self.lost:  # cancelled before it started
+            context._cancel_event.set()
+        return context
+
+    def claimed_again(self, job: ClaimedJob, sink: Sink) -> None:
+        """This worker claimed the job again while it holds it: the earlier claim was lost (a
+        server that failed over never saw it) or taken back (cancelled, then retried). A run that
+        holds the job goes on under the new claim, so the job runs once; a run told to stop is
+        left to end, and the job starts again after it."""
+        if self.lost:
+            self.then = job
+            log.info("job %s: claimed again while its stopped run goes on: it starts after it", job.id)
+            return
+        log.info(
+            "job %s: claimed again while it runs here (its claim was lost): it goes on under the new claim",
+            job.id,
+        )
+        self.job = job
+        if self.context is not None:
+            object.__setattr__(self.context, "lease_id", job.lease_id)
+            object.__setattr__(self.context, "_progress_sink", sink(job.id, job.lease_id))
 
 
 class Result(NamedTuple):

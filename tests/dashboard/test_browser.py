@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -33,9 +33,17 @@ pytestmark = pytest.mark.timeout(150)
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not _holds(condition):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def _holds(condition: Callable[[], object]) -> object:
+    """The condition; false while the live refresh swaps the element read out of the page."""
+    try:
+        return condition()
+    except StaleElementReferenceException:
+        return False
 
 
 def _env(dsn: str) -> dict[str, str]:

@@ -92,6 +92,7 @@ def test_work_flags_are_those_of_pgqueue_work(empty_dsn: str) -> None:
     help_text = manage(empty_dsn, "pgqueue_work", "--help").stdout
     for _, _, spec in flag_settings():
         assert spec.flag in help_text
+        assert spec.off is None or spec.off in help_text
     bad = manage(empty_dsn, "pgqueue_work", "--concurrency", "0")
     assert bad.returncode != 0 and "concurrency" in bad.stderr
 
@@ -114,6 +115,10 @@ def test_work_settings_precedence() -> None:
     config, process = work_settings({}, {"concurrency": 3, "poll_interval": 0.5})
     assert (config.concurrency, config.poll_interval, process.processes) == (3, 0.5, 1)
     assert config == WorkerConfig(concurrency=3, poll_interval=0.5)
+    # Claiming ahead is on unless turned off, by a flag or by PGQUEUE["CLAIM_AHEAD"].
+    assert work_settings({"claim_ahead": None}, {})[0].claim_ahead is True
+    assert work_settings({"claim_ahead": False}, {})[0].claim_ahead is False
+    assert work_settings({"claim_ahead": None}, {"claim_ahead": False})[0].claim_ahead is False
     with pytest.raises(CommandError, match="poll_interval"):
         work_settings({"poll_interval": "-1"}, {})
     with pytest.raises(CommandError, match="concurrency"):

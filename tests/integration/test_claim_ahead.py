@@ -144,6 +144,39 @@ async def test_jobs_claimed_ahead_are_handed_back_at_once_when_the_worker_stops(
     assert states(conn) == {"completed": 42, "created": 4}
 
 
+async def test_jobs_claimed_ahead_do_not_start_once_a_connection_was_lost(app, conn):
+    """A lost connection may be a server failing over, whose standby never saw the claims: the
+    jobs waiting for a slot are dropped, not started, and handed back by the next claim."""
+    gate, started = asyncio.Event(), []
+    quick, gated = register(app, gate, started)
+    quick.enqueue_many([{"n": n} for n in range(40)])
+    worker = watched(app, concurrency=2)
+    running = asyncio.create_task(worker.run())
+    try:
+        waiting = await claim_ahead_behind_two_gated_jobs(worker, conn, gated)
+        worker.ahead.enabled = False  # the next claims take only free slots
+        assert worker.db.outage.failed("a part", psycopg.OperationalError("server closed the connection"))
+        assert not worker.ahead.waiting and all(job_id not in worker.running for job_id in waiting)
+        worker.wake.set()
+        # Handed back (attempt uncounted) by the claim loop's next round trip.
+        await until(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pgqueue.job WHERE id = ANY(%s) AND attempts = 0", (waiting,)
+                ).fetchone()
+                == (len(waiting),)
+            )
+        )
+        assert len(started) == 2
+        gate.set()
+        await until(lambda: states(conn).get("completed") == 46)
+    finally:
+        gate.set()
+        worker.stop()
+        await asyncio.wait_for(running, 15)
+    assert sorted(started) == list(range(6))  # each ran once, the dropped ones later
+
+
 async def test_a_second_stop_abandons_a_claim_stuck_in_the_database(app, conn, dsn):
     @app.task("quick")
     async def quick(n: int) -> None:

@@ -82,6 +82,8 @@ class Score:
     executions: int = 0
     re_executions: int = 0
     same_claim_twice: int = 0
+    same_claim_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """The ledger rows of the claims run twice: (job, lease, attempt, pid, at, note)."""
     recovery: float | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +133,13 @@ def measure(
         "AND note IS DISTINCT FROM 'claim-lost'", (ids,)
     ).fetchone()
     score.executions, distinct, score.same_claim_twice = row
+    if score.same_claim_twice:
+        score.same_claim_rows = conn.execute(
+            "SELECT job_id, lease_id, attempt, pid, at, note FROM ledger l WHERE job_id = ANY(%s) "
+            "AND (SELECT count(*) FROM ledger m WHERE m.job_id = l.job_id AND m.lease_id = l.lease_id "
+            "AND m.note IS DISTINCT FROM 'duplicate-effect' AND m.note IS DISTINCT FROM 'claim-lost') > 1 "
+            "ORDER BY job_id, at", (ids,)
+        ).fetchall()
     score.re_executions = score.executions - distinct
     score.seconds = time.monotonic() - started
     report(score)
@@ -163,7 +172,8 @@ def assert_sound(score: Score, *, max_failed: int = 0, max_re_executions: int | 
     if score.resurrected:
         problems.append(f"{score.resurrected} job(s) left a final state")
     if score.same_claim_twice:
-        problems.append(f"{score.same_claim_twice} claim(s) executed twice under the same lease")
+        problems.append(f"{score.same_claim_twice} claim(s) executed twice under the same lease: "
+                        f"{score.same_claim_rows}")
     if score.failed > max_failed:
         problems.append(f"{score.failed} job(s) failed (at most {max_failed} may)")
     if max_re_executions is not None and score.re_executions > max_re_executions:

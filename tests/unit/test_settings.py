@@ -59,7 +59,7 @@ def test_the_defaults_are_those_of_the_public_api() -> None:
         queues=None, concurrency=10, burst=False, poll_interval=1.0, shutdown_grace=30.0, listen=True,
         lease_seconds=15.0, rescue_interval=5.0, prune_interval=60.0, completed_retention=86400.0,
         failed_retention=7 * 86400.0, worker_id=None, xmin_warning=300.0, async_commit=False,
-        listen_database_url=None, claim_ahead=False,
+        listen_database_url=None, claim_ahead=True,
     )
 
 
@@ -85,7 +85,7 @@ NON_DEFAULT = {
     "failed_retention": ("11", 11.0),
     "xmin_warning": ("12", 12.0),
     "async_commit": ("yes", True),
-    "claim_ahead": ("true", True),
+    "claim_ahead": ("false", False),
     "metrics_port": ("9100", 9100),
     "vacuum_interval": ("30", 30.0),
     "processes": ("3", 3),
@@ -104,6 +104,15 @@ def test_every_setting_is_read_from_its_environment_variable(name: str, spec: An
     config, process = parse([], env={spec.env: text})
     value = getattr(config if hasattr(config, name) else process, name)
     assert value == expected
+
+
+def test_claiming_ahead_is_on_unless_turned_off() -> None:
+    assert parse([])[0].claim_ahead is True
+    assert parse(["--no-claim-ahead"])[0].claim_ahead is False
+    assert parse(["--claim-ahead"], env={"PGQUEUE_CLAIM_AHEAD": "0"})[0].claim_ahead is True
+    off = WorkerConfig(claim_ahead=False)
+    assert "--no-claim-ahead" in worker_argv(off, ProcessSettings())
+    assert parse(worker_argv(off, ProcessSettings()))[0] == off
 
 
 def test_a_flag_overrides_its_environment_variable() -> None:

@@ -19,6 +19,14 @@ def add_work_arguments(parser: argparse.ArgumentParser) -> None:
     """One argument per setting ``pgqueue work`` takes as a flag, with its help."""
     for name, default, spec in flag_settings():
         assert spec.flag is not None
+        if spec.kind is bool and spec.off is not None:  # on by default: a flag for each way
+            parser.add_argument(
+                spec.flag, dest=param_name(spec), action="store_true", default=None, help=spec.help
+            )
+            parser.add_argument(
+                spec.off, dest=param_name(spec), action="store_false", help=f"Not {spec.flag}."
+            )
+            continue
         if spec.kind is bool:
             parser.add_argument(spec.flag, dest=param_name(spec), action="store_true", help=spec.help)
             continue
@@ -50,7 +58,11 @@ def work_settings(options: dict[str, Any], defaults: dict[str, Any]) -> tuple[Wo
         for name, default, spec in flag_settings():
             key = param_name(spec)
             value = options.get(key)
-            if spec.kind is bool:
+            if spec.kind is bool and spec.off is not None:
+                values[key] = default if value is None else bool(value)
+                if value is not None:
+                    given.add(name)
+            elif spec.kind is bool:
                 values[key] = bool(value)
                 if value:
                     given.add(name)
