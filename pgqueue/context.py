@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import math
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,22 @@ from .db.ops import complete_job
 from .errors import ConfigurationError, JobCancelled
 
 C = TypeVar("C", psycopg.Connection[Any], psycopg.AsyncConnection[Any])
+
+
+class _Flag:
+    """A job's cancellation flag: raised by the worker, read by the handler (nobody waits on it,
+    so it needs no lock; a ``threading.Event`` per job cost a lock and a condition)."""
+
+    __slots__ = ("_raised",)
+
+    def __init__(self) -> None:
+        self._raised = False
+
+    def set(self) -> None:
+        self._raised = True
+
+    def is_set(self) -> bool:
+        return self._raised
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,7 @@ class JobContext:
     """The job's uid as the worker got it (text from the claim): see :attr:`uid`."""
     _completed: bool = field(default=False, init=False, repr=False, compare=False)
     """Set once :meth:`complete` succeeded in this attempt (its transaction may still roll back)."""
-    _cancel_event: Any = field(default_factory=threading.Event, init=False, repr=False, compare=False)
+    _cancel_event: Any = field(default_factory=_Flag, init=False, repr=False, compare=False)
     """Set by the worker when the job is cancelled or its lease lost (a ``multiprocessing.Event``
     in a process-executor child, shared with the worker)."""
     _on_cancel: Callable[[], Any] | None = field(default=None, init=False, repr=False, compare=False)
