@@ -139,6 +139,7 @@ class Worker:
                     url=config.listen_database_url,
                     events=self.events,
                     cancel=self.cancel_running,
+                    listening=self.heartbeat.beat_soon,
                 )
             )
 

@@ -26,8 +26,8 @@ class Listener(Service):
     (a pooler in transaction mode) is given up for polling, with a warning.
 
     ``wake`` is called for every notification naming one of ``queues``, and once after each
-    (re)connection, for anything sent while nobody listened. ``cancel(job_id, lease_id)`` is
-    called for every ``" cancel <id> <lease>"`` notice (a running job was cancelled)."""
+    (re)connection, for anything sent while nobody listened; so is ``listening``. ``cancel(job_id,
+    lease_id)`` is called for every ``" cancel <id> <lease>"`` notice (a running job was cancelled)."""
 
     name = "listen"
 
@@ -44,9 +44,10 @@ class Listener(Service):
         url: str | None = None,
         events: WorkerEvents | None = None,
         cancel: Callable[[int, str], None] | None = None,
+        listening: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
-        self.cancel = cancel
+        self.cancel, self.listening = cancel, listening
         self.db, self.q, self.channel, self.queues, self.wake = db, queries, channel, queues, wake
         self.poll_interval = poll_interval
         self.url = url
@@ -71,6 +72,8 @@ class Listener(Service):
                     self.events.listener_reconnected()
                 connected_before = True
                 self.wake()  # anything sent while we were not listening
+                if self.listening is not None:
+                    self.listening()  # a cancel notice sent meanwhile is lost: look for one
                 quiet = 0.0  # probe at once after (re)connecting, then after each quiet spell
                 while True:
                     if not await self._listen_for(conn, quiet):

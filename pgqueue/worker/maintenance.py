@@ -19,7 +19,7 @@ import psycopg
 
 from ..db.sql import Queries
 from ..db.stash import alive
-from .aio import describe, retry_delay
+from .aio import describe, retry_delay, wait_any
 from .database import WorkerDatabase
 from .events import WorkerEvents
 from .records import ClaimedJob, Running
@@ -55,6 +55,13 @@ class Heartbeat(Service):
         self.db, self.q, self.running, self.finished = db, queries, running, finished
         self.worker_id, self.queues, self.concurrency = worker_id, list(queues), concurrency
         self.lease_seconds = lease_seconds
+        self.due = asyncio.Event()
+        """Set to beat at once rather than at the next interval."""
+
+    def beat_soon(self) -> None:
+        """Beat now: the listener has just (re)connected, and a cancel notice sent while it did
+        not listen is lost; the beat finds those jobs' leases gone and stops their handlers."""
+        self.due.set()
 
     async def run(self) -> None:
         interval = self.lease_seconds / 3
@@ -80,7 +87,10 @@ class Heartbeat(Service):
                         await conn.close()
                     conn = None
                 # After a failure, try again soon: the leases of running jobs wait on it.
-                await asyncio.sleep(min(retry_delay(failures), interval) if failures else interval)
+                await wait_any(
+                    self.due, timeout=min(retry_delay(failures), interval) if failures else interval
+                )
+                self.due.clear()
         finally:
             if conn is not None:
                 await conn.close()

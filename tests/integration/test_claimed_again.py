@@ -55,10 +55,13 @@ async def test_a_running_job_claimed_again_carries_on_under_the_new_lease(app, c
         return "done once"
 
     job_id = slow.enqueue()
-    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.1, concurrency=4))
+    # No heartbeat in the way: had it looked at the lease between the two claims, it would have
+    # found it gone and stopped the run (then the job runs again after it: the next test).
+    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.1, concurrency=4, listen=False, lease_seconds=60))
     running = asyncio.create_task(worker.run())
     try:
-        await until(lambda: runs)
+        await until(lambda: runs and conn.execute("SELECT count(*) FROM pgqueue.worker").fetchone()[0] == 1)
+        await asyncio.sleep(0.2)  # the first beat is over
         first_lease = row(conn, job_id)[3]
         conn.execute(UNCLAIM, (job_id,))
         await until(lambda: row(conn, job_id)[0] == "active")  # claimed again, by the same worker

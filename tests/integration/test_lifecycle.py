@@ -161,6 +161,34 @@ async def test_cancelling_jobs_in_bulk_stops_the_running_ones(app, conn):
     assert {row(conn, job_id)[:2] for job_id in ids} == {("cancelled", 1), ("cancelled", 0)}
 
 
+async def test_a_cancel_sent_while_the_listener_reconnects_stops_the_handler_at_once(app, conn):
+    """The listener's connection is dropped and the job cancelled before it listens again: the
+    notice is lost, and the heartbeat the reconnected listener asks for stops the handler, not the
+    one due a third of a lease later (10 s here)."""
+    told: list[float] = []
+
+    @app.task("waits-for-cancel")
+    def waits_for_cancel() -> None:
+        job = pgqueue.current_job()
+        deadline = time.monotonic() + 30
+        while not job.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        told.append(time.monotonic())
+
+    job_id = waits_for_cancel.enqueue()
+    async with Running(app, lease_seconds=30) as worker:
+        await until(lambda: job_id in worker.running and listening(conn))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgqueue-listener'"
+        )
+        await until(lambda: not listening(conn))
+        cancelled_at = time.monotonic()
+        assert app.cancel_job(job_id)
+        await until(lambda: told, timeout=8)
+    assert told[0] - cancelled_at < 5  # the heartbeat's own turn would be 10 s after the last one
+    assert row(conn, job_id)[0] == "cancelled"
+
+
 async def test_a_handler_that_returns_after_its_cancel_is_fenced_out(app, conn):
     """No listener and a long lease: the worker learns nothing before the handler returns, so the
     late outcome reaches the exchange, whose lease guard leaves the cancelled job alone."""
