@@ -14,6 +14,7 @@ import time
 
 import psycopg
 
+from pgqueue import WorkerConfig
 from pgqueue.db.sql import channel
 
 from .harness import APPLICATION_NAME, Bench, Result, throughput
@@ -35,10 +36,9 @@ FROM generate_series(1, %(n)s) AS g
 """
 
 SHORT_RETENTION = {"completed_retention": 5.0, "prune_interval": 1.0, "rescue_interval": 1.0}
-"""The churn run's short retention, through ``App.run_worker``: ``pgqueue work`` takes
-``--completed-retention`` and ``--rescue-interval`` but has no flag for ``prune_interval``. The
-maintenance loop checks whether a prune is due once per ``rescue_interval``, so that is
-shortened too."""
+"""The churn run's short retention, through ``App.run_worker`` (``pgqueue work`` takes the same
+as flags). The maintenance loop checks whether a prune is due once per ``rescue_interval``, so
+that is shortened too."""
 CHURN_PROCESSES = 2
 
 
@@ -279,12 +279,13 @@ def churn(bench: Bench, short_retention: bool) -> Result:
     mb = [v / 2**20 for v in size]
     peak_mb = max(peak[0], size[0]) / 2**20
     if short_retention:
-        how = (
-            ", ".join(f"{k} {v:g} s" for k, v in SHORT_RETENTION.items())
-            + " (App.run_worker: pgqueue work has no --prune-interval)"
-        )
+        how = ", ".join(f"{k} {v:g} s" for k, v in SHORT_RETENTION.items())
     else:
-        how = "pruning defaults (completed kept 3600 s, pruned every 60 s)"
+        defaults = WorkerConfig()
+        how = (
+            f"pruning defaults (completed kept {defaults.completed_retention:g} s, "
+            f"pruned every {defaults.prune_interval:g} s)"
+        )
     return bench.record(
         Result(
             key="pgq.churn.short" if short_retention else "pgq.churn.defaults",

@@ -16,7 +16,7 @@ from ..db.driver import arun
 from ..db.reconnect import AsyncPromptPool
 from ..db.stash import alive
 from .aio import describe
-from .outage import Outage, connection_lost
+from .outage import Blocked, Outage, connection_lost
 from .runtime import Runtime
 
 log = logging.getLogger("pgqueue.worker")
@@ -84,6 +84,10 @@ class WorkerDatabase:
         A connection whose server has become read-only (SQLSTATE 25006: a failover made another
         server the primary) is closed, so that the pool replaces it; with
         ``target_session_attrs=read-write`` in the URL the new one reaches the new primary.
+
+        When the time limit passes, a new connection tells a database that is gone from a
+        statement that is only stuck (behind a lock, say): the latter raises :class:`Blocked`, which
+        is reported as what it is, not as the database unreachable.
         """
         try:
             async with asyncio.timeout(timeout or self.io_timeout):
@@ -101,7 +105,28 @@ class WorkerDatabase:
                     await self.pool.putconn(conn)
         except TimeoutError:
             await self.pool.drain()
+            limit = timeout or self.io_timeout
+            if await self.answers():
+                raise Blocked(
+                    f"no answer within {limit:g} s, though the server answers a new connection: a lock "
+                    "held elsewhere, a slow statement, or a connection that died silently"
+                ) from None
             raise
+
+    async def answers(self) -> bool:
+        """Whether the server answers a new connection within a few seconds."""
+        try:
+            async with asyncio.timeout(3.0):
+                conn = await psycopg.AsyncConnection.connect(
+                    self.runtime.database_url, connect_timeout=2, **self.connect_kwargs
+                )
+                try:
+                    await conn.execute("SELECT 1")
+                finally:
+                    await conn.close()
+            return True
+        except (psycopg.Error, OSError, TimeoutError):
+            return False
 
     async def dedicated(self, application_name: str, url: str | None = None) -> psycopg.AsyncConnection[Any]:
         """A connection of its own (the caller closes it), with the worker's connection settings."""

@@ -20,12 +20,17 @@ from .aio import RETRY_DELAY_MAX, describe
 log = logging.getLogger("pgqueue.worker")
 
 
+class Blocked(TimeoutError):
+    """A round trip outlived its time limit while the server still answers on a new connection:
+    the statement waits on a lock held elsewhere, or is slow. Not an outage."""
+
+
 def connection_lost(exc: BaseException) -> bool:
     """Whether ``exc`` says the connection or its server is gone, or no longer the primary
     (SQLSTATE 25006 after a failover): then a new connection is the cure, not a report."""
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         return True
-    if isinstance(exc, psycopg.errors.QueryCanceled):
+    if isinstance(exc, (psycopg.errors.QueryCanceled, Blocked)):
         return False
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError))
 

@@ -307,3 +307,46 @@ def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(caplog):
     assert above_debug[2][0] == "INFO"
     assert above_debug[2][1].startswith("database reachable again after ")
     assert above_debug[2][1].endswith("; server 10.0.0.2:5432")
+
+
+# --- a statement stuck behind a lock is not an outage ------------------------------------
+
+
+def test_a_claim_stuck_behind_a_lock_is_reported_as_blocked_not_as_the_database_unreachable(dsn, caplog):
+    """The claim outlives the worker's time limit (5 s) behind a lock: a new connection still
+    gets an answer, so the worker says the claim was blocked; it never says the database went away,
+    and it claims again once the lock is gone."""
+    from pgqueue.worker import Worker, WorkerConfig
+
+    caplog.set_level(logging.DEBUG, logger="pgqueue")
+
+    async def main() -> None:
+        app = pgqueue.App(dsn)
+
+        @app.task("after-the-lock")
+        async def after_the_lock() -> str:
+            return "ran"
+
+        worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.2, listen=False, lease_seconds=2.0))
+        running = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(1.0)  # started, polling
+            locker = await asyncio.to_thread(_locked, dsn)
+            try:
+                deadline = time.monotonic() + 15
+                while "claim failed (no answer within 5 s" not in caplog.text:
+                    assert time.monotonic() < deadline, caplog.text
+                    await asyncio.sleep(0.1)
+            finally:
+                locker.rollback()
+                locker.close()
+            job_id = await app.aenqueue("after-the-lock")
+            assert await app.await_result(job_id, timeout=15) == "ran"
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, 15)
+            await app.aclose()
+
+    asyncio.run(main())
+    assert "though the server answers a new connection" in caplog.text
+    assert "database unreachable" not in caplog.text
