@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from inprocess import Running, until
 
 import pgqueue
 from pgqueue.worker import Worker, WorkerConfig
@@ -26,14 +27,6 @@ UNCLAIM = (
     "lease_expires_at = NULL, started_at = NULL, worker_id = NULL WHERE id = %s"
 )
 """The job's row as a standby that never received its claim has it."""
-
-
-async def until(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def row(conn: psycopg.Connection[Any], job_id: int) -> tuple[Any, ...]:
@@ -57,9 +50,9 @@ async def test_a_running_job_claimed_again_carries_on_under_the_new_lease(app, c
     job_id = slow.enqueue()
     # No heartbeat in the way: had it looked at the lease between the two claims, it would have
     # found it gone and stopped the run (then the job runs again after it: the next test).
-    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.1, concurrency=4, listen=False, lease_seconds=60))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with Running(
+        app, poll_interval=0.1, concurrency=4, listen=False, lease_seconds=60, shutdown_grace=1
+    ) as worker:
         await until(lambda: runs and conn.execute("SELECT count(*) FROM pgqueue.worker").fetchone()[0] == 1)
         await asyncio.sleep(0.2)  # the first beat is over
         first_lease = row(conn, job_id)[3]
@@ -72,10 +65,6 @@ async def test_a_running_job_claimed_again_carries_on_under_the_new_lease(app, c
         assert worker.running[job_id].job.lease_id == str(second_lease)
         gate.set()
         await until(lambda: row(conn, job_id)[0] == "completed")
-    finally:
-        gate.set()
-        worker.stop()
-        await asyncio.wait_for(running, 20)
     state, attempts, output, _ = row(conn, job_id)
     assert (state, attempts, output, len(runs)) == ("completed", 1, "done once", 1)
     assert worker.stats["fenced"] == 0
@@ -97,9 +86,7 @@ async def test_a_job_claimed_again_while_its_stopped_run_goes_on_starts_after_it
         return f"run {len(spans)}"
 
     job_id = stubborn.enqueue()
-    worker = Worker(app.runtime(), WorkerConfig(poll_interval=0.1, concurrency=4))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with Running(app, poll_interval=0.1, concurrency=4, shutdown_grace=1) as worker:
         await until(lambda: spans)
         assert app.cancel_job(job_id)
         await until(lambda: worker.running.get(job_id) is not None and worker.running[job_id].lost)
@@ -109,10 +96,6 @@ async def test_a_job_claimed_again_while_its_stopped_run_goes_on_starts_after_it
         assert len(spans) == 1
         release_first.set()
         await until(lambda: row(conn, job_id)[0] == "completed")
-    finally:
-        release_first.set()
-        worker.stop()
-        await asyncio.wait_for(running, 20)
     assert len(spans) == 2
     assert spans[1][0] >= spans[0][1]  # one after the other
     assert row(conn, job_id)[:3] == ("completed", 2, "run 2")  # a retry keeps the attempts made
