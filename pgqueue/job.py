@@ -7,9 +7,8 @@ import enum
 import math
 import os
 import random
-import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,7 +58,7 @@ class JobId(int):
 
     @property
     def uid(self) -> uuid.UUID:
-        """The job's random identity: unlike the id, never handed out again (not even by a new
+        """The job's time-ordered identity: unlike the id, never handed out again (not even by a new
         primary after a failover that lost the last transactions), so safe as an idempotency key."""
         uid = self._uid
         if type(uid) is not uuid.UUID:
@@ -70,13 +69,22 @@ class JobId(int):
         return int(self), self.uid, self.created
 
 
-def uuid7_hex(n: int) -> list[str]:
-    """``n`` new time-ordered random UUIDs as 32 hex digits each, in the database's ``uuid_v7()``
-    layout (UUID version 7: Unix milliseconds, version, 72 random bits, variant 0b10 and two
-    zero bits): one clock read and one random read for a bulk load."""
-    prefix = f"{time.time_ns() // 1_000_000 & (1 << 48) - 1:012x}7"
-    noise = os.urandom(9 * n).hex()
-    return [prefix + noise[k : k + 3] + "8" + noise[k + 3 : k + 18] for k in range(0, 18 * n, 18)]
+ID_BITS = (1 << 63) - 1
+"""The bits of a uid (version 8) that hold its job's id."""
+
+
+def job_uids_hex(ids: Sequence[int], at: datetime) -> list[str]:
+    """The uids of new jobs with these ids, as 32 hex digits each, in the layout of the database's
+    ``job_uid(id)``: 48 bits of Unix milliseconds (``at``), the version 8, 12 random bits, then the
+    id with the variant's top bit. One random read for a bulk load."""
+    prefix = f"{int(at.timestamp() * 1000) & (1 << 48) - 1:012x}8"
+    noise = os.urandom(2 * len(ids)).hex()
+    return [f"{prefix}{noise[4 * k : 4 * k + 3]}{job_id | 1 << 63:016x}" for k, job_id in enumerate(ids)]
+
+
+def uid_job_id(uid: uuid.UUID) -> int | None:
+    """The id a uid was made from (version 8), or None for a uid of another layout."""
+    return uid.int & ID_BITS if (uid.int >> 76) & 0xF == 8 else None
 
 
 def job_ref(value: Any) -> int | uuid.UUID:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from ..codec import encode_data
-from ..job import DEFAULT_QUEUE, JobId, JobOptions, uuid7_hex
+from ..job import DEFAULT_QUEUE, JobId, JobOptions, job_uids_hex
 from ..settings import resolve_option
 from .lifecycle import insert_lifecycle_jobs
 from .operation import CopyIn, Operation
@@ -256,8 +256,8 @@ def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[l
     q = queries(schema)
     rows = yield q.reserve_job_ids, {"n": len(jobs)}
     ids: list[int] = rows[0]["ids"]
-    # The uids are made here, in the database's uuid_v7() layout: COPY returns no rows.
-    uids = uuid7_hex(len(jobs))
+    # The uids are made here from the ids, as the database's job_uid(id) makes them: COPY returns no rows.
+    uids = job_uids_hex(ids, rows[0]["now"])
     templates = {id(template): template for template, _ in jobs}.values()
     at_once = all(template.runs_at_once for template in templates)
     # Delays count from the reservation's now(); jobs that run at once take the COPY's.

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from ..codec import encode_output
 from ..errors import JobNotFound, LeaseLost
-from ..job import Job, job_ref
+from ..job import Job, job_ref, uid_job_id
 from .insert import COPY_MIN_JOBS, JobTemplate, NewJob, Unencoded, insert_jobs
 from .operation import Operation, Rows
 from .sql import channel, queries
@@ -92,7 +92,7 @@ def resolve_job_id(schema: str, job: Any) -> Operation[int]:
     ref = job_ref(job)
     if isinstance(ref, int):
         return ref
-    rows = yield queries(schema).job_id_of, {"uid": ref}
+    rows = yield queries(schema).job_id_of, {"uid": ref, "id": uid_job_id(ref)}
     if not rows:
         raise JobNotFound(f"no job with uid {ref}")
     return int(rows[0]["id"])

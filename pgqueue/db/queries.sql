@@ -130,7 +130,7 @@ ORDER BY i.id;
 -- of one key wait for each other on it. Every conflict updates the row (to itself while it holds),
 -- so that RETURNING gives the holder even when it committed after this statement's snapshot.
 WITH fresh AS MATERIALIZED (
-    SELECT nextval('{schema}.job_id_seq') AS id, {schema}.uuid_v7() AS uid
+    SELECT n.id, {schema}.job_uid(n.id) AS uid FROM (SELECT nextval('{schema}.job_id_seq') AS id) AS n
 ), taken AS (
     INSERT INTO {schema}.job_key AS k (key, job_id, job_uid, expires_at)
     SELECT %(unique_key)s, f.id, f.uid, now() + make_interval(secs => %(unique_for)s) FROM fresh AS f
@@ -189,8 +189,12 @@ FROM upserted AS u CROSS JOIN fresh AS f;
 SELECT * FROM {schema}.job WHERE id = %(id)s;
 
 -- name: job_id_of
--- The id of the job with uid %(uid)s (no row if there is none).
-SELECT id FROM {schema}.job WHERE uid = %(uid)s;
+-- The id of the job with uid %(uid)s (no row if there is none). A uid made from its job's id
+-- (%(id)s, read from the uid by the caller; NULL for any other) is found by the primary key;
+-- one made before that layout, by the partial index job_uid_legacy.
+SELECT id FROM {schema}.job WHERE id = %(id)s AND uid = %(uid)s
+UNION ALL
+SELECT id FROM {schema}.job WHERE {schema}.uid_version(uid) <> 8 AND uid = %(uid)s;
 
 -- name: exchange
 -- The worker's one statement per round trip: record outcomes and claim more, in one

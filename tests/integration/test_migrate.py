@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -456,3 +457,41 @@ def test_upgrading_a_populated_database_keeps_every_job(empty_dsn: str) -> None:
     migrate.downgrade(empty_dsn, "pgqueue", "0001")
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert conn.execute(read).fetchall() == before
+
+
+def test_uids_made_before_they_carried_the_id_keep_their_value_and_are_still_found(empty_dsn: str) -> None:
+    """0008: new uids are made from the id and found through the primary key; the random uids of
+    jobs already there stay as they were, unique and found through their own (partial) index,
+    on the way up and back down."""
+    migrate.upgrade(empty_dsn, "pgqueue", "0007")
+    states = ("created", "retry", "active", "completed", "cancelled", "failed")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        for state in states:
+            conn.execute("INSERT INTO pgqueue.job (type, queue, data, state) VALUES ('t', 'q', '{}', %s)", (state,))
+        old = dict(conn.execute("SELECT id, uid FROM pgqueue.job").fetchall())
+    assert {uid.version for uid in old.values()} == {7}
+    migrate.upgrade(empty_dsn, "pgqueue")
+    app = pgqueue.App(empty_dsn)
+    try:
+        new = [app.enqueue("t", {}), *app.enqueue_many([("t", {})] * 300)]  # an INSERT and a COPY
+        with psycopg.connect(empty_dsn, autocommit=True) as conn:
+            stored = dict(conn.execute("SELECT id, uid FROM pgqueue.job").fetchall())
+            duplicate = next(iter(old.values()))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("INSERT INTO pgqueue.job (type, queue, data, uid) VALUES ('t', 'q', '{}', %s)", (duplicate,))
+        assert stored == old | {int(job_id): job_id.uid for job_id in new}
+        assert all(job_id.uid.version == 8 for job_id in new)
+        for job_id, uid in stored.items():
+            assert app.get_job(uid).id == job_id and app.get_job(str(uid)).id == job_id
+        # A uid of the new layout whose id is some other job's names no job.
+        stranger = uuid.UUID(int=new[0].uid.int ^ 1 << 64)
+        assert stranger.int & (1 << 63) - 1 == new[0] and stranger != new[0].uid
+        with pytest.raises(pgqueue.JobNotFound):
+            app.get_job(stranger)
+    finally:
+        app.close()
+    migrate.downgrade(empty_dsn, "pgqueue", "0007")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert dict(conn.execute("SELECT id, uid FROM pgqueue.job").fetchall()) == stored
+        added = conn.execute("INSERT INTO pgqueue.job (type, queue, data) VALUES ('t', 'q', '{}') RETURNING uid").fetchone()
+        assert added is not None and added[0].version == 7

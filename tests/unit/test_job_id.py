@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from pgqueue import JobContext, JobId, JobNotFound
-from pgqueue.job import job_ref, uuid7_hex
+from pgqueue.job import job_ref, job_uids_hex, uid_job_id
 
 
-def test_uuid7_hex_gives_distinct_version_7_uuids_in_time_order() -> None:
-    first = uuid7_hex(1000)
-    time.sleep(0.002)
-    later = uuid7_hex(1)
-    uids = [uuid.UUID(text) for text in first + later]
-    assert len(set(uids)) == 1001
-    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in uids)
-    assert abs((uids[0].int >> 80) - time.time_ns() // 1_000_000) < 60_000
-    assert uids[-1].int >> 80 > uids[0].int >> 80
+def test_bulk_uids_carry_their_ids_and_the_time_and_differ_for_one_id() -> None:
+    now = datetime.now(timezone.utc)
+    ids = [1, 2, 41, (1 << 62) + 5, (1 << 63) - 1]
+    uids = [uuid.UUID(text) for text in job_uids_hex(ids, now)]
+    assert [uid_job_id(u) for u in uids] == ids
+    assert all((u.int >> 76) & 0xF == 8 and u.int >> 80 == int(now.timestamp() * 1000) for u in uids)
+    assert all(u.version == 8 and u.variant == uuid.RFC_4122 for u in uids[:3])
+    # The same id at the same millisecond (a new primary's after a failover) gets other random bits.
+    again = {uuid.UUID(job_uids_hex([41], now)[0]) for _ in range(20)}
+    assert len(again) > 1 and {uid_job_id(u) for u in again} == {41}
+    later = uuid.UUID(job_uids_hex([1], now + timedelta(milliseconds=2))[0])
+    assert later.int >> 80 > uids[0].int >> 80
+    # A uid of another layout names no id: it is looked up by its own index.
+    assert uid_job_id(uuid.uuid4()) is None and uid_job_id(uuid.UUID(int=V7)) is None
 
 
 V7 = 7 << 76 | 2 << 62 | 1
