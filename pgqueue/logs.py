@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -33,19 +34,22 @@ _KEYWORD_PASSWORD = re.compile(
     r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+)", re.IGNORECASE
 )
 _PGPASSWORD = re.compile(r"(PGPASSWORD\s*[=:]\s*)\S+")
+# What any of the three needs to match: text without it (nearly every record) is left as it is
+# after one search, not three substitutions.
+_SUSPECT = re.compile(r"://|password", re.IGNORECASE)
+# A text value that must be quoted in the text format.
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+# Where a record's extras are kept once the filter has found (and scrubbed) them, for the formatter.
+_EXTRAS = "_pgqueue_extras"
 
 
 def scrub(text: str) -> str:
     """``text`` with the password of every database URL or ``password=`` setting replaced by ``***``."""
-    if not text:
+    if not text or _SUSPECT.search(text) is None:
         return text
     text = _URL.sub(lambda m: redact(m.group(0)), text)
     text = _KEYWORD_PASSWORD.sub(r"\1***", text)
     return _PGPASSWORD.sub(r"\1***", text)
-
-
-def _scrub_value(value: Any) -> Any:
-    return scrub(value) if isinstance(value, str) else value
 
 
 class RedactFilter(logging.Filter):
@@ -63,13 +67,22 @@ class RedactFilter(logging.Filter):
             record.exc_text = scrub(record.exc_text)
         if record.stack_info:
             record.stack_info = scrub(record.stack_info)
-        for key in extras(record):
-            setattr(record, key, _scrub_value(getattr(record, key)))
+        found = _find_extras(record)
+        for key, value in found.items():
+            if isinstance(value, str):
+                found[key] = scrubbed = scrub(value)
+                setattr(record, key, scrubbed)
+        setattr(record, _EXTRAS, found)
         return True
 
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
     """The ``extra=`` fields of a record, job fields first."""
+    found = getattr(record, _EXTRAS, None)
+    return _find_extras(record) if found is None else found
+
+
+def _find_extras(record: logging.LogRecord) -> dict[str, Any]:
     found = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
     ordered = {k: found.pop(k) for k in _JOB_FIELDS if k in found}
     ordered.update(sorted(found.items()))
@@ -87,14 +100,15 @@ def _text_value(value: Any) -> str:
         text = ",".join(str(v) for v in value)
     else:
         text = str(value)
-    return json.dumps(text) if not text or any(c.isspace() or c in '"=' for c in text) else text
+    return json.dumps(text) if not text or _NEEDS_QUOTES.search(text) else text
 
 
 class TextFormatter(logging.Formatter):
     """``time level message key=value ...``, for people reading a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        seconds = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        stamp = f"{seconds}.{int(record.msecs):03d}"
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
         fields = " ".join(f"{k}={_text_value(v)}" for k, v in extras(record).items() if v is not None)
         if fields:
