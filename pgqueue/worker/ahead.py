@@ -46,6 +46,12 @@ class ClaimAhead:
         """Jobs started and not finished: the slots taken."""
         return len(self.running) - len(self.waiting)
 
+    def limit(self) -> int:
+        """How many jobs to claim now: the free slots and the room for jobs claimed ahead (none
+        while jobs wait here and no slot is free)."""
+        free = self.concurrency - self.started()
+        return free + self.room() if free > 0 or not self.waiting else 0
+
     def room(self) -> int:
         """Jobs to claim beyond the free slots now."""
         if not self.enabled or self.duration is None or self.round_trip is None:

@@ -25,7 +25,7 @@ from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
 from .ahead import ClaimAhead
-from .aio import describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
+from .aio import HARD_STOP, describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
 from .completer import Completer
 from .database import WorkerDatabase
 from .events import announce_start
@@ -34,6 +34,7 @@ from .flow import FlowControl
 from .handback import HandBack
 from .listener import Listener
 from .maintenance import Heartbeat, Pruner, Rescuer, XminWatch
+from .overlap import SecondClaim
 from .progress import ProgressWriter
 from .records import ClaimedJob, Result, Running, report_lost
 from .runtime import Runtime
@@ -42,8 +43,6 @@ from .service import Lane, Service
 from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
-
-HARD_STOP = "hard stop"
 
 
 class Worker:
@@ -74,7 +73,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.slot_freed = asyncio.Event()
         self.hard_stop = asyncio.Event()
-        self.claiming: asyncio.Task[None] | None = None
+        self.claiming: set[asyncio.Task[None]] = set()
         self.lost_claims = False  # a claim's answer was lost, or jobs claimed ahead dropped
         self.db = WorkerDatabase(
             runtime, io_timeout=max(5.0, config.lease_seconds / 2), async_commit=config.async_commit
@@ -96,6 +95,7 @@ class Worker:
         self.progress = ProgressWriter(self.db, self.q)
         lane = Lane(self.db, self.q)
         self.flow = FlowControl(self.db, self.q, runtime.tasks, self.completer, self.queues, self.slot_freed)
+        self.second = SecondClaim(self)
         self.heartbeat = Heartbeat(
             self.db,
             self.q,
@@ -161,7 +161,8 @@ class Worker:
             announce_start(self.events, self.worker_id, self.config)
             for service in self.services:
                 service.start()
-            await self._claim_loop()
+            async with self.second.beside():
+                await self._claim_loop()
             await self._drain()
         finally:
             for service in self.services:
@@ -192,8 +193,8 @@ class Worker:
         else:
             log.warning("stopping now: handing running jobs back")
             self.hard_stop.set()
-            if self.claiming is not None:
-                self.claiming.cancel(HARD_STOP)
+            for claiming in self.claiming:
+                claiming.cancel(HARD_STOP)
         self.stopping = True
         self.wake.set()
         self.slot_freed.set()
@@ -203,8 +204,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         failures = 0
         while not self.stopping:
-            free = self.config.concurrency - self.ahead.started()
-            limit = free + self.ahead.room() if free > 0 or not self.ahead.waiting else 0
+            limit = self.ahead.limit()
             if limit <= 0 and not self.lost_claims:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
@@ -213,6 +213,7 @@ class Worker:
             recorded = self.completer.recorded
             try:
                 if self.lost_claims:
+                    await self.second.settled()  # no claim in flight: its jobs would be handed back
                     await self.handback.lost_claims([*self.running, *self.completer.pending()])
                     self.lost_claims = False
                 claimed = await self._claim_unless_stopped(limit) if limit > 0 else []
@@ -236,12 +237,13 @@ class Worker:
                 continue
             for job in claimed:
                 self._start(job)
+            self.second.saw(len(claimed) >= limit > 0)
             if claimed and (len(claimed) >= limit or self.flow.active):
                 continue
             if self.config.burst:
                 # Done once a claim finds nothing with nothing running, and no outcome was recorded
                 # meanwhile: a retry due at once, recorded in or beside that claim, was not visible to it.
-                if not claimed and not self.running and not self.completer.pending():
+                if not (claimed or self.running or self.completer.pending() or self.second.in_flight):
                     if self.completer.recorded == recorded:
                         return
                     continue
@@ -263,11 +265,12 @@ class Worker:
         claim that committed all the same leaves its jobs to be rescued when their leases expire."""
         # In the claim loop's own task, not one of its own: the claim is then sent before the
         # jobs just started run, not after them (which would undo claiming ahead).
-        self.claiming = asyncio.current_task()
+        task = asyncio.current_task()
+        self.claiming.add(task)  # type: ignore[arg-type]
         try:
             return await self._claim(limit)
         finally:
-            self.claiming = None
+            self.claiming.discard(task)
 
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         """Claim up to ``limit`` jobs, recording the outcomes waiting to be recorded in the same

@@ -188,7 +188,7 @@ async def test_a_second_stop_abandons_a_claim_stuck_in_the_database(app, conn, d
     with psycopg.connect(dsn) as blocker:
         blocker.execute("LOCK TABLE pgqueue.job IN ACCESS EXCLUSIVE MODE")
         worker.wake.set()  # a claim now waits for the lock
-        await until(lambda: worker.claiming is not None)
+        await until(lambda: bool(worker.claiming))
         await asyncio.sleep(0.2)
         worker.stop()
         worker.stop()  # the second stop gives the round trip up at once
@@ -196,3 +196,58 @@ async def test_a_second_stop_abandons_a_claim_stuck_in_the_database(app, conn, d
         await asyncio.wait_for(running, 10)
         assert time.monotonic() - started < 5
         blocker.rollback()
+
+
+def count_claims_in_flight(worker: Worker) -> dict[str, int]:
+    """Wrap the worker's exchange to record how many claims were in flight at once, at most."""
+    seen = {"now": 0, "most": 0, "claims": 0}
+    exchange = worker.completer.exchange
+
+    async def counted(batch: Any, claim: Any, conn: Any = None) -> Any:
+        if claim is None:
+            return await exchange(batch, claim, conn)
+        seen["now"] += 1
+        seen["claims"] += 1
+        seen["most"] = max(seen["most"], seen["now"])
+        try:
+            return await exchange(batch, claim, conn)
+        finally:
+            seen["now"] -= 1
+
+    worker.completer.exchange = counted  # type: ignore[method-assign]
+    return seen
+
+
+async def test_a_second_claim_goes_out_beside_the_first_while_the_queue_has_a_backlog(app, conn):
+    @app.task("short")
+    async def short(n: int) -> None:
+        return None
+
+    short.enqueue_many([{"n": n} for n in range(3000)])
+    worker = watched(app, concurrency=20, burst=True)
+    seen = count_claims_in_flight(worker)
+    await asyncio.wait_for(worker.run(), 40)
+    assert states(conn) == {"completed": 3000}
+    # Each job claimed once (one attempt), none recorded under a lease it no longer held.
+    assert conn.execute("SELECT max(attempts) FROM pgqueue.job").fetchone() == (1,)
+    assert worker.stats["fenced"] == 0 and worker.stats["completed"] == 3000
+    assert worker.second.claims > 0 and seen["most"] == 2
+
+
+async def test_an_idle_worker_woken_by_one_job_at_a_time_sends_one_claim_for_each(app, conn):
+    @app.task("quick")
+    async def quick(n: int) -> None:
+        return None
+
+    worker = watched(app, concurrency=5)
+    seen = count_claims_in_flight(worker)
+    running = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: conn.execute("SELECT count(*) FROM pgqueue.worker").fetchone() == (1,))
+        for n in range(5):
+            quick.enqueue(n=n)
+            await until(lambda n=n: states(conn).get("completed") == n + 1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 15)
+    assert worker.second.claims == 0 and seen["most"] == 1
