@@ -12,9 +12,6 @@ from typing import Any
 
 from .executors import CANCEL_GRACE
 
-HARD_STOP = "hard stop"
-"""The argument of a claim's cancellation by a second stop signal (not any other cancellation)."""
-
 log = logging.getLogger("pgqueue.worker")
 
 

@@ -25,7 +25,7 @@ from ..db.sql import channel, queries
 from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
 from .ahead import ClaimAhead
-from .aio import HARD_STOP, describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
+from .aio import describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
 from .completer import Completer
 from .database import WorkerDatabase
 from .events import announce_start
@@ -43,6 +43,8 @@ from .service import Lane, Service
 from .vacuum import VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
+
+HARD_STOP = "hard stop"
 
 
 class Worker:
@@ -217,11 +219,9 @@ class Worker:
                     await self.handback.lost_claims([*self.running, *self.completer.pending()])
                     self.lost_claims = False
                 claimed = await self._claim_unless_stopped(limit) if limit > 0 else []
-                failures = 0
-            except asyncio.CancelledError as exc:
-                if exc.args == (HARD_STOP,) and asyncio.current_task().uncancel() == 0:  # type: ignore[union-attr]
+                if claimed is None:
                     return
-                raise
+                failures = 0
             except psycopg.errors.InsufficientPrivilege as exc:
                 # Not a passing fault: retrying would hide it.
                 raise ConfigurationError(
@@ -260,15 +260,18 @@ class Worker:
         if not self.stopping:
             await wait_any(self.wake, timeout=seconds)
 
-    async def _claim_unless_stopped(self, limit: int) -> list[ClaimedJob]:
-        """Claim, but give up the round trip at once on a hard stop (raising CancelledError): a
-        claim that committed all the same leaves its jobs to be rescued when their leases expire."""
-        # In the claim loop's own task, not one of its own: the claim is then sent before the
-        # jobs just started run, not after them (which would undo claiming ahead).
+    async def _claim_unless_stopped(self, limit: int) -> list[ClaimedJob] | None:
+        """Claim in the calling loop's own task (then sent before the jobs just started run: after
+        them would undo claiming ahead); None if a hard stop gave the round trip up (the loop ends;
+        a claim that committed all the same leaves its jobs to be rescued when their leases expire)."""
         task = asyncio.current_task()
         self.claiming.add(task)  # type: ignore[arg-type]
         try:
             return await self._claim(limit)
+        except asyncio.CancelledError as exc:
+            if exc.args == (HARD_STOP,) and task.uncancel() == 0:  # type: ignore[union-attr]
+                return None
+            raise
         finally:
             self.claiming.discard(task)
 

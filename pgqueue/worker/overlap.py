@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from .aio import HARD_STOP, describe
+from .aio import describe
 
 if TYPE_CHECKING:
     from .core import Worker
@@ -33,7 +33,6 @@ class SecondClaim:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.enabled = worker.ahead.enabled
         self.backlog = asyncio.Event()
         """Set while the last claim came back full."""
         self.idle = asyncio.Event()
@@ -62,7 +61,8 @@ class SecondClaim:
     @asynccontextmanager
     async def beside(self) -> AsyncIterator[None]:
         """Run the second claim's loop while the claim loop runs; at the end, wait for its claim."""
-        task = asyncio.create_task(self._loop(), name="pgqueue-second-claim") if self.enabled else None
+        enabled = self.worker.ahead.enabled
+        task = asyncio.create_task(self._loop(), name="pgqueue-second-claim") if enabled else None
         try:
             yield
         finally:
@@ -71,8 +71,8 @@ class SecondClaim:
                 self.backlog.set()
                 self.worker.slot_freed.set()
                 await asyncio.wait([task])
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                if not task.cancelled():
+                    task.result()  # its failure, if it failed
 
     async def _loop(self) -> None:
         worker = self.worker
@@ -91,10 +91,6 @@ class SecondClaim:
             self.idle.clear()
             try:
                 claimed = await worker._claim_unless_stopped(limit)
-            except asyncio.CancelledError as exc:
-                if exc.args == (HARD_STOP,) and asyncio.current_task().uncancel() == 0:  # type: ignore[union-attr]
-                    return
-                raise
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 # Its answer may be lost with jobs claimed: the claim loop hands them back.
                 worker.lost_claims = True
@@ -104,6 +100,8 @@ class SecondClaim:
             finally:
                 self.idle.set()
                 worker.slot_freed.set()  # the claim loop looks again (hand-back, burst end)
+            if claimed is None:  # a hard stop gave it up
+                return
             self.claims += 1
             for job in claimed:
                 worker._start(job)
