@@ -1,10 +1,12 @@
-"""The worker's log formats: fields, quoting, time stamps, and passwords removed on the way."""
+"""The worker's log formats: fields, quoting, time stamps, and passwords removed on the way (in
+messages, arguments, extras and tracebacks)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -13,7 +15,8 @@ from pgqueue import logs
 SECRET = "s3cr3t-Pw"
 
 
-def emitted(formatter: logging.Formatter, *calls: tuple[str, tuple[object, ...], dict[str, object]]) -> list[str]:
+def emitted(formatter: logging.Formatter, log: Callable[[logging.Logger], None]) -> list[str]:
+    """The lines ``log`` gives through a handler with the redaction filter and ``formatter``."""
     lines: list[str] = []
 
     class Keep(logging.Handler):
@@ -27,37 +30,61 @@ def emitted(formatter: logging.Formatter, *calls: tuple[str, tuple[object, ...],
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        for message, args, extra in calls:
-            logger.warning(message, *args, extra=extra)
+        log(logger)
     finally:
         logger.removeHandler(handler)
     return lines
 
 
 @pytest.mark.timeout(10)
+def test_the_log_filter_removes_passwords_from_messages_arguments_and_tracebacks() -> None:
+    def log(logger: logging.Logger) -> None:
+        logger.warning(
+            "connecting to %s",
+            f"postgresql://u:{SECRET}@db:5432/app",
+            extra={"url": f"postgres://u:{SECRET}@x/y"},
+        )
+        logger.warning("dsn host=db password=%s dbname=app", SECRET)
+        try:
+            raise RuntimeError(f"failed: postgresql://u:{SECRET}@db/app")
+        except RuntimeError:
+            logger.exception("boom", extra={"job_id": 7, "outcome": "failed"})
+
+    records = emitted(logs.JsonFormatter(), log)
+    assert len(records) == 3
+    assert all(SECRET not in line for line in records), records
+    entries = [json.loads(line) for line in records]
+    assert entries[0]["message"] == "connecting to postgresql://u:***@db:5432/app"
+    assert entries[0]["url"] == "postgres://u:***@x/y"
+    assert entries[1]["message"] == "dsn host=db password=*** dbname=app"
+    assert entries[2]["job_id"] == 7 and "RuntimeError" in entries[2]["exception"]
+
+
+@pytest.mark.timeout(10)
 def test_the_text_format_shows_job_fields_first_quotes_what_needs_it_and_removes_passwords() -> None:
-    [line, other] = emitted(
-        logs.TextFormatter(),
-        ("job %s done", (7,), {"zeta": "a b", "outcome": "completed", "duration": 0.12345, "job_id": 7,
-                               "queue": "default", "empty": "", "eq": "k=v", "quote": 'say "hi"',
-                               "skipped": None, "ids": [1, 2], "dsn": f"postgresql://u:{SECRET}@db/app"}),
-        ("env PGPASSWORD=%s and Password = %s", (SECRET, SECRET), {}),
-    )
+    def log(logger: logging.Logger) -> None:
+        logger.warning("job %s done", 7, extra={
+            "zeta": "a b", "outcome": "completed", "duration": 0.12345, "job_id": 7, "queue": "default",
+            "empty": "", "eq": "k=v", "quote": 'say "hi"', "skipped": None, "ids": [1, 2],
+            "dsn": f"postgresql://u:{SECRET}@db/app",
+        })
+        logger.warning("env PGPASSWORD=%s and Password = %s", SECRET, SECRET)
+
+    [line, other] = emitted(logs.TextFormatter(), log)
     stamp, rest = line[:23], line[24:]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", stamp), line
     assert rest == (
-        'WARNING job 7 done job_id=7 queue=default duration=0.123 outcome=completed dsn=postgresql://u:***@db/app '
-        'empty="" eq="k=v" ids=1,2 quote="say \\"hi\\"" zeta="a b"'
+        'WARNING job 7 done job_id=7 queue=default duration=0.123 outcome=completed '
+        'dsn=postgresql://u:***@db/app empty="" eq="k=v" ids=1,2 quote="say \\"hi\\"" zeta="a b"'
     )
     assert other.endswith("env PGPASSWORD=*** and Password = ***") and SECRET not in other
 
 
 @pytest.mark.timeout(10)
 def test_the_json_format_carries_the_scrubbed_extras() -> None:
-    [line] = emitted(
-        logs.JsonFormatter(),
-        ("plain message", (), {"job_id": 3, "url": f"postgres://u:{SECRET}@x/y", "note": "no secret here"}),
-    )
+    [line] = emitted(logs.JsonFormatter(), lambda logger: logger.warning(
+        "plain message", extra={"job_id": 3, "url": f"postgres://u:{SECRET}@x/y", "note": "no secret here"}
+    ))
     entry = json.loads(line)
     assert entry["message"] == "plain message" and entry["job_id"] == 3
     assert entry["url"] == "postgres://u:***@x/y" and entry["note"] == "no secret here"
