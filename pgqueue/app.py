@@ -14,7 +14,7 @@ from .codec import encode_data
 from .cron import Spec
 from .db import ops
 from .db.admin import AdminMethods
-from .db.insert import JobTemplate, NewJob, Unencoded, make_template
+from .db.insert import JobTemplate, NewJob, Unencoded, make_template, templates_of
 from .db.notifier import Notifier
 from .db.pool import AsyncProducerPool, ProducerPool, SchemaGate
 from .db.queues import QueueMethods
@@ -301,6 +301,8 @@ class App(AdminMethods, QueueMethods, WorkerMethods, ResultMethods, ScheduleMeth
             return
         if len(jobs) == 1:
             queues: Iterable[str] = (jobs[0][0].queue,) if ids[0] is not None else ()
+        elif len(templates := templates_of(jobs)) == 1:
+            queues = (templates[0].queue,) if any(job_id is not None for job_id in ids) else ()
         else:
             queues = {
                 template.queue for (template, _), job_id in zip(jobs, ids, strict=True) if job_id is not None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .codec import encode_data
-from .db.insert import JobTemplate, NewJob, Unencoded
+from .db.insert import Batch, JobTemplate, NewJob
 from .job import JobId, JobOptions
 from .limits import TaskLimits
 
@@ -96,10 +96,10 @@ class TaskCall:
     def _template(self) -> JobTemplate:
         return self.task.app._template(self.task.name, self.options)
 
-    def _jobs(self, items: Iterable[Mapping[str, Any]], conn: Any) -> list[NewJob]:
+    def _jobs(self, items: Iterable[Mapping[str, Any]], conn: Any) -> Sequence[NewJob]:
         template, limit = self._template, self.task.app.max_payload_bytes
-        if conn is None:  # the App's pool: encoded as they are sent (see Unencoded)
-            return [(template, Unencoded({} if data is None else data, limit)) for data in items]
+        if conn is None:  # the App's pool: encoded as they are sent (see Batch)
+            return Batch(template, list(items), limit)
         return [(template, encode_data({} if data is None else data, limit)) for data in items]
 
     def enqueue(self, /, conn: Any = None, **data: Any) -> JobId | None:

@@ -23,6 +23,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .codec import error_summary
+from .db.insert import templates_of
 from .worker.events import WorkerEvents
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def instrument(app: App, tracer_provider: trace.TracerProvider | None = None) ->
 
     @contextmanager
     def enqueue_span(jobs: Sequence[NewJob]) -> Iterator[str | None]:
-        types = sorted({template.type for template, _ in jobs})
+        types = sorted({template.type for template in templates_of(jobs)})
         name = f"pgqueue.enqueue {types[0] if len(types) == 1 else 'many'}"
         attributes: dict[str, Any] = {
             "messaging.system": "pgqueue",

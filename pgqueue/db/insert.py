@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from ..codec import encode_data
 from ..job import DEFAULT_QUEUE, JobId, JobOptions, job_uids_hex
@@ -88,6 +88,45 @@ class Unencoded(NamedTuple):
 NewJob = tuple[JobTemplate, "str | Unencoded"]
 """A job to insert: its template and its data as JSON text (or still to encode)."""
 
+
+class Batch(Sequence[NewJob]):
+    """Jobs of one template, their data still to be encoded: a bulk enqueue of one task on the
+    App's own pool. Holds no pair per job: the pairs are made when read, a chunk at a time as a
+    COPY sends them while PostgreSQL loads the chunk before (made all at once, thousands of them
+    cost more in garbage collection than in making)."""
+
+    __slots__ = ("items", "max_bytes", "template")
+
+    def __init__(self, template: JobTemplate, items: list[Any], max_bytes: int) -> None:
+        self.template, self.items, self.max_bytes = template, items, max_bytes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> NewJob: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[NewJob]: ...
+    def __getitem__(self, index: int | slice) -> NewJob | list[NewJob]:
+        template, limit = self.template, self.max_bytes
+        if isinstance(index, slice):
+            return [(template, Unencoded({} if data is None else data, limit)) for data in self.items[index]]
+        data = self.items[index]
+        return template, Unencoded({} if data is None else data, limit)
+
+    def __iter__(self) -> Iterator[NewJob]:
+        template, limit = self.template, self.max_bytes
+        for data in self.items:
+            yield template, Unencoded({} if data is None else data, limit)
+
+
+def templates_of(jobs: Sequence[NewJob]) -> list[JobTemplate]:
+    """The jobs' templates, each once, in order of first use."""
+    if type(jobs) is Batch:
+        return [jobs.template]
+    return list({id(template): template for template, _ in jobs}.values())
+
+
 COPY_MIN_JOBS = 64
 """Bulk enqueues of at least this many jobs (and no unique keys) are loaded with COPY."""
 
@@ -154,20 +193,18 @@ def insert_jobs(
     """
     if not jobs:
         return []
-    if any(template.keyed for template, _ in jobs):
+    templates = templates_of(jobs)
+    if any(template.keyed for template in templates):
         return (yield from _insert_with_keyed(schema, jobs, notify, trace))
     q = queries(schema)
-    if any(template.dead_letter is not None or template.depends_on for template, _ in jobs):
+    if any(template.dead_letter is not None or template.depends_on for template in templates):
         return (yield from insert_lifecycle_jobs(schema, _encoded(jobs), _MANY_FIELDS, notify, trace))
     if trace is not None:
         return (yield from _insert_traced(schema, jobs, notify, trace))
-    counted = any(template.concurrency_key is not None for template, _ in jobs)
-    if (
-        len(jobs) >= COPY_MIN_JOBS
-        and not counted
-        and all(template.unique_key is None for template, _ in jobs)
-    ):
-        return (yield from _copy_jobs(schema, jobs, notify))
+    counted = any(template.concurrency_key is not None for template in templates)
+    keys = any(template.unique_key is not None for template in templates)
+    if len(jobs) >= COPY_MIN_JOBS and not counted and not keys:
+        return (yield from _copy_jobs(schema, jobs, templates, notify))
     jobs = _encoded(jobs)
     if len(jobs) == 1 and not counted:  # a job with a concurrency key goes through insert_jobs
         template, data = jobs[0]
@@ -252,41 +289,50 @@ def _insert_many(
     return ids
 
 
-def _copy_jobs(schema: str, jobs: Sequence[NewJob], notify: bool) -> Operation[list[JobId | None]]:
+def _copy_jobs(
+    schema: str, jobs: Sequence[NewJob], templates: list[JobTemplate], notify: bool
+) -> Operation[list[JobId | None]]:
     q = queries(schema)
     rows = yield q.reserve_job_ids, {"n": len(jobs)}
     ids: list[int] = rows[0]["ids"]
-    # The uids are made here from the ids, as the database's job_uid(id) makes them: COPY returns no rows.
-    uids = job_uids_hex(ids, rows[0]["now"])
-    templates = {id(template): template for template, _ in jobs}.values()
     at_once = all(template.runs_at_once for template in templates)
     # Delays count from the reservation's now(); jobs that run at once take the COPY's.
     now: datetime | None = None if at_once else rows[0]["now"]
     suffixes = {id(template): template.copy_suffix(now) for template in templates}
-    lines = _copy_lines(jobs, ids, uids, suffixes)
+    made: list[JobId | None] = []
+    lines = _copy_lines(jobs, ids, rows[0]["now"], suffixes, made)
     yield CopyIn(q.copy_jobs_now if at_once else q.copy_jobs, lines), None
     if notify:
         queues = sorted({template.queue for template in templates})
         yield q.notify, {"channel": channel(schema), "queues": queues}
-    return [JobId(job_id, uid) for job_id, uid in zip(ids, uids, strict=True)]
+    return made
 
 
 def _copy_lines(
     jobs: Sequence[NewJob],
     ids: Sequence[int],
-    uids: Sequence[str],
+    at: datetime,
     suffixes: dict[int, str],
+    made: list[JobId | None],
     rows: int = 2000,
 ) -> Iterator[str]:
-    """The jobs as COPY text lines, ``rows`` lines a chunk (uids as 32 hex digits, which PostgreSQL reads)."""
-    for start in range(0, len(jobs), rows):
+    """The jobs as COPY text lines, ``rows`` lines a chunk, each job's uid made from its id as the
+    database's ``job_uid(id)`` makes them (COPY returns no rows), as 32 hex digits.
+
+    The jobs' ids for the caller are appended to ``made`` a chunk at a time, after the chunk
+    has gone: while PostgreSQL loads it, which takes longer than making them. (The first chunk
+    is small, for the server to start sooner.)"""
+    start, end = 0, min(rows // 4, len(jobs))
+    while start < len(jobs):
+        chunk_ids = ids[start:end]
+        uids = job_uids_hex(chunk_ids, at)
         lines = []
-        end = start + rows
-        chunk = zip(ids[start:end], uids[start:end], jobs[start:end], strict=True)
-        for job_id, uid, (template, data) in chunk:
+        for job_id, uid, (template, data) in zip(chunk_ids, uids, jobs[start:end], strict=True):
             if type(data) is not str:
                 data = encode_data(*data)
             if "\\" in data:  # COPY's text format reads a backslash as an escape
                 data = data.replace("\\", "\\\\")
             lines.append(f"{job_id}\t{uid}\t{data}\t{suffixes[id(template)]}\n")
         yield "".join(lines)
+        made.extend(map(JobId, chunk_ids, uids))
+        start, end = end, end + rows

@@ -307,8 +307,9 @@ def test_enqueue_many_ten_thousand_in_one_statement(
 
     assert len(ids) == 10_000
     assert ids == sorted(ids) and len(set(ids)) == 10_000
-    rows = conn.execute("SELECT id, data, xmin::text FROM pgqueue.job ORDER BY id").fetchall()
+    rows = conn.execute("SELECT id, data, xmin::text, uid FROM pgqueue.job ORDER BY id").fetchall()
     assert [row[0] for row in rows] == ids
+    assert [row[3] for row in rows] == [job_id.uid for job_id in ids]  # made in chunks, beside the COPY
     assert all(row[1] == {"i": i} for i, row in enumerate(rows))
     assert len({row[2] for row in rows}) == 1  # one transaction
     assert conn.execute("SELECT count(*) FROM insert_statements").fetchone() == (1,)
@@ -339,6 +340,22 @@ def test_app_enqueue_many_mixes_types_queues_and_options(
         (ids[3], "c", "default", 0, now, {"n": 4}),
     ]
     assert app.enqueue_many([]) == []
+
+
+def test_task_enqueue_many_takes_any_iterable_and_none_for_no_arguments(
+    app: pgqueue.App, conn: psycopg.Connection[Any]
+) -> None:
+    @app.task("t", queue="q")
+    def t(n: int = 0) -> None: ...
+
+    few = t.enqueue_many(iter([{"n": 1}, None]))  # INSERT ... unnest
+    many = t.enqueue_many({"n": n} if n % 2 else None for n in range(300))  # COPY
+    assert t.enqueue_many(iter([])) == []
+    rows = conn.execute("SELECT id, uid, type, queue, data FROM pgqueue.job ORDER BY id").fetchall()
+    assert [row[0] for row in rows] == [*few, *many]
+    assert [row[1] for row in rows] == [job_id.uid for job_id in [*few, *many]]
+    assert [row[4] for row in rows] == [{"n": 1}, {}, *({"n": n} if n % 2 else {} for n in range(300))]
+    assert {(row[2], row[3]) for row in rows} == {("t", "q")}
 
 
 def test_bulk_copy_keeps_each_jobs_options_time_and_awkward_text(
