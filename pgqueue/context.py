@@ -69,6 +69,39 @@ class JobContext:
     )
     """Where :meth:`set_progress` sends its reports: the worker's writer, or a child's pipe."""
 
+    @classmethod
+    def _started(
+        cls,
+        id: int,
+        type: str,
+        queue: str,
+        attempt: int,
+        max_attempts: int,
+        lease_id: uuid.UUID | str | None,
+        schema: str,
+        started: float,
+        uid: uuid.UUID | str | None,
+        progress_sink: Callable[[dict[str, Any]], None] | None,
+    ) -> JobContext:
+        """The worker's way to make one per job run, with the fields ``__init__`` sets and the
+        progress sink, in one update of the instance's dict. (The frozen dataclass's ``__init__``
+        sets each through ``object.__setattr__``: twice the cost of this, per job.)"""
+        self = object.__new__(cls)
+        self.__dict__.update(
+            id=id,
+            type=type,
+            queue=queue,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            lease_id=lease_id,
+            schema=schema,
+            started=started,
+            _uid=uid,
+            _cancel_event=_Flag(),
+            _progress_sink=progress_sink,
+        )
+        return self
+
     @property
     def uid(self) -> uuid.UUID | None:
         """The job's random identity (:attr:`pgqueue.Job.uid`): the key to make a handler's effects

@@ -65,18 +65,18 @@ class Running:
     def open_context(self, schema: str, started: float, sink: Sink) -> JobContext:
         """What the handler sees of its job; ``sink(job id, lease)`` takes its progress reports."""
         job = self.job
-        context = self.context = JobContext(
+        context = self.context = JobContext._started(
             job.id,
             job.type,
             job.queue,
             job.attempts,
             job.max_attempts,
-            lease_id=job.lease_id,
-            schema=schema,
-            started=started,
-            _uid=job.uid,
+            job.lease_id,
+            schema,
+            started,
+            job.uid,
+            sink(job.id, job.lease_id),
         )
-        object.__setattr__(context, "_progress_sink", sink(job.id, job.lease_id))
         if self.lost:  # cancelled before it started
             context._cancel_event.set()
         return context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -39,3 +40,24 @@ def test_complete_needs_a_context_with_a_lease():
 
 def test_lease_lost_is_a_pgqueue_error():
     assert issubclass(pgqueue.LeaseLost, pgqueue.PgQueueError) and "LeaseLost" in pgqueue.__all__
+
+
+def test_the_workers_quick_constructor_makes_what_the_dataclass_makes():
+    """``JobContext._started`` fills the instance's dict in one update: it must set every field
+    ``__init__`` sets (a field added to the class and not to it would be missing from every
+    context a worker makes), and nothing else but the progress sink."""
+
+    def sink(report: dict) -> None: ...
+
+    made = JobContext(7, "charge", "q", 2, 5, lease_id="lease", schema="billing", started=1.5, _uid="uid")
+    quick = JobContext._started(7, "charge", "q", 2, 5, "lease", "billing", 1.5, "uid", sink)
+    assert quick == made and repr(quick) == repr(made)
+    assert set(vars(quick)) - set(vars(made)) == {"_progress_sink"} and set(vars(made)) <= set(vars(quick))
+    assert {name: getattr(quick, name) for name in vars(made) if name != "_cancel_event"} == {
+        name: getattr(made, name) for name in vars(made) if name != "_cancel_event"
+    }
+    assert quick._progress_sink is sink and not quick.cancelled and not quick._completed
+    quick._cancel()
+    assert quick.cancelled and not made.cancelled  # a flag of its own
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.id = 8  # type: ignore[misc]
