@@ -212,6 +212,7 @@ class Worker:
                 await self.slot_freed.wait()
                 continue
             self.wake.clear()
+            self.slot_freed.clear()  # before the claim: a slot freed while it travels ends the wait after it
             recorded = self.completer.recorded
             try:
                 if self.lost_claims:
@@ -247,7 +248,6 @@ class Worker:
                     if self.completer.recorded == recorded:
                         return
                     continue
-                self.slot_freed.clear()
                 await wait_any(
                     self.slot_freed, self.wake, timeout=self.flow.timeout(self.config.poll_interval)
                 )

@@ -577,3 +577,21 @@ async def test_burst_runs_retries_that_are_due_at_once(app, conn):
     await asyncio.wait_for(app.arun_worker(burst=True, poll_interval=5.0, listen=False), timeout=30)
     assert attempts == [1, 2, 3]
     assert app.get_job(job_id).state.value == "completed"
+
+
+async def test_a_burst_worker_whose_last_jobs_end_while_it_claims_stops_at_once(app, conn):
+    """The last jobs of a burst end together, while the claim their first slot freed is in
+    flight: the wait after that claim must see those slots freed, not sleep a poll interval
+    (30 s here) before the claim that records them and finds the queue empty."""
+
+    @app.task("together")
+    async def together(n: int) -> None:
+        await asyncio.sleep(0.2)
+
+    together.enqueue_many([{"n": n} for n in range(300)])
+    started = time.monotonic()
+    await asyncio.wait_for(app.arun_worker(burst=True, concurrency=1000, poll_interval=30.0), timeout=40)
+    assert time.monotonic() - started < 10
+    assert conn.execute("SELECT state::text, count(*) FROM pgqueue.job GROUP BY 1").fetchall() == [
+        ("completed", 300)
+    ]
