@@ -277,7 +277,7 @@ WHERE queue = %(queue)s AND state < 'active' AND run_at <= now()
   AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = %(queue)s
                   AND (p.paused OR p.concurrency IS NOT NULL OR p.rate_limit IS NOT NULL))
 ORDER BY priority DESC, run_at, id
-LIMIT %(limit)s
+LIMIT {claim_most}
 FOR UPDATE SKIP LOCKED
 
 -- name: exchange_outcomes
@@ -352,7 +352,7 @@ SET state = 'active',
     finished_at = NULL,
     worker_id = %(worker_id)s,
     progress = NULL
-WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked LIMIT %(limit)s))
 RETURNING j.id, j.type, j.queue, j.data, j.priority, j.attempts, j.max_attempts,
           j.retry_delay, j.retry_backoff, j.retry_delay_max, j.timeout, j.lease_id, j.trace, j.uid
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import MutableMapping
 
+from ..db.sql import CLAIM_MOST
 from .records import ClaimedJob, Running
 
 SMOOTHING = 0.2
@@ -48,9 +49,9 @@ class ClaimAhead:
 
     def limit(self) -> int:
         """How many jobs to claim now: the free slots and the room for jobs claimed ahead (none
-        while jobs wait here and no slot is free)."""
+        while jobs wait here and no slot is free), at most :data:`~pgqueue.db.sql.CLAIM_MOST`."""
         free = self.concurrency - self.started()
-        return free + self.room() if free > 0 or not self.waiting else 0
+        return min(free + self.room(), CLAIM_MOST) if free > 0 or not self.waiting else 0
 
     def room(self) -> int:
         """Jobs to claim beyond the free slots now."""
