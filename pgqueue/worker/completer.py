@@ -36,6 +36,21 @@ FLUSH_DELAY = 0.005
 """Seconds an outcome waits for the claim loop to record it along with its next claim."""
 
 
+def claiming_nothing(queue: str | None, lease_seconds: float, worker_id: str) -> dict[str, Any]:
+    """Claim parameters that claim nothing, for an exchange that only records outcomes (``queue``:
+    the worker's one queue, which picks the one-queue statements, or None)."""
+    return {
+        "queues": "{}",
+        "limit": 0,
+        "full": "{}",
+        "capped": "{}",
+        "caps": "{}",
+        "lease_seconds": lease_seconds,
+        "worker_id": worker_id,
+        "queue": queue,
+    }
+
+
 class Completer(Service):
     """The batch of outcomes waiting to be recorded, and the one statement that records them."""
 
@@ -56,6 +71,7 @@ class Completer(Service):
         self.results: list[Result] = []
         self.recording: list[Result] = []
         """The batch this loop's exchange is recording right now."""
+        self._recording: asyncio.Future[list[ClaimedJob]] | None = None
         self.recorded = 0
         """Statements that recorded outcomes so far (a burst worker's last claim may not see the
         retries they scheduled: it claims once more after any)."""
@@ -120,7 +136,7 @@ class Completer(Service):
         batch = self.take()
         if not batch:
             return
-        record = asyncio.ensure_future(self.exchange(batch, None))
+        record = self._recording = asyncio.ensure_future(self.exchange(batch, None))
         self.recording = batch
         try:
             await asyncio.shield(record)
@@ -136,7 +152,12 @@ class Completer(Service):
             self.put_back(batch)
             raise
         finally:
-            self.recording = []
+            self.recording, self._recording = [], None
+
+    async def settled(self) -> None:
+        """Wait until this loop's exchange in flight, if any, has ended (it reports its own failure)."""
+        if self._recording is not None:
+            await asyncio.wait([self._recording])
 
     async def final_flush(self) -> None:
         """At shutdown: record what is left, retrying a few times."""

@@ -26,7 +26,7 @@ from ..errors import ConfigurationError
 from ..settings import WorkerConfig, resolve_option
 from .ahead import ClaimAhead
 from .aio import describe, install_signals, remove_signals, retry_delay, wait_any, wait_tasks
-from .completer import Completer
+from .completer import Completer, claiming_nothing
 from .database import WorkerDatabase
 from .events import announce_start
 from .executors import Executors, Outcome, process_cap
@@ -80,16 +80,7 @@ class Worker:
         self.db = WorkerDatabase(
             runtime, io_timeout=max(5.0, config.lease_seconds / 2), async_commit=config.async_commit
         )
-        no_claim = {
-            "queues": "{}",
-            "limit": 0,
-            "full": "{}",
-            "capped": "{}",
-            "caps": "{}",
-            "lease_seconds": config.lease_seconds,
-            "worker_id": self.worker_id,
-            "queue": self.one_queue,
-        }
+        no_claim = claiming_nothing(self.one_queue, config.lease_seconds, self.worker_id)
         self.events = runtime.events
         self.completer = Completer(self.db, self.q, runtime, self.stats, no_claim)
         self.handback = HandBack(self.db, self.q, self.channel, self.worker_id, self.stats)
@@ -244,8 +235,10 @@ class Worker:
             if self.config.burst:
                 # Done once a claim finds nothing with nothing running, and no outcome was recorded
                 # meanwhile: a retry due at once, recorded in or beside that claim, was not visible to it.
-                if not (claimed or self.running or self.completer.pending() or self.second.in_flight):
-                    if self.completer.recorded == recorded:
+                if not (claimed or self.running or self.second.in_flight):
+                    if self.completer.pending():  # claimed again once the completer has recorded them
+                        await self.completer.settled()
+                    elif self.completer.recorded == recorded:
                         return
                     continue
                 await wait_any(
