@@ -251,7 +251,7 @@ WITH picked AS (
     LIMIT %(limit)s
 ), claimed AS ({claim_picked}
 )
-SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed;
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, {claimed_json} AS claimed;
 
 -- name: exchange_one
 -- The exchange of a worker with one queue and no capped type (the common case): the same
@@ -266,7 +266,7 @@ WITH {exchange_outcomes}, picked AS ({claim_one_candidates}
 WITH picked AS ({claim_one_candidates}
 ), claimed AS ({claim_picked}
 )
-SELECT NULL::bigint[] AS completed, NULL::json AS failed, (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed;
+SELECT NULL::bigint[] AS completed, NULL::json AS failed, {claimed_json} AS claimed;
 
 -- name: claim_one_candidates
 -- A part of exchange_one and claim_one, not a statement: up to %(limit)s runnable jobs of the
@@ -319,7 +319,7 @@ finished AS (
 )
 SELECT (SELECT array_agg(id) FROM done) AS completed,
        (SELECT json_agg(json_build_array(id, state)) FROM failed) AS failed,
-       (SELECT json_agg(claimed ORDER BY priority DESC, id) FROM claimed) AS claimed,
+       {claimed_json} AS claimed,
        (SELECT pg_notify({done_channel}, {finished_payload}) FROM finished
         HAVING count(*) > 0 AND NOT {waiters_absent}) AS announced
 
@@ -337,6 +337,15 @@ WHERE queue = q.name AND state < 'active' AND run_at <= now()
 ORDER BY priority DESC, run_at, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
+
+-- name: claimed_json
+-- A part of the claiming statements, not a statement: the jobs of the CTE "claimed" (what
+-- claim_picked returns) as one JSON array of arrays, each in the order of the fields of the
+-- worker's ClaimedJob: arrays cost the worker a quarter of what objects cost to decode and build.
+(SELECT json_agg(json_build_array(id, type, queue, data, priority, attempts, max_attempts, retry_delay,
+                                  retry_backoff, retry_delay_max, timeout, lease_id, trace, uid)
+                 ORDER BY priority DESC, id)
+ FROM claimed)
 
 -- name: claim_picked
 -- A part of exchange and claim, not a statement: claim the jobs of the CTE "picked": count
@@ -518,7 +527,7 @@ WITH RECURSIVE limits AS (
     WHERE l.kind = f.kind AND l.name = f.name
       AND f.at <= now() - make_interval(secs => l.win) - interval '5 minutes'
 )
-SELECT (SELECT json_agg(claimed) FROM claimed) AS claimed,
+SELECT {claimed_json} AS claimed,
        (SELECT extract(epoch FROM min(coalesce(s.oldest, now()) + make_interval(secs => l.win)) - clock_timestamp())
         FROM limits AS l LEFT JOIN started AS s ON s.kind = l.kind AND s.name = l.name
         WHERE l.rate IS NOT NULL)::float8 AS next_room_in;

@@ -36,8 +36,10 @@ class ClaimedJob:
     """As the claim's JSON gives it: the handler's context makes it a UUID if it is read."""
 
     @classmethod
-    def from_rows(cls, rows: list[dict[str, Any]] | None) -> list[ClaimedJob]:
-        return [cls(**row) for row in rows] if rows else []
+    def from_rows(cls, rows: list[list[Any]] | None) -> list[ClaimedJob]:
+        """The jobs of a claim's JSON (``claimed_json`` in ``queries.sql``: one array per job, its
+        values in the order of these fields)."""
+        return [cls(*row) for row in rows] if rows else []
 
 
 Sink = Callable[[int, Any], Callable[[dict[str, Any]], None]]
