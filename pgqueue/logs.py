@@ -83,9 +83,11 @@ def extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _find_extras(record: logging.LogRecord) -> dict[str, Any]:
-    found = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
-    ordered = {k: found.pop(k) for k in _JOB_FIELDS if k in found}
-    ordered.update(sorted(found.items()))
+    fields = vars(record)
+    names = fields.keys() - _STANDARD  # one set operation: most records carry only the job fields
+    ordered = {k: fields[k] for k in _JOB_FIELDS if k in names}
+    if len(ordered) < len(names):
+        ordered.update(sorted((k, fields[k]) for k in names if k not in ordered and not k.startswith("_")))
     return ordered
 
 
@@ -106,9 +108,14 @@ def _text_value(value: Any) -> str:
 class TextFormatter(logging.Formatter):
     """``time level message key=value ...``, for people reading a terminal."""
 
+    _second: tuple[int, str] = (-1, "")
+    """The last second stamped and its text: lines come many a second."""
+
     def format(self, record: logging.LogRecord) -> str:
-        seconds = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        stamp = f"{seconds}.{int(record.msecs):03d}"
+        second = int(record.created)
+        if second != self._second[0]:
+            self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+        stamp = f"{self._second[1]}.{int(record.msecs):03d}"
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}"
         fields = " ".join(f"{k}={_text_value(v)}" for k, v in extras(record).items() if v is not None)
         if fields:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 
 import pytest
@@ -89,3 +90,21 @@ def test_the_json_format_carries_the_scrubbed_extras() -> None:
     assert entry["message"] == "plain message" and entry["job_id"] == 3
     assert entry["url"] == "postgres://u:***@x/y" and entry["note"] == "no secret here"
     assert list(entry)[:5] == ["time", "level", "logger", "message", "pid"]
+
+
+@pytest.mark.timeout(10)
+def test_the_text_format_stamps_each_line_with_its_own_time() -> None:
+    """The formatter keeps the text of the last second it stamped: a line in another second, before
+    or after it, must get that second's text, and every line its own milliseconds."""
+    formatter = logs.TextFormatter()
+    stamps = []
+    for created in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5, 1_699_999_999.0, 1_700_000_000.125):
+        record = logging.LogRecord("pgqueue.worker", logging.INFO, "f", 1, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        stamps.append(formatter.format(record)[:23])
+    expected = [
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(created))) + f".{ms:03d}"
+        for created, ms in ((1_700_000_000, 250), (1_700_000_000, 750), (1_700_000_001, 500),
+                            (1_699_999_999, 0), (1_700_000_000, 125))
+    ]
+    assert stamps == expected
