@@ -269,9 +269,11 @@ WITH picked AS ({claim_one_candidates}
 SELECT NULL::bigint[] AS completed, NULL::json AS failed, {claimed_json} AS claimed;
 
 -- name: claim_one_candidates
--- A part of exchange_one and claim_one, not a statement: up to %(limit)s runnable jobs of the
--- queue %(queue)s, walking the fetch index in its own order, skipping rows other workers hold.
--- Nothing when the queue is paused or has limits (which only claim_limited claims).
+-- A part of exchange_one and claim_one, not a statement: runnable jobs of the queue %(queue)s,
+-- walking the fetch index in its own order, skipping rows other workers hold, under the constant
+-- {claim_most} (CLAIM_MOST in sql.py: a constant keeps one generic plan); claim_picked reads
+-- only the first %(limit)s of them, so no row past those is locked. Nothing when the queue is
+-- paused or has limits (which only claim_limited claims).
 SELECT id FROM {schema}.job
 WHERE queue = %(queue)s AND state < 'active' AND run_at <= now()
   AND NOT EXISTS (SELECT FROM {schema}.queue AS p WHERE p.name = %(queue)s
@@ -348,8 +350,9 @@ FOR UPDATE SKIP LOCKED
  FROM claimed)
 
 -- name: claim_picked
--- A part of exchange and claim, not a statement: claim the jobs of the CTE "picked": count
--- an attempt, give each a fresh lease; return what the worker needs to run them. The ids go
+-- A part of exchange and claim, not a statement: claim the first %(limit)s jobs of the CTE
+-- "picked": count an attempt, give each a fresh lease; return what the worker needs to run them
+-- (claimed_json hands it over). The ids go
 -- as an array: joined to "picked", a claim of a few hundred jobs was planned as a hash join
 -- over the whole table.
 UPDATE {schema}.job AS j

@@ -15,7 +15,7 @@ CLAIM_MOST = 1000
 """The most jobs one claim takes. The one-queue claim walks the fetch index under this constant
 limit and takes the first ``limit`` rows of it (the rows past them are never locked): with the
 limit a parameter there, PostgreSQL costs its generic plan for a tenth of the table and plans
-every claim anew (a third of an idle worker's claim); with a constant it keeps one plan."""
+every claim anew (a third of a claim's time on a busy connection); with a constant it keeps one plan."""
 
 _BLOCK = re.compile(r"^-- name: (\w+)\n", re.MULTILINE)
 _PART = re.compile(r"\{(\w+)\}")

@@ -72,6 +72,7 @@ class Completer(Service):
         self.recording: list[Result] = []
         """The batch this loop's exchange is recording right now."""
         self._recording: asyncio.Future[list[ClaimedJob]] | None = None
+        """The exchange recording ``recording``, while there is one (see :meth:`settled`)."""
         self.recorded = 0
         """Statements that recorded outcomes so far (a burst worker's last claim may not see the
         retries they scheduled: it claims once more after any)."""
