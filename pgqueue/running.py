@@ -49,7 +49,7 @@ class WorkerMethods:
 
         Takes the :class:`pgqueue.WorkerConfig` fields as keywords.
         """
-        run_blocking(self.arun_worker(**config))
+        run_blocking(self.arun_worker(**config), config.get("event_loop", "auto"))
 
     async def arun_worker(self: _Host, **config: Any) -> None:
         await Worker(self.runtime(), WorkerConfig(**config)).run()
@@ -67,7 +67,7 @@ class WorkerMethods:
         async def main() -> None:
             stats.update(await self.adrain(**config))
 
-        run_blocking(main())
+        run_blocking(main(), config.get("event_loop", "auto"))
         return stats
 
     async def adrain(self: _Host, **config: Any) -> dict[str, int]:

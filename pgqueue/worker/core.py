@@ -145,11 +145,12 @@ class Worker:
             await self.db.check_schema(self.runtime.schema)
             await warn_if_autovacuum_off(self.db, self.runtime.schema, self.config.vacuum_interval)
             log.info(
-                "worker %s started: queues=%s concurrency=%d listen=%s",
+                "worker %s started: queues=%s concurrency=%d listen=%s loop=%s",
                 self.worker_id,
                 ",".join(self.queues),
                 self.config.concurrency,
                 self.config.listen,
+                type(asyncio.get_running_loop()).__module__.partition(".")[0],
             )
             announce_start(self.events, self.worker_id, self.config)
             for service in self.services:

@@ -51,6 +51,13 @@ async def record(n: int) -> int:
     return n
 
 
+@app.task("loop", queue="acceptance")
+async def loop() -> str:
+    """The package of the event loop the worker runs its handlers on: asyncio or uvloop."""
+    await _record()
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
+
+
 @app.task("hold", queue="acceptance", max_attempts=5, retry_delay=0)
 async def hold(first_attempt_sleep: float, later_sleep: float = 0.0) -> dict:
     """Sleeps long on the first attempt (to be killed or stalled there), briefly after."""

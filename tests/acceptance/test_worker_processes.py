@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,3 +156,41 @@ def test_terminating_every_worker_backend_loses_nothing(app, ledger, workers, co
     worker.send_signal(signal.SIGTERM)
     output, _ = worker.communicate(timeout=20)
     assert worker.returncode == 0, output
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("flag", "expected"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_the_worker_runs_its_jobs_on_the_event_loop_chosen(app, ledger, workers, flag, expected):
+    # The dev extras install uvloop, so auto chooses it.
+    jobs = app.enqueue_many([("record", {"n": n}, {"queue": "acceptance"}) for n in range(200)])
+    probe = app.enqueue("loop", {}, queue="acceptance")
+    worker = workers("--burst", "--concurrency", "20", "--event-loop", flag)
+    output, _ = worker.communicate(timeout=90)
+    assert worker.returncode == 0, output
+    assert f"loop={expected}" in output, output
+    assert app.get_job(probe).output == expected
+    assert all(app.get_job(job_id).state == "completed" for job_id in jobs)
+    assert scalar(ledger, "SELECT count(*) FROM ledger") == 201
+    assert scalar(ledger, "SELECT count(*) FROM pgqueue.job WHERE attempts <> 1") == 0
+
+
+@pytest.mark.timeout(60)
+def test_asking_for_uvloop_where_it_is_not_installed_is_a_clear_error(app, ledger, dsn, tmp_path):
+    blocked = tmp_path / "uvloop"
+    blocked.mkdir()
+    (blocked / "__init__.py").write_text("raise ImportError('uvloop is not installed here')\n")
+    job_id = app.enqueue("record", {"n": 1}, queue="acceptance")
+    path = os.pathsep.join([str(tmp_path), str(HERE)])
+    env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PYTHONPATH": path}
+    command = [sys.executable, "-m", "pgqueue", "work", "ledger_app:app", "--burst", "--event-loop"]
+    run = {"cwd": HERE, "env": env, "capture_output": True, "text": True, "timeout": 40}
+    refused = subprocess.run([*command, "uvloop"], **run)
+    assert refused.returncode != 0
+    assert "pip install 'pgqueue[uvloop]'" in refused.stdout + refused.stderr
+    assert app.get_job(job_id).state == "created"  # nothing was claimed
+    fallback = subprocess.run([*command, "auto"], **run)
+    assert fallback.returncode == 0, fallback.stdout + fallback.stderr
+    assert "loop=asyncio" in fallback.stdout + fallback.stderr
+    assert app.get_job(job_id).state == "completed"

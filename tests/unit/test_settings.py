@@ -59,7 +59,7 @@ def test_the_defaults_are_those_of_the_public_api() -> None:
         queues=None, concurrency=10, burst=False, poll_interval=1.0, shutdown_grace=30.0, listen=True,
         lease_seconds=15.0, rescue_interval=5.0, prune_interval=60.0, completed_retention=86400.0,
         failed_retention=7 * 86400.0, worker_id=None, xmin_warning=300.0, async_commit=False,
-        listen_database_url=None, claim_ahead=True,
+        listen_database_url=None, claim_ahead=True, event_loop="auto",
     )
 
 
@@ -86,6 +86,7 @@ NON_DEFAULT = {
     "xmin_warning": ("12", 12.0),
     "async_commit": ("yes", True),
     "claim_ahead": ("false", False),
+    "event_loop": ("asyncio", "asyncio"),
     "metrics_port": ("9100", 9100),
     "vacuum_interval": ("30", 30.0),
     "processes": ("3", 3),
@@ -138,7 +139,7 @@ BAD = [
     ("metrics_port", 0), ("metrics_port", 65536), ("metrics_port", "9100"),
     ("failed_retention", float("nan")), ("xmin_warning", 0), ("burst", "yes"), ("listen", None),
     ("queues", "emails"), ("queues", [""]), ("queues", ["ok", "bell\x07"]), ("worker_id", ""),
-    ("worker_id", "x" * 500),
+    ("worker_id", "x" * 500), ("event_loop", "trio"), ("event_loop", None),
 ]
 
 
@@ -175,6 +176,7 @@ CONFIGS = [
             queues=["emails", "pdf"], concurrency=123, burst=True, poll_interval=0.125, shutdown_grace=0,
             listen=False, lease_seconds=2.5, rescue_interval=0.05, prune_interval=86400,
             completed_retention=0, failed_retention=1e-3, xmin_warning=315360000, async_commit=True,
+            event_loop="uvloop",
         ),
         ProcessSettings(processes=4, log_level="warning", log_format="json"),
     ),
