@@ -455,8 +455,20 @@ def describe_server(dsn: str) -> str:
     return (
         f"PostgreSQL {row[0]} at {host}:{params.get('port', 5432)} (fsync={row[1]}, "
         f"synchronous_commit={row[2]}, shared_buffers={row[3]}, autovacuum={row[4]}); client: Python "
-        f"{sys.version.split()[0]}, psycopg {psycopg.__version__}, {os.cpu_count()} CPUs"
+        f"{sys.version.split()[0]}, psycopg {psycopg.__version__}, {os.cpu_count()} CPUs; "
+        f"workers' event loop: {_worker_loop()}"
     )
+
+
+def _worker_loop() -> str:
+    """The event loop ``pgqueue work`` runs on here (``--event-loop``, from the environment)."""
+    if os.environ.get("PGQUEUE_EVENT_LOOP") == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    return f"uvloop {uvloop.__version__}"
 
 
 class Bench:
