@@ -4,6 +4,7 @@ WAL and row meters, results, and the throwaway database a run lives in."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import math
 import multiprocessing
 import os
@@ -465,10 +466,9 @@ def _worker_loop() -> str:
     if os.environ.get("PGQUEUE_EVENT_LOOP") == "asyncio":
         return "asyncio"
     try:
-        import uvloop
-    except ImportError:
+        return f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:
         return "asyncio"
-    return f"uvloop {uvloop.__version__}"
 
 
 class Bench:
