@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -57,9 +58,13 @@ prepared statement lives on one server connection, and the next transaction gets
 # The job's lease id at the time of the execution identifies the claim: two executions
 # under one lease would be one claim run twice (a fencing failure). Attempt numbers do
 # not identify claims, since a job handed back at shutdown runs again under the same one.
+# Each execution writes its row under a token of its own: the write is retried once when the
+# connection fails, and a failure after the commit (a failover right then) must not count the
+# execution twice.
 LEDGER_INSERT = (
-    "INSERT INTO ledger (job_id, attempt, pid, note, lease_id) "
-    "SELECT %s, %s, %s, %s, (SELECT lease_id FROM pgqueue.job WHERE id = %s)"
+    "INSERT INTO ledger (job_id, attempt, pid, note, lease_id, execution) "
+    "SELECT %s, %s, %s, %s, (SELECT lease_id FROM pgqueue.job WHERE id = %s), %s "
+    "ON CONFLICT (execution) DO NOTHING"
 )
 
 
@@ -84,10 +89,11 @@ async def _aledger() -> psycopg.AsyncConnection[Any]:
 async def arecord(note: str | None = None) -> pgqueue.JobContext:
     """Write this execution to the ledger (reconnecting once if the database went away)."""
     job = pgqueue.current_job()
+    execution = uuid.uuid4()
     for attempt in range(2):
         try:
             conn = await _aledger()
-            await conn.execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id))
+            await conn.execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id, execution))
             return job
         except psycopg.OperationalError:
             if attempt:
@@ -115,9 +121,10 @@ def _ledger() -> psycopg.Connection[Any]:
 
 def record(note: str | None = None) -> pgqueue.JobContext:
     job = pgqueue.current_job()
+    execution = uuid.uuid4()
     for attempt in range(2):
         try:
-            _ledger().execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id))
+            _ledger().execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id, execution))
             return job
         except psycopg.OperationalError:
             if attempt:

@@ -32,7 +32,8 @@ CREATE TABLE ledger (
     pid     integer NOT NULL,
     at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     note    text,
-    lease_id uuid
+    lease_id uuid,
+    execution uuid UNIQUE
 );
 CREATE INDEX ledger_job ON ledger (job_id);
 
