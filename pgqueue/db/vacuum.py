@@ -33,6 +33,17 @@ def job_table(schema: str) -> Operation[dict[str, Any]]:
     return dict(rows[0])
 
 
+def job_table_unanalyzed(schema: str) -> Operation[dict[str, Any]]:
+    """``unanalyzed``: the job table holds jobs but has no column statistics; ``may_analyze``."""
+    rows = yield queries(schema).job_table_unanalyzed, {"schema": schema}
+    return dict(rows[0])
+
+
+def analyze_job(schema: str) -> Operation[None]:
+    """``ANALYZE (SKIP_LOCKED)`` the job table."""
+    yield queries(schema).analyze_job, None
+
+
 def try_lock(schema: str, lock_key: int) -> Operation[bool]:
     """Take the vacuum duty's session-level advisory lock if no other session holds it."""
     rows = yield queries(schema).vacuum_lock, {"lock_key": lock_key}

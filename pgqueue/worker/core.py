@@ -40,7 +40,7 @@ from .records import ClaimedJob, Result, Running, report_lost
 from .runtime import Runtime
 from .scheduler import CHECK_INTERVAL, Scheduler
 from .service import Lane, Service
-from .vacuum import VacuumDuty, warn_if_autovacuum_off
+from .vacuum import VacuumDuty, analyze_if_unanalyzed, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -144,6 +144,7 @@ class Worker:
         try:
             await self.db.check_schema(self.runtime.schema)
             await warn_if_autovacuum_off(self.db, self.runtime.schema, self.config.vacuum_interval)
+            await analyze_if_unanalyzed(self.db, self.runtime.schema)
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s loop=%s",
                 self.worker_id,

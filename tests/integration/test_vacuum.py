@@ -194,3 +194,68 @@ async def test_a_role_that_does_not_own_the_table_is_told_once_and_keeps_working
         assert job_stats(conn)[1] is None
     finally:
         app.close()
+
+
+def explain_claim(conn: psycopg.Connection[Any]) -> str:
+    """The plan of the one-queue claim for the queue "default" (EXPLAIN only: nothing is claimed)."""
+    from pgqueue.db.sql import queries
+
+    params = {"queue": "default", "limit": 10, "lease_seconds": 60.0, "worker_id": "w"}
+    statement = psycopg.ClientCursor(conn).mogrify(queries("pgqueue").claim_one, params)
+    return "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement).fetchall())
+
+
+def has_statistics(conn: psycopg.Connection[Any]) -> bool:
+    return conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_stats WHERE schemaname = 'pgqueue' AND tablename = 'job')"
+    ).fetchone() == (True,)
+
+
+async def test_a_worker_starting_on_jobs_in_a_table_never_analyzed_analyzes_it(app, conn, caplog):
+    @app.task("noop")
+    async def noop(n: int) -> None: ...
+
+    caplog.set_level(logging.INFO, "pgqueue.worker")
+    noop.enqueue_many([{"n": n} for n in range(5000)])
+    # Without statistics PostgreSQL expects a handful of waiting jobs in a queue: from about
+    # 100,000 of them on, it plans a bitmap scan and a sort of all of them, each claim.
+    assert not has_statistics(conn)
+    result = await app.adrain()
+    assert result["completed"] == 5000
+    assert has_statistics(conn)
+    plan = explain_claim(conn)
+    assert "Index Scan using job_fetch on job" in plan, plan  # the fetch index, read in its order
+    assert "Sort Key: job.priority" not in plan, plan
+    assert caplog.text.count("analyzed the job table: it had jobs but no statistics") == 1
+
+
+async def test_a_worker_starting_on_an_empty_table_or_an_analyzed_one_does_not_analyze(app, conn, caplog):
+    @app.task("noop")
+    async def noop(n: int) -> None: ...
+
+    caplog.set_level(logging.INFO, "pgqueue.worker")
+    await app.adrain()
+    assert not has_statistics(conn)  # nothing to analyze in an empty table
+    noop.enqueue_many([{"n": n} for n in range(100)])
+    conn.execute("ANALYZE pgqueue.job")
+    noop.enqueue_many([{"n": n} for n in range(100)])
+    await app.adrain()
+    assert "analyzed the job table" not in caplog.text
+
+
+async def test_a_role_that_may_not_analyze_the_table_is_told_what_to_do(dsn, conn, worker_role, caplog):
+    owner = pgqueue.App(dsn)
+    owner.enqueue_many([("work", {"n": n}, {}) for n in range(50)])
+    owner.close()
+    app = pgqueue.App(psycopg.conninfo.make_conninfo(dsn, user=worker_role, password=""))
+
+    @app.task("work")
+    async def work(n: int) -> None: ...
+
+    try:
+        assert (await app.adrain())["completed"] == 50
+    finally:
+        app.close()
+    assert not has_statistics(conn)
+    assert caplog.text.count("has jobs but no statistics") == 1
+    assert "Run ANALYZE pgqueue.job as its owner, or turn autovacuum on" in caplog.text
