@@ -1,4 +1,5 @@
-"""Running without autovacuum: the warning at worker start, and the opt-in vacuum duty.
+"""Running without autovacuum: the warning at worker start, statistics for a job table never
+analyzed, and the opt-in vacuum duty.
 
 Every finished, retried or pruned job leaves dead rows behind in the job table and its indexes;
 without a vacuum they are never reclaimed, and each claim walks more of them. The duty runs
@@ -79,14 +80,17 @@ async def analyze_if_unanalyzed(db: WorkerDatabase, schema: str) -> bool:
                 return False
             if not table["may_analyze"]:
                 log.warning(
-                    "the job table %s.job has jobs but no statistics: each claim sorts every waiting "
-                    "job until it is analyzed. Run ANALYZE %s.job as its owner, or turn autovacuum on",
+                    "the job table %s.job has jobs but no statistics: until it is analyzed, claims "
+                    "may sort every waiting job. Run ANALYZE %s.job as its owner, or turn autovacuum on",
                     schema,
                     schema,
                     extra={"outcome": "unanalyzed"},
                 )
                 return False
             await arun(conn, vacuum.analyze_job(schema))
+            if (await arun(conn, vacuum.job_table_unanalyzed(schema)))["unanalyzed"]:
+                log.debug("the job table was not analyzed: another session analyzes or vacuums it")
+                return False
     except (psycopg.Error, OSError, TimeoutError) as exc:
         log.debug("could not check the job table's statistics (%s)", describe(exc))
         return False
