@@ -1127,18 +1127,19 @@ LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
 WHERE c.relnamespace = %(schema)s::regnamespace AND c.relname = 'job';
 
 -- name: job_table_unanalyzed
--- Whether the job table holds jobs but PostgreSQL has no statistics on its columns (it was never
--- analyzed with rows in it: a new installation before autoanalyze, or autovacuum off). Without
--- them the planner guesses that a queue holds a few jobs and claims with a bitmap scan and a
--- sort of every waiting job, each claim; and whether this role may analyze it (as vacuum_job_table).
-SELECT NOT EXISTS (SELECT FROM pg_stats WHERE schemaname = %(schema)s AND tablename = 'job'
-                   AND attname = 'queue')
-       AND EXISTS (SELECT FROM {schema}.job) AS unanalyzed,
+-- "unanalyzed": the job table holds jobs but PostgreSQL has no statistics on its columns (never
+-- analyzed with rows in it: a new installation before autoanalyze, or autovacuum off); without
+-- them the planner guesses that a queue holds a few jobs, and past about 100,000 plans each claim
+-- as a bitmap scan and a sort of every waiting job. "analyzed": it has them. "may_analyze":
+-- whether this role may analyze it (as vacuum_job_table).
+SELECT NOT s.analyzed AND EXISTS (SELECT FROM {schema}.job) AS unanalyzed, s.analyzed,
        (pg_has_role(c.relowner, 'USAGE')
         OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
         OR CASE WHEN current_setting('server_version_num')::int >= 170000
                 THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END) AS may_analyze
-FROM pg_class AS c
+FROM pg_class AS c,
+     LATERAL (SELECT EXISTS (SELECT FROM pg_stats WHERE schemaname = %(schema)s AND tablename = 'job'
+                             AND attname = 'queue') AS analyzed) AS s
 WHERE c.relnamespace = %(schema)s::regnamespace AND c.relname = 'job';
 
 -- name: analyze_job

@@ -34,7 +34,8 @@ def job_table(schema: str) -> Operation[dict[str, Any]]:
 
 
 def job_table_unanalyzed(schema: str) -> Operation[dict[str, Any]]:
-    """``unanalyzed``: the job table holds jobs but has no column statistics; ``may_analyze``."""
+    """``unanalyzed``: the job table holds jobs but has no column statistics; ``analyzed``: it
+    has them; ``may_analyze``: this role may analyze it."""
     rows = yield queries(schema).job_table_unanalyzed, {"schema": schema}
     return dict(rows[0])
 

@@ -40,7 +40,7 @@ from .records import ClaimedJob, Result, Running, report_lost
 from .runtime import Runtime
 from .scheduler import CHECK_INTERVAL, Scheduler
 from .service import Lane, Service
-from .vacuum import VacuumDuty, analyze_if_unanalyzed, warn_if_autovacuum_off
+from .vacuum import StatisticsWatch, VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -99,6 +99,7 @@ class Worker:
             lease_seconds=config.lease_seconds,
             finished=self.completer.held,
         )
+        self.statistics = StatisticsWatch(self.db, runtime.schema)
         self.services: list[Service] = [
             self.completer,
             self.progress,
@@ -111,6 +112,7 @@ class Worker:
                 failed_retention=config.failed_retention,
             ),
             XminWatch(lane, config.xmin_warning),
+            self.statistics,
             *self.flow.services(lane, config.poll_interval),
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
@@ -144,7 +146,7 @@ class Worker:
         try:
             await self.db.check_schema(self.runtime.schema)
             await warn_if_autovacuum_off(self.db, self.runtime.schema, self.config.vacuum_interval)
-            await analyze_if_unanalyzed(self.db, self.runtime.schema)
+            await self.statistics.check()  # before the first claim: a backlog is planned well
             log.info(
                 "worker %s started: queues=%s concurrency=%d listen=%s loop=%s",
                 self.worker_id,

@@ -27,6 +27,9 @@ log = logging.getLogger("pgqueue.worker")
 VACUUMED, CLEAN, BUSY, NOT_OWNER = "vacuumed", "clean", "busy", "not owner"
 """What one turn of the vacuum duty did."""
 
+ANALYZED, HAS_STATISTICS, PENDING = "analyzed", "has statistics", "pending"
+"""What the statistics watch found (or ``NOT_OWNER``)."""
+
 
 async def warn_if_autovacuum_off(db: WorkerDatabase, schema: str, vacuum_interval: float | None) -> None:
     """Log one warning, with what to do, when autovacuum is off for the server or pgqueue's tables.
@@ -61,41 +64,62 @@ async def warn_if_autovacuum_off(db: WorkerDatabase, schema: str, vacuum_interva
     )
 
 
-async def analyze_if_unanalyzed(db: WorkerDatabase, schema: str) -> bool:
-    """At worker start: ANALYZE the job table if it holds jobs but has no statistics; True if it did.
+class StatisticsWatch(Service):
+    """ANALYZE the job table when it holds jobs but has no statistics (never analyzed with rows in
+    it: a new installation before autoanalyze has run, or autovacuum off).
 
-    Without column statistics (never analyzed with rows in it) PostgreSQL guesses that a queue
-    holds a handful of jobs and plans each claim as a bitmap scan and a sort of every waiting
-    job: a backlog of 100,000 drained at 8,600 jobs/s against 30,000 once analyzed, and slower
-    the larger it is. Autoanalyze fixes it within a minute or so where autovacuum is on; a worker
-    starting on such a backlog does not wait for it. A role that may not analyze the table
-    (only its owner may) logs what to do instead. A failed look-up is logged at debug level.
+    Without column statistics PostgreSQL guesses that a queue holds a handful of jobs, and past
+    about 100,000 waiting ones plans each claim as a bitmap scan and a sort of all of them:
+    100,000 jobs drained at 8,600 jobs/s against 30,000 once analyzed, and a larger backlog
+    slower still. The worker checks at start, before its first claim (:meth:`check`), then every
+    ``interval`` seconds while the table is empty, and stops once the table has statistics (they
+    stay, through TRUNCATE too). A role that may not analyze the table (only its owner may) is
+    told once what to run instead. A failed look-up is logged at debug level and tried again.
     """
-    try:
-        # ANALYZE reads a sample of the table (30,000 rows by default): seconds at most, but more
-        # than a claim's time limit on a cold, slow disk.
-        async with db.pooled(timeout=max(db.io_timeout, 60.0)) as conn:
-            table = await arun(conn, vacuum.job_table_unanalyzed(schema))
-            if not table["unanalyzed"]:
-                return False
-            if not table["may_analyze"]:
-                log.warning(
-                    "the job table %s.job has jobs but no statistics: until it is analyzed, claims "
-                    "may sort every waiting job. Run ANALYZE %s.job as its owner, or turn autovacuum on",
-                    schema,
-                    schema,
-                    extra={"outcome": "unanalyzed"},
-                )
-                return False
-            await arun(conn, vacuum.analyze_job(schema))
-            if (await arun(conn, vacuum.job_table_unanalyzed(schema)))["unanalyzed"]:
-                log.debug("the job table was not analyzed: another session analyzes or vacuums it")
-                return False
-    except (psycopg.Error, OSError, TimeoutError) as exc:
-        log.debug("could not check the job table's statistics (%s)", describe(exc))
-        return False
-    log.info("analyzed the job table: it had jobs but no statistics", extra={"outcome": "analyzed"})
-    return True
+
+    name = "statistics"
+
+    def __init__(self, db: WorkerDatabase, schema: str, interval: float = 60.0) -> None:
+        super().__init__()
+        self.db, self.schema, self.interval = db, schema, interval
+        self.state = PENDING
+
+    async def run(self) -> None:
+        while self.state == PENDING:
+            await asyncio.sleep(self.interval)
+            await self.check()
+
+    async def check(self) -> str:
+        """One look (and ANALYZE if needed); the new :attr:`state`: ``"analyzed"``, ``"has
+        statistics"``, ``"not owner"``, or ``"pending"`` (no jobs yet, or the look-up failed)."""
+        try:
+            # ANALYZE reads a sample of the table (30,000 rows by default): seconds at most, but
+            # more than a claim's time limit on a cold, slow disk.
+            async with self.db.pooled(timeout=max(self.db.io_timeout, 60.0)) as conn:
+                self.state = await self._check(conn)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            log.debug("could not check the job table's statistics (%s)", describe(exc))
+        return self.state
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> str:
+        table = await arun(conn, vacuum.job_table_unanalyzed(self.schema))
+        if not table["unanalyzed"]:
+            return HAS_STATISTICS if table["analyzed"] else PENDING
+        if not table["may_analyze"]:
+            log.warning(
+                "the job table %s.job has jobs but no statistics: until it is analyzed, claims may "
+                "sort every waiting job. Run ANALYZE %s.job as its owner, or turn autovacuum on",
+                self.schema,
+                self.schema,
+                extra={"outcome": "unanalyzed"},
+            )
+            return NOT_OWNER
+        await arun(conn, vacuum.analyze_job(self.schema))
+        if (await arun(conn, vacuum.job_table_unanalyzed(self.schema)))["unanalyzed"]:
+            log.debug("the job table was not analyzed: another session analyzes or vacuums it")
+            return PENDING
+        log.info("analyzed the job table: it had jobs but no statistics", extra={"outcome": "analyzed"})
+        return ANALYZED
 
 
 class VacuumDuty(Service):

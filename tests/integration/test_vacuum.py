@@ -17,7 +17,17 @@ import pgqueue
 from pgqueue.db.sql import grants
 from pgqueue.worker import Worker, WorkerConfig
 from pgqueue.worker.database import WorkerDatabase
-from pgqueue.worker.vacuum import BUSY, CLEAN, NOT_OWNER, VACUUMED, VacuumDuty
+from pgqueue.worker.vacuum import (
+    ANALYZED,
+    BUSY,
+    CLEAN,
+    HAS_STATISTICS,
+    NOT_OWNER,
+    PENDING,
+    VACUUMED,
+    StatisticsWatch,
+    VacuumDuty,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -227,6 +237,24 @@ async def test_a_worker_starting_on_jobs_in_a_table_never_analyzed_analyzes_it(a
     assert "Index Scan using job_fetch on job" in plan, plan  # the fetch index, read in its order
     assert "Sort Key: job.priority" not in plan, plan
     assert caplog.text.count("analyzed the job table: it had jobs but no statistics") == 1
+
+
+async def test_jobs_arriving_after_the_worker_started_get_the_table_analyzed_at_the_next_look(app, conn, caplog):
+    caplog.set_level(logging.INFO, "pgqueue.worker")
+    watch = StatisticsWatch(database(app), "pgqueue", interval=0.2)
+    await watch.db.open()
+    try:
+        assert await watch.check() == PENDING  # an empty table: nothing to analyze yet
+        watching = asyncio.create_task(watch.run())
+        await asyncio.sleep(0.5)
+        assert not watching.done() and not has_statistics(conn)
+        app.enqueue_many([("noop", {"n": n}, {}) for n in range(300)])
+        await asyncio.wait_for(watching, timeout=10)  # it stops once the table has statistics
+        assert watch.state == ANALYZED and has_statistics(conn)
+        assert await watch.check() == HAS_STATISTICS
+    finally:
+        await watch.db.close()
+    assert caplog.text.count("analyzed the job table") == 1
 
 
 async def test_a_worker_starting_on_an_empty_table_or_an_analyzed_one_does_not_analyze(app, conn, caplog):
