@@ -1114,29 +1114,31 @@ RETURNING before.last_tick AS previous;
 
 -- name: vacuum_job_table
 -- The vacuum duty: the job table's live and dead tuples (as the statistics last saw them), its
--- last vacuum, and whether this role may vacuum it (its owner, the database's owner, or, from
--- PostgreSQL 17, a role with MAINTAIN on it; superusers always).
+-- last vacuum, and whether this role may vacuum it (may_maintain).
 SELECT coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
        greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
-       (pg_has_role(c.relowner, 'USAGE')
-        OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
-        OR CASE WHEN current_setting('server_version_num')::int >= 170000
-                THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END) AS may_vacuum
+       {may_maintain} AS may_vacuum
 FROM pg_class AS c
 LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
 WHERE c.relnamespace = %(schema)s::regnamespace AND c.relname = 'job';
+
+-- name: may_maintain
+-- A part of vacuum_job_table and job_table_unanalyzed, not a statement: whether this role may
+-- vacuum or analyze the table "c" (pg_class): its owner, the database's owner, or, from
+-- PostgreSQL 17, a role with MAINTAIN on it; superusers always.
+(pg_has_role(c.relowner, 'USAGE')
+ OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
+ OR CASE WHEN current_setting('server_version_num')::int >= 170000
+         THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END)
 
 -- name: job_table_unanalyzed
 -- "unanalyzed": the job table holds jobs but PostgreSQL has no statistics on its columns (never
 -- analyzed with rows in it: a new installation before autoanalyze, or autovacuum off); without
 -- them the planner guesses that a queue holds a few jobs, and past about 100,000 plans each claim
 -- as a bitmap scan and a sort of every waiting job. "analyzed": it has them. "may_analyze":
--- whether this role may analyze it (as vacuum_job_table).
+-- whether this role may analyze it (may_maintain).
 SELECT NOT s.analyzed AND EXISTS (SELECT FROM {schema}.job) AS unanalyzed, s.analyzed,
-       (pg_has_role(c.relowner, 'USAGE')
-        OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE')
-        OR CASE WHEN current_setting('server_version_num')::int >= 170000
-                THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END) AS may_analyze
+       {may_maintain} AS may_analyze
 FROM pg_class AS c,
      LATERAL (SELECT EXISTS (SELECT FROM pg_stats WHERE schemaname = %(schema)s AND tablename = 'job'
                              AND attname = 'queue') AS analyzed) AS s
