@@ -463,12 +463,12 @@ def describe_server(dsn: str) -> str:
 
 def _worker_loop() -> str:
     """The event loop ``pgqueue work`` runs on here (``--event-loop``, from the environment)."""
-    if os.environ.get("PGQUEUE_EVENT_LOOP") == "asyncio":
-        return "asyncio"
-    try:
-        return f"uvloop {importlib.metadata.version('uvloop')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "asyncio"
+    from pgqueue.worker.aio import new_loop
+
+    loop = new_loop(os.environ.get("PGQUEUE_EVENT_LOOP", "auto"))
+    loop.close()
+    package = type(loop).__module__.partition(".")[0]
+    return f"uvloop {importlib.metadata.version('uvloop')}" if package == "uvloop" else package
 
 
 class Bench:

@@ -11,16 +11,19 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..settings import WorkerConfig, check, declared
 from .executors import CANCEL_GRACE
 
 log = logging.getLogger("pgqueue.worker")
 
 
+_EVENT_LOOP = next(spec for name, _, spec in declared(WorkerConfig) if name == "event_loop")
+
+
 def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     """A new event loop: ``"asyncio"``'s own, ``"uvloop"``'s (ConfigurationError if uvloop is not
     installed), or with ``"auto"`` uvloop's when it is installed, else asyncio's."""
-    if kind not in ("auto", "asyncio", "uvloop"):
-        raise ConfigurationError(f"event_loop must be one of auto, asyncio, uvloop, got {kind!r}")
+    check("event_loop", _EVENT_LOOP, kind)
     if kind != "asyncio":
         try:
             import uvloop
