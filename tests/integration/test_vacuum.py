@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import pgqueue
-from pgqueue.db.sql import grants
+from pgqueue.db.sql import grants, queries
 from pgqueue.worker import Worker, WorkerConfig
 from pgqueue.worker.database import WorkerDatabase
 from pgqueue.worker.vacuum import (
@@ -208,8 +208,6 @@ async def test_a_role_that_does_not_own_the_table_is_told_once_and_keeps_working
 
 def explain_claim(conn: psycopg.Connection[Any]) -> str:
     """The plan of the one-queue claim for the queue "default" (EXPLAIN only: nothing is claimed)."""
-    from pgqueue.db.sql import queries
-
     params = {"queue": "default", "limit": 10, "lease_seconds": 60.0, "worker_id": "w"}
     statement = psycopg.ClientCursor(conn).mogrify(queries("pgqueue").claim_one, params)
     return "\n".join(row[0] for row in conn.execute("EXPLAIN " + statement).fetchall())
@@ -239,7 +237,7 @@ async def test_a_worker_starting_on_jobs_in_a_table_never_analyzed_analyzes_it(a
     assert caplog.text.count("analyzed the job table: it had jobs but no statistics") == 1
 
 
-async def test_jobs_arriving_after_the_worker_started_get_the_table_analyzed_at_the_next_look(app, conn, caplog):
+async def test_jobs_arriving_after_start_get_the_table_analyzed_at_the_next_look(app, conn, caplog):
     caplog.set_level(logging.INFO, "pgqueue.worker")
     watch = StatisticsWatch(database(app), "pgqueue", interval=0.2)
     await watch.db.open()
