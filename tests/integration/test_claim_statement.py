@@ -4,6 +4,8 @@ for it, and no claim asks for more than CLAIM_MOST jobs."""
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -96,3 +98,45 @@ async def test_a_worker_with_more_slots_than_a_claim_takes_keeps_claiming(
         ("completed", CLAIM_MOST + 300)
     ]
     assert max(limits) == CLAIM_MOST and limits[0] == CLAIM_MOST
+
+
+def test_a_job_updated_while_the_claim_waits_is_claimed_in_its_newest_version(
+    app: pgqueue.App, dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The exchange records outcomes before it claims: when it waits for the lock of a job it
+    completes, a waiting job may be updated and committed meanwhile. The claim's scan sees that
+    job as it was when the statement began and locks its newest version: the update must claim
+    that one. (Found by the ctid the scan returns, the newest version's, it was missed: that
+    version is not in the statement's snapshot, so the update's TID scan skipped it.)"""
+    first, second = app.enqueue_many([("t", {"n": 1}, {"priority": 5}), ("t", {"n": 2})])
+    claimed = conn.execute(queries("pgqueue").claim_one, claim_params(1)).fetchone()[2]  # type: ignore[index]
+    assert [job[0] for job in claimed] == [first]
+    lease = claimed[0][11]
+    params = {
+        **NO_OUTCOMES,
+        **claim_params(1),
+        "done_id": f"{{{first}}}",
+        "done_lease": f"{{{lease}}}",
+        "done_duration": "{0.1}",
+    }
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as exchanger:
+        holder.execute("SELECT FROM pgqueue.job WHERE id = %s FOR UPDATE", (first,))
+        pid = exchanger.info.backend_pid
+        with ThreadPoolExecutor(1) as pool:
+            exchange = queries("pgqueue").exchange_one
+            result = pool.submit(lambda: exchanger.execute(exchange, params).fetchone())
+            # The exchange waits for the completed job's lock; update the waiting job meanwhile.
+            deadline = time.monotonic() + 10
+            while conn.execute(
+                "SELECT wait_event_type IS DISTINCT FROM 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone() != (False,):
+                assert time.monotonic() < deadline, "the exchange never waited for the lock"
+                time.sleep(0.01)
+            conn.execute("UPDATE pgqueue.job SET priority = 1 WHERE id = %s", (second,))
+            holder.commit()
+            completed, _, claimed_now, _ = result.result(timeout=10)
+    assert completed == [first]
+    assert [job[0] for job in claimed_now] == [second]
+    assert conn.execute(
+        "SELECT id, state::text, attempts, priority FROM pgqueue.job ORDER BY id"
+    ).fetchall() == [(first, "completed", 1, 5), (second, "active", 1, 1)]
