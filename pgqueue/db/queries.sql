@@ -1144,6 +1144,17 @@ FROM pg_class AS c,
                              AND attname = 'queue') AS analyzed) AS s
 WHERE c.relnamespace = %(schema)s::regnamespace AND c.relname = 'job';
 
+-- name: job_table_size
+-- The job table's size in bytes, for the worker's watch on its plans (PlanWatch).
+SELECT pg_relation_size(c.oid) AS size
+FROM pg_class AS c
+WHERE c.relnamespace = %(schema)s::regnamespace AND c.relname = 'job';
+
+-- name: discard_plans
+-- Drop the plans of this connection's prepared statements (not the statements): each is planned
+-- again at its next execution, for the tables as they are now (see Replanning).
+DISCARD PLANS;
+
 -- name: analyze_job
 -- Statistics for the job table (only its owner may; SKIP_LOCKED: not while another session
 -- analyzes or vacuums it).

@@ -40,7 +40,7 @@ from .records import ClaimedJob, Result, Running, report_lost
 from .runtime import Runtime
 from .scheduler import CHECK_INTERVAL, Scheduler
 from .service import Lane, Service
-from .vacuum import StatisticsWatch, VacuumDuty, warn_if_autovacuum_off
+from .vacuum import PlanWatch, StatisticsWatch, VacuumDuty, warn_if_autovacuum_off
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -113,6 +113,7 @@ class Worker:
             ),
             XminWatch(lane, config.xmin_warning),
             self.statistics,
+            PlanWatch(lane),
             *self.flow.services(lane, config.poll_interval),
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks

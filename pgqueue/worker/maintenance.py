@@ -77,6 +77,7 @@ class Heartbeat(Service):
                     if conn is None or conn.closed:
                         conn = await self.db.dedicated("pgqueue-heartbeat")
                     async with asyncio.timeout(max(interval, 2.0)):
+                        await self.db.replanning.refresh(conn)
                         await self.beat(conn)
                     failures = 0
                     self.db.outage.reached(conn)

@@ -1,5 +1,5 @@
 """Running without autovacuum: the warning at worker start, statistics for a job table never
-analyzed, and the opt-in vacuum duty.
+analyzed, plans made again as the job table grows, and the opt-in vacuum duty.
 
 Every finished, retried or pruned job leaves dead rows behind in the job table and its indexes;
 without a vacuum they are never reclaimed, and each claim walks more of them. The duty runs
@@ -20,7 +20,7 @@ from ..db.driver import arun
 from .aio import describe, retry_delay
 from .database import WorkerDatabase
 from .maintenance import lock_key
-from .service import Service
+from .service import Lane, Periodic, Service
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -120,6 +120,23 @@ class StatisticsWatch(Service):
             return PENDING
         log.info("analyzed the job table: it had jobs but no statistics", extra={"outcome": "analyzed"})
         return ANALYZED
+
+
+class PlanWatch(Periodic):
+    """Every ``interval`` seconds, look at the job table's size: when it has grown enough, the
+    worker's connections plan their statements again (:class:`~pgqueue.worker.database.Replanning`).
+    One cheap query; the table's owner or not, any role may."""
+
+    name = "plans"
+
+    def __init__(self, lane: Lane, interval: float = 1.0) -> None:
+        super().__init__(lane, interval)
+
+    async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cur = await conn.execute(self.q.job_table_size, {"schema": self.q.schema})
+        row = await cur.fetchone()
+        if row is not None and self.db.replanning.table_size(row[0]):
+            log.debug("the job table has grown to %d bytes: statements are planned again", row[0])
 
 
 class VacuumDuty(Service):
