@@ -22,6 +22,8 @@ class AsyncPooledConnection(psycopg.AsyncConnection[Any]):
     """The pool it was taken from (while it is out of it)."""
     due: float = 0.0
     """When it must go back to that pool (time.monotonic)."""
+    planned: float = 0.0
+    """When it was first lent, or last dropped its plans (time.monotonic; 0: never lent)."""
 
     def kept_cursor(self) -> psycopg.AsyncCursor[Any]:
         cur = self._kept_cursor

@@ -18,10 +18,14 @@ from ..errors import EnqueueTimeout
 from ._driver_async import AsyncPooledConnection, arun
 from .adapters import async_connection
 from .operation import Operation
-from .ops import SchemaGate
+from .ops import SchemaGate, replanned
 from .reconnect import AsyncPromptPool
 from .stash import Stash, alive
 from .watchdog import Watchdog
+
+PLANS_KEPT = 30.0
+"""Seconds a connection of the App's pool keeps its plans: the first operation after that drops
+them first (see :func:`~pgqueue.db.ops.replanned`)."""
 
 NO_LIMIT = 365 * 86400.0
 """The pool's wait for a connection when the App sets no time limit (psycopg_pool needs a number)."""
@@ -59,6 +63,7 @@ class AsyncProducerPool:
         self._size = size
         self._name = name
         self._checked = gate.checked
+        self._schema = gate.schema
         self._pool: AsyncPromptPool | None = None
         self._stash: Stash[AsyncPooledConnection] = Stash(size)
         self._lock = threading.Lock()
@@ -111,9 +116,15 @@ class AsyncProducerPool:
             finally:
                 stash.waited()
             pooled = stash.lent(pooled, pool)
+        operation = self._checked(operation)
+        now = time.monotonic()
+        if now - pooled.planned > PLANS_KEPT:
+            if pooled.planned:
+                operation = replanned(self._schema, operation)
+            pooled.planned = now
         # sync: self._watchdog.watch(pooled, deadline)
         try:
-            result = await arun(pooled, self._checked(operation))
+            result = await arun(pooled, operation)
         except psycopg.errors.ReadOnlySqlTransaction:
             # sync: self._watchdog.unwatch(pooled)
             # The server these connections reached is read-only now (a failover made another

@@ -15,10 +15,14 @@ from ..errors import EnqueueTimeout
 from ._driver_sync import PooledConnection, run
 from .adapters import sync_connection
 from .operation import Operation
-from .ops import SchemaGate
+from .ops import SchemaGate, replanned
 from .reconnect import PromptPool
 from .stash import Stash, alive
 from .watchdog import Watchdog
+
+PLANS_KEPT = 30.0
+"""Seconds a connection of the App's pool keeps its plans: the first operation after that drops
+them first (see :func:`~pgqueue.db.ops.replanned`)."""
 
 NO_LIMIT = 365 * 86400.0
 """The pool's wait for a connection when the App sets no time limit (psycopg_pool needs a number)."""
@@ -56,6 +60,7 @@ class ProducerPool:
         self._size = size
         self._name = name
         self._checked = gate.checked
+        self._schema = gate.schema
         self._pool: PromptPool | None = None
         self._stash: Stash[PooledConnection] = Stash(size)
         self._lock = threading.Lock()
@@ -102,9 +107,15 @@ class ProducerPool:
             finally:
                 stash.waited()
             pooled = stash.lent(pooled, pool)
+        operation = self._checked(operation)
+        now = time.monotonic()
+        if now - pooled.planned > PLANS_KEPT:
+            if pooled.planned:
+                operation = replanned(self._schema, operation)
+            pooled.planned = now
         self._watchdog.watch(pooled, deadline)
         try:
-            result = run(pooled, self._checked(operation))
+            result = run(pooled, operation)
         except psycopg.errors.ReadOnlySqlTransaction:
             self._watchdog.unwatch(pooled)
             # The server these connections reached is read-only now (a failover made another

@@ -4,6 +4,7 @@ table was a few pages reads the whole table for each claim's and each outcome's 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import psycopg
@@ -11,6 +12,7 @@ import pytest
 from inprocess import Running, until
 
 import pgqueue
+from pgqueue.db import _pool_sync
 from pgqueue.db.sql import queries
 from pgqueue.worker.database import SMALLEST, Replanning
 
@@ -103,3 +105,30 @@ async def test_a_connection_drops_its_plans_once_per_growth(dsn: str) -> None:
         await replanning.refresh(conn)  # once only
         await conn.execute("EXECUTE one")
         assert await generic_plans() == kept + 1  # the plan was made again, not reused
+
+
+def test_the_apps_connections_plan_again_after_a_while(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A web server's App looks jobs up for as long as it runs. Its connections' plans for
+    get_job, made while the table held three jobs, read the table whole once it holds 100,000;
+    a connection drops its plans every PLANS_KEPT seconds, and then looks up by the index again."""
+    app = pgqueue.App(dsn)
+    try:
+        ids = [app.enqueue("t", {"n": n}) for n in range(3)]
+        conn.execute("ANALYZE pgqueue.job")  # as autovacuum, or a worker's statistics watch, would
+        for _ in range(12):  # prepared, and a generic plan made for a one-page table
+            assert app.get_job(ids[0]).id == ids[0]  # type: ignore[union-attr]
+        conn.execute(
+            "INSERT INTO pgqueue.job (type, queue, data, state, attempts, finished_at) "
+            "SELECT 't', 'default', '{}'::jsonb, 'completed', 1, now() FROM generate_series(1, 100000)"
+        )
+        before = seq_tuples_read(conn)
+        monkeypatch.setattr(_pool_sync, "PLANS_KEPT", 0.0)  # the time has come
+        for _ in range(20):
+            assert app.get_job(ids[1]).id == ids[1]  # type: ignore[union-attr]
+    finally:
+        app.close()  # its connections' statistics are all in once they end
+    time.sleep(0.5)
+    read = seq_tuples_read(conn) - before
+    assert read < 100_000, f"{read} rows read by sequential scans: get_job kept its plan for a tiny table"
