@@ -42,8 +42,8 @@ GROWTH = 2.0
 grow before the worker's connections plan their statements again."""
 
 SMALLEST = 256 * 1024
-"""The job table size (bytes, 32 pages) below which it is never worth planning again: the plans
-of so small a table differ from a big one's, and the first growth past it re-plans."""
+"""The job table's size (bytes: 32 pages) below which its growth never re-plans: whatever plans
+are made while it is smaller, its first growth past this size replaces them."""
 
 
 class Replanning:
