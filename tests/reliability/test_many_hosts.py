@@ -120,6 +120,13 @@ def run_hosts(db: Any, producer: Any, fleet: Fleet, hosts: netns.Hosts, ledger: 
         cut_off_completions = db.scalar(
             "SELECT count(*) FROM completion_log WHERE new_state = 'completed' AND worker_id LIKE ANY(%s) "
             "AND at > now() - make_interval(secs => %s)", pids_like(on[cut]), time.monotonic() - partitioned - 1.0)
+        # A stranded job whose outcome the host sent just before the cut, recorded in that first
+        # second under its own, still valid lease (the answer never came back), was not stranded.
+        in_flight = {row[0] for row in db.conn.execute(
+            "SELECT job_id FROM completion_log WHERE job_id = ANY(%s) AND worker_id LIKE ANY(%s) "
+            "AND at <= now() - make_interval(secs => %s)",
+            (stranded, pids_like(on[cut]), time.monotonic() - partitioned - 1.0)
+        ).fetchall()}
         hosts.heal(cut)
         healed = time.monotonic()
         # It claims and completes jobs again.
@@ -140,6 +147,7 @@ def run_hosts(db: Any, producer: Any, fleet: Fleet, hosts: netns.Hosts, ledger: 
         stream.stopping.set()
         proxy.close()
     cut_logs = "\n".join(w.output() for w in on[cut])
+    stranded = [job for job in stranded if job not in in_flight]
     ran_there = [row[0] for row in db.conn.execute(
         "SELECT DISTINCT job_id FROM ledger WHERE job_id = ANY(%s) AND pid = ANY(%s)", (stranded, list(cut_pids))
     ).fetchall()]
