@@ -23,3 +23,23 @@ def test_quick_benchmark_run_prints_its_tables(server_dsn: str, tmp_path: Path) 
     assert "ceiling" in text.lower() and "pgqueue" in text
     assert "| enqueue" in text or "enqueue" in text
     assert done.stdout.strip(), "the report goes to stdout too"
+
+
+@pytest.mark.timeout(200)
+def test_the_table_shape_benchmark_drains_every_shape(server_dsn: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.schema_cost", "--jobs", "600", "--batch", "50", "--rounds", "1",
+         "--dsn", server_dsn],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = {}
+    for line in done.stdout.splitlines()[2:]:
+        name, rate, ratio, wal = line.rsplit(maxsplit=3)
+        rows[name.strip()] = (float(rate.replace(",", "")), float(ratio), float(wal.replace(",", "")))
+    assert list(rows) == ["raw", "pgqueue", "pgqueue, no feature indexes", "pgqueue, pkey + fetch only",
+                          "hot + history"], done.stdout
+    assert rows["raw"][1] == 1.0
+    assert all(rate > 0 and wal > 0 for rate, _, wal in rows.values()), done.stdout
+    # pgqueue's rows are wider than the ceiling's six columns: each job writes more WAL.
+    assert rows["pgqueue"][2] > rows["raw"][2], done.stdout
