@@ -309,13 +309,15 @@ def _completed(bench: Bench, ids: list[int]) -> int:
     return int(row[0]) if row else 0
 
 
-def latency(bench: Bench, listen: bool) -> Result:
-    """An idle ``pgqueue work`` (default concurrency and poll interval); ``latency_events``
-    jobs enqueued one per transaction at ``latency_rate``/s. Latency: from the moment the
-    producer's ``enqueue`` returned (committed) to the moment the handler started."""
+def latency(bench: Bench, listen: bool, async_commit: bool = False) -> Result:
+    """An idle ``pgqueue work`` (default concurrency and poll interval; with ``async_commit``,
+    ``--async-commit``); ``latency_events`` jobs enqueued one per transaction at
+    ``latency_rate``/s. Latency: from the moment the producer's ``enqueue`` returned
+    (committed) to the moment the handler started."""
     reset(bench)
     events, rate = bench.sizes.latency_events, bench.sizes.latency_rate
     flags = ["--log-level", "warning"] + ([] if listen else ["--no-listen"])
+    flags += ["--async-commit"] if async_commit else []
     run = WorkerRun(bench, [work_command(*flags)]).start()
     try:
         wait_for(lambda: _worker_ready(bench, listen), "the worker to start", run=run)
@@ -332,7 +334,9 @@ def latency(bench: Bench, listen: bool) -> Result:
     started = dict(bench.admin.execute(f"SELECT id, output FROM {JOB} WHERE id = ANY(%s)", (ids,)).fetchall())
     sample = [(started[job_id] - returned) / 1e6 for job_id, _, returned in sent]
     from_send = [(started[job_id] - at) / 1e6 for job_id, at, _ in sent]
-    mode = "LISTEN" if listen else "--no-listen (poll every 1 s, the default)"
+    mode = ("LISTEN" if listen else "--no-listen (poll every 1 s, the default)") + (
+        ", --async-commit" if async_commit else ""
+    )
     split = ""
     metrics: dict[str, float] = {}
     if woken:
@@ -348,7 +352,7 @@ def latency(bench: Bench, listen: bool) -> Result:
             )
     return bench.record(
         Result(
-            key="pgq.latency.listen" if listen else "pgq.latency.poll",
+            key=f"pgq.latency.{'listen' if listen else 'poll'}{'.async_commit' if async_commit else ''}",
             title=f"pick-up, commit → handler started, {mode}",
             value=percentile(sample, 50),
             unit="ms",

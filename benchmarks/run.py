@@ -94,6 +94,9 @@ def comparisons(sizes: Sizes) -> Sequence[Comparison]:
         _c("pick-up p50, LISTEN", "pgq.latency.listen", "raw.latency.pickup", ("<=", 1.2)),
         _c("pick-up p99, LISTEN (ms)", "pgq.latency.listen:p99", "raw.latency.pickup:p99", ("<=", 3.0), True),
         _c("pick-up p50, --no-listen", "pgq.latency.poll", "raw.latency.pickup"),
+        _c("  pick-up p50, LISTEN, --async-commit", "pgq.latency.listen.async_commit", "raw.latency.pickup"),
+        _c("  pick-up p99, LISTEN, --async-commit (ms)", "pgq.latency.listen.async_commit:p99",
+           "raw.latency.pickup:p99", None, True),
         _c("8 workers x 50, 10 ms handlers", "pgq.many_workers", "raw.drain.best"),
         _c("  database connections, 8 workers (peak)", "pgq.many_workers:connections", None),
         _c(
@@ -305,6 +308,11 @@ def plan(bench: Bench) -> list[Step]:
         Step("ceiling", "raw.latency", ceiling.latency),
         Step("pgqueue", "pgq.latency.listen", lambda b: pgqueue_workers.latency(b, listen=True)),
         Step("pgqueue", "pgq.latency.poll", lambda b: pgqueue_workers.latency(b, listen=False)),
+        Step(
+            "pgqueue",
+            "pgq.latency.listen.async_commit",
+            lambda b: pgqueue_workers.latency(b, listen=True, async_commit=True),
+        ),
         Step("pgqueue", "pgq.many_workers", pgqueue_workers.many_workers),
         Step("pgqueue", "pgq.scale.backlog_small", pgqueue_scale.small_backlog),
         Step("pgqueue", "pgq.scale.backlog_big", pgqueue_scale.big_backlog),
