@@ -217,6 +217,7 @@ async def effect(crash_at: str | None = None) -> str:
         )
         written = await cur.fetchone() is not None
         if crash_at == "before_commit" and first:
+            await arecord("crashing")
             crash()
         await conn.commit()
     finally:
@@ -224,6 +225,7 @@ async def effect(crash_at: str | None = None) -> str:
     if not written:
         await arecord("duplicate-effect")
     if crash_at == "after_commit" and first:
+        await arecord("crashing")
         crash()
     return "written" if written else "already there"
 
@@ -253,11 +255,13 @@ async def effect_tx(crash_at: str | None = None) -> str:
             await arecord("duplicate-effect")
             raise
         if crash_at == "before_commit" and first:
+            await arecord("crashing")
             crash()
         await conn.commit()
     finally:
         await conn.close()
     if crash_at == "after_commit" and first:
+        await arecord("crashing")
         crash()
     return "written"
 

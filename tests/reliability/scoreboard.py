@@ -131,14 +131,15 @@ def measure(
         "SELECT count(*), count(DISTINCT job_id), "
         "count(lease_id) - count(DISTINCT (job_id, lease_id)) FILTER (WHERE lease_id IS NOT NULL) "
         "FROM ledger WHERE job_id = ANY(%s) AND note IS DISTINCT FROM 'duplicate-effect' "
-        "AND note IS DISTINCT FROM 'claim-lost'", (ids,)
+        "AND note IS DISTINCT FROM 'claim-lost' AND note IS DISTINCT FROM 'crashing'", (ids,)
     ).fetchone()
     score.executions, distinct, score.same_claim_twice = row
     if score.same_claim_twice:
         score.same_claim_rows = conn.execute(
             "SELECT job_id, lease_id, attempt, pid, at, note FROM ledger l WHERE job_id = ANY(%s) "
             "AND (SELECT count(*) FROM ledger m WHERE m.job_id = l.job_id AND m.lease_id = l.lease_id "
-            "AND m.note IS DISTINCT FROM 'duplicate-effect' AND m.note IS DISTINCT FROM 'claim-lost') > 1 "
+            "AND m.note IS DISTINCT FROM 'duplicate-effect' AND m.note IS DISTINCT FROM 'claim-lost' "
+            "AND m.note IS DISTINCT FROM 'crashing') > 1 "
             "ORDER BY job_id, at", (ids,)
         ).fetchall()
     score.re_executions = score.executions - distinct

@@ -161,7 +161,12 @@ def run_effects(db: Any, producer: Any, fleet: Fleet, name: str, handler: str, c
         completed_without_effect=without_effect,
     )
     scoreboard.assert_sound(score, max_re_executions=len(fleet.deaths) * 2 + crashes)
-    assert len(fleet.deaths) == crashes
+    # Every execution that went for its crash point died there, once. A crash job's first run
+    # can miss it on a loaded machine: rescued while it ran (short leases), its two runs each
+    # saw the other in the ledger, or it lost its claim before the effect. Most must not.
+    crashing = db.scalar("SELECT count(*) FROM ledger WHERE job_id = ANY(%s) AND note = 'crashing'", ids)
+    assert len(fleet.deaths) == crashing
+    assert crashing >= crashes * 3 // 4, f"only {crashing} of {crashes} crash jobs reached their crash point"
     assert effects == completions == len(ids), (effects, completions)
     assert without_effect == 0
     return {"duplicates": duplicate_attempts, "kills": len(fleet.deaths)}
