@@ -115,17 +115,19 @@ def run_hosts(db: Any, producer: Any, fleet: Fleet, hosts: netns.Hosts, ledger: 
                               stranded) == len(stranded),
             cut_for, "the cut-off host's jobs to be completed elsewhere")
         time.sleep(max(0.0, cut_for - (time.monotonic() - partitioned)))
-        # From a second after the cut: an exchange the host sent just before it can still be
-        # forwarded by the proxy and run on a loaded server a moment after the cut was made.
+        # From a second after the cut (on the database's clock): an exchange the host sent just
+        # before it can still be forwarded by the proxy and run on a loaded server a moment after
+        # the cut was made.
+        second_after_cut = db.scalar("SELECT now() - make_interval(secs => %s)",
+                                     time.monotonic() - partitioned - 1.0)
         cut_off_completions = db.scalar(
             "SELECT count(*) FROM completion_log WHERE new_state = 'completed' AND worker_id LIKE ANY(%s) "
-            "AND at > now() - make_interval(secs => %s)", pids_like(on[cut]), time.monotonic() - partitioned - 1.0)
+            "AND at > %s", pids_like(on[cut]), second_after_cut)
         # A stranded job whose outcome the host sent just before the cut, recorded in that first
         # second under its own, still valid lease (the answer never came back), was not stranded.
         in_flight = {row[0] for row in db.conn.execute(
-            "SELECT job_id FROM completion_log WHERE job_id = ANY(%s) AND worker_id LIKE ANY(%s) "
-            "AND at <= now() - make_interval(secs => %s)",
-            (stranded, pids_like(on[cut]), time.monotonic() - partitioned - 1.0)
+            "SELECT job_id FROM completion_log WHERE job_id = ANY(%s) AND worker_id LIKE ANY(%s) AND at <= %s",
+            (stranded, pids_like(on[cut]), second_after_cut)
         ).fetchall()}
         hosts.heal(cut)
         healed = time.monotonic()
