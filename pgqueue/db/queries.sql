@@ -344,9 +344,10 @@ FOR UPDATE SKIP LOCKED
 -- A part of the claiming statements, not a statement: the jobs of the CTE "claimed" (what
 -- claim_picked returns) as one JSON array of arrays, each in the order of the fields of the
 -- worker's ClaimedJob: arrays cost the worker a quarter of what objects cost to decode and build.
+-- In the order the update met them: the worker puts them in priority order (an ordered aggregate
+-- cost the server ~5 % of a drain's exchange time).
 (SELECT json_agg(json_build_array(id, type, queue, data, priority, attempts, max_attempts, retry_delay,
-                                  retry_backoff, retry_delay_max, timeout, lease_id, trace, uid)
-                 ORDER BY priority DESC, id)
+                                  retry_backoff, retry_delay_max, timeout, lease_id, trace, uid))
  FROM claimed)
 
 -- name: claim_picked

@@ -7,12 +7,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from ..context import JobContext
 from .executors import Outcome
 
 log = logging.getLogger("pgqueue.worker")
+
+_BY_ID = attrgetter("id")
+_BY_PRIORITY = attrgetter("priority")
 
 
 @dataclass(slots=True)
@@ -38,8 +42,14 @@ class ClaimedJob:
     @classmethod
     def from_rows(cls, rows: list[list[Any]] | None) -> list[ClaimedJob]:
         """The jobs of a claim's JSON (``claimed_json`` in ``queries.sql``: one array per job, its
-        values in the order of these fields)."""
-        return [cls(*row) for row in rows] if rows else []
+        values in the order of these fields), in the order they are to start: highest priority
+        first, then oldest (the claim picks them in that order, but returns them as it met them)."""
+        if not rows:
+            return []
+        jobs = [cls(*row) for row in rows]
+        jobs.sort(key=_BY_ID)  # two stable sorts: the second costs nothing when all priorities are equal
+        jobs.sort(key=_BY_PRIORITY, reverse=True)
+        return jobs
 
 
 Sink = Callable[[int, Any], Callable[[dict[str, Any]], None]]

@@ -74,6 +74,22 @@ async def test_burst_runs_everything_and_stores_outputs(app, conn):
     assert app.get_job(sync_id).output == 49
 
 
+async def test_the_jobs_of_one_claim_start_highest_priority_first_then_oldest(app, conn):
+    """One claim takes all six; the statement returns them in the order its update met them (by
+    id), and the worker starts them in priority order."""
+    started: list[int] = []
+
+    @app.task("ordered")
+    async def ordered(n: int) -> None:
+        started.append(n)
+
+    priorities = [0, 5, 0, 10, 5, -1]  # job n has priorities[n]; ids follow n
+    app.enqueue_many([("ordered", {"n": n}, {"priority": p}) for n, p in enumerate(priorities)])
+    await app.arun_worker(burst=True, concurrency=10)
+    assert started == [3, 1, 4, 0, 2, 5]
+    assert states(conn) == {"completed": 6}
+
+
 async def test_retry_then_success_counts_attempts_and_spaces_retries(app, conn):
     calls = {"n": 0}
 
