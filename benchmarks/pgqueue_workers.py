@@ -17,7 +17,8 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.db.sql import channel
+from pgqueue.db.sql import channel, queries
+from pgqueue.worker.aio import new_loop
 
 from .clock import now_ns
 from .harness import APPLICATION_NAME, Bench, Ready, Result, percentile
@@ -307,6 +308,74 @@ def wake_listener(ready: Ready, dsn: str, seconds: float) -> list[int]:
             for _ in conn.notifies(timeout=left):
                 received.append(now_ns())
     return received
+
+
+def claim_listener(ready: Ready, dsn: str, events: int, seconds: float) -> dict[int, int]:
+    """The floor under the worker's pick-up: an event loop (uvloop when installed, as the
+    worker's default) with a LISTEN connection and a claiming one that, on each wake-up, runs
+    the worker's one-queue claim (``claim_one``, durable commit) and notes when it returned;
+    nothing around them (no pool, no claim loop, no handler, no outcome recorded). Return when
+    each job was claimed, by id."""
+    loop = new_loop("auto")
+    try:
+        return loop.run_until_complete(_claim_listener(ready, dsn, events, seconds))
+    finally:
+        loop.close()
+
+
+async def _claim_listener(ready: Ready, dsn: str, events: int, seconds: float) -> dict[int, int]:
+    claimed: dict[int, int] = {}
+    real = 0
+    params = {"queue": "default", "limit": 10, "lease_seconds": 60.0, "worker_id": "bench-floor"}
+    name = f"{APPLICATION_NAME}-floor"
+    async with (
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name=name) as listener,
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True, application_name=name) as claimer,
+    ):
+        await listener.execute(f"LISTEN {channel(SCHEMA)}")
+        claim = queries(SCHEMA).claim_one
+        ready()
+        deadline = time.monotonic() + seconds
+        async for _ in listener.notifies(timeout=seconds):
+            cur = await claimer.execute(claim, params)
+            row = await cur.fetchone()
+            at = now_ns()
+            for job in (row[2] if row is not None else None) or ():
+                claimed[job[0]] = at
+                real += job[3]["n"] >= 0  # the producer's warm-up jobs count from -WARMUP
+            if real >= events or time.monotonic() > deadline:
+                break
+    return claimed
+
+
+def latency_floor(bench: Bench) -> Result:
+    """Pick-up with :func:`claim_listener` in place of the worker, from the same producer as
+    :func:`latency`: what the event loop, the driver and the claim statement cost by themselves."""
+    reset(bench)
+    events, rate = bench.sizes.latency_events, bench.sizes.latency_rate
+    sent, claimed = bench.group(
+        [
+            (stamp_producer, (bench.dsn, events, rate)),
+            (claim_listener, (bench.dsn, events, events / rate + 30)),
+        ],
+        timeout=events / rate + 120,
+    )
+    missing = [job_id for job_id, _, _ in sent if job_id not in claimed]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {events} jobs were not claimed, e.g. {missing[:5]}")
+    sample = [(claimed[job_id] - returned) / 1e6 for job_id, _, returned in sent]
+    reset(bench)
+    return bench.record(
+        Result(
+            key="pgq.latency.floor",
+            title="pick-up floor, commit → claim returned: LISTEN + claim_one on an event loop, no worker",
+            value=percentile(sample, 50),
+            unit="ms",
+            jobs=events,
+            metrics={"p95": percentile(sample, 95), "p99": percentile(sample, 99), "max": max(sample)},
+            note=f"{events} at {rate:g}/s, enqueued as for the worker's pick-up; one claim per wake-up",
+        )
+    )
 
 
 def _after(times: list[int], moment: int) -> int | None:

@@ -97,6 +97,7 @@ def comparisons(sizes: Sizes) -> Sequence[Comparison]:
         _c("  pick-up p50, LISTEN, --async-commit", "pgq.latency.listen.async_commit", "raw.latency.pickup"),
         _c("  pick-up p99, LISTEN, --async-commit (ms)", "pgq.latency.listen.async_commit:p99",
            "raw.latency.pickup:p99", None, True),
+        _c("  pick-up p50, floor: LISTEN + claim_one, no worker", "pgq.latency.floor", "raw.latency.pickup"),
         _c("8 workers x 50, 10 ms handlers", "pgq.many_workers", "raw.drain.best"),
         _c("  database connections, 8 workers (peak)", "pgq.many_workers:connections", None),
         _c(
@@ -313,6 +314,7 @@ def plan(bench: Bench) -> list[Step]:
             "pgq.latency.listen.async_commit",
             lambda b: pgqueue_workers.latency(b, listen=True, async_commit=True),
         ),
+        Step("pgqueue", "pgq.latency.floor", pgqueue_workers.latency_floor),
         Step("pgqueue", "pgq.many_workers", pgqueue_workers.many_workers),
         Step("pgqueue", "pgq.scale.backlog_small", pgqueue_scale.small_backlog),
         Step("pgqueue", "pgq.scale.backlog_big", pgqueue_scale.big_backlog),
