@@ -166,11 +166,11 @@ FROM taken AS t CROSS JOIN fresh AS f;
 WITH fresh AS MATERIALIZED (
     SELECT nextval('{schema}.job_id_seq') AS id
 ), upserted AS (
-    INSERT INTO {schema}.job AS j (id, type, queue, data, priority, max_attempts, run_at, retry_delay,
+    INSERT INTO {schema}.job AS j (id, uid, type, queue, data, priority, max_attempts, run_at, retry_delay,
                                    retry_backoff, retry_delay_max, timeout, debounce_key, trace,
                                    concurrency_key, dead_letter)
     OVERRIDING SYSTEM VALUE
-    SELECT f.id, %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
+    SELECT f.id, {schema}.job_uid(f.id), %(type)s, %(queue)s, %(data)s::jsonb, %(priority)s, %(max_attempts)s,
            now() + make_interval(secs => %(debounce)s), %(retry_delay)s, %(retry_backoff)s,
            %(retry_delay_max)s, %(timeout)s, %(unique_key)s, %(trace)s::jsonb, %(concurrency_key)s,
            %(dead_letter)s
@@ -1209,12 +1209,12 @@ WITH v AS MATERIALIZED (
     FROM wanted AS w LEFT JOIN deps AS d ON d.id = w.depends_on
     GROUP BY w.job_id
 ), inserted AS (
-    INSERT INTO {schema}.job AS j (id, type, queue, data, priority, max_attempts, run_at, retry_delay,
+    INSERT INTO {schema}.job AS j (id, uid, type, queue, data, priority, max_attempts, run_at, retry_delay,
                                    retry_backoff, retry_delay_max, timeout, unique_key, trace,
                                    concurrency_key, dead_letter, state, finished_at, error,
                                    dependencies_left)
     OVERRIDING SYSTEM VALUE
-    SELECT v.id, v.type, v.queue, v.data::jsonb, v.priority, v.max_attempts,
+    SELECT v.id, {schema}.job_uid(v.id), v.type, v.queue, v.data::jsonb, v.priority, v.max_attempts,
            CASE WHEN g.pending > 0 AND g.cause IS NULL THEN '9999-12-31 00:00:00+00'::timestamptz
                 ELSE coalesce(v.run_at, now() + make_interval(secs => coalesce(v.delay, 0))) END,
            v.retry_delay, v.retry_backoff, v.retry_delay_max, v.timeout, v.unique_key,

@@ -72,6 +72,49 @@ def test_every_enqueue_returns_an_int_id_that_carries_the_jobs_uid(
     assert again == single and again.uid == single.uid and type(again) is JobId
 
 
+def test_every_statement_that_inserts_jobs_gives_each_row_the_uid_of_its_own_id(
+    app: pgqueue.App, conn: psycopg.Connection[Any]
+) -> None:
+    """The uid comes from the column's default, which reads the id the row was just given (the
+    identity's currval): it must match row by row in statements that insert many rows, and in
+    those that give the id themselves."""
+
+    @app.task("t")
+    def t(n: int) -> None: ...
+
+    returned = [
+        t.using(debounce=60, unique_key="d").enqueue(n=0),  # gives its id: nextval in a CTE
+        t.using(unique_for=60, unique_key="th").enqueue(n=1),  # likewise, and a job_key row
+        t.using(unique_key="plain").enqueue(n=2),
+        *t.using(dead_letter="dlq").enqueue_many([{"n": n} for n in range(3, 7)]),  # lifecycle: ids in a CTE
+        *t.using(dead_letter="dlq").enqueue_many([{"n": n} for n in range(7, 207)]),  # no COPY for these
+    ]
+    returned += t.using(depends_on=[returned[2], returned[3]]).enqueue_many([{"n": 207}, {"n": 208}])
+    assert all(job_id is not None for job_id in returned)
+    app.subscribe("ev", "t")
+    returned += app.publish("ev", {"n": 209})
+    by_hand = rows(
+        conn,
+        "INSERT INTO pgqueue.job (type, queue, data) SELECT 't', 'q', '{}' FROM generate_series(1, 5) "
+        "RETURNING id, uid",
+    )
+    by_hand += rows(
+        conn,
+        "INSERT INTO pgqueue.job (type, queue, data) VALUES ('t', 'q', '{}'), ('t', 'q', '{}') "
+        "RETURNING id, uid",
+    )
+    # A job that fails for good with a dead-letter queue leaves a copy there (inserted by a trigger).
+    conn.execute("UPDATE pgqueue.job SET state = 'failed', finished_at = now() WHERE id = %s", (returned[3],))
+    [(copy_id,)] = rows(conn, "SELECT id FROM pgqueue.job WHERE origin_id = %s", returned[3])
+    stored = dict(rows(conn, "SELECT id, uid FROM pgqueue.job"))
+    assert len(stored) == len(returned) + len(by_hand) + 1 == 218
+    assert {int(job_id): job_id.uid for job_id in returned}.items() <= stored.items()
+    assert dict(by_hand).items() <= stored.items() and copy_id in stored
+    for job_id, uid in stored.items():
+        assert uid.version == 8 and uid.int & (1 << 63) - 1 == job_id, (job_id, uid)
+    assert len(set(stored.values())) == len(stored)
+
+
 def test_jobs_inserted_by_hand_and_by_schedules_get_a_uid_too(conn: psycopg.Connection[Any]) -> None:
     conn.execute("INSERT INTO pgqueue.job (type, queue, data) VALUES ('t', 'default', '{}')")
     run(conn, save_schedules("pgqueue", [Spec.build("every-second", "t", every=1)]))
