@@ -54,6 +54,32 @@ def enqueue_client(ready: Ready, dsn: str, jobs: int) -> dict[str, Any]:
     return {"jobs": jobs, "written": jobs + WARMUP, "start": start, "end": end, "cpu": cpu}
 
 
+def insert_client(ready: Ready, dsn: str, jobs: int) -> dict[str, Any]:
+    """Insert ``jobs`` rows into pgqueue's job table with pgqueue's one-job statement
+    (``insert_job``), one autocommit statement each, from a bare psycopg cursor: the enqueue's
+    floor on pgqueue's table, without pgqueue's client code around it."""
+    from pgqueue.db.sql import queries
+
+    from .ceiling import connect, payloads
+
+    statement = queries(SCHEMA).insert_job
+    app = build_app(dsn)
+    template = app.tasks[NOOP]._call._template.values  # the parameters Task.enqueue sends
+    app.close()
+    work = payloads(jobs)
+    with connect(dsn, "insert-pgqueue") as conn, conn.cursor() as cur:
+        for payload in payloads(WARMUP, start=-WARMUP):
+            cur.execute(statement, (payload, *template))
+        ready()
+        cpu = time.process_time()
+        start = now_ns()
+        for payload in work:
+            cur.execute(statement, (payload, *template))
+        end = now_ns()
+        cpu = time.process_time() - cpu
+    return {"jobs": jobs, "written": jobs + WARMUP, "start": start, "end": end, "cpu": cpu}
+
+
 # --- scenarios (run in the parent) ---------------------------------------------------------
 
 
@@ -66,6 +92,23 @@ def enqueue(bench: Bench, clients: int) -> Result:
     result = throughput(
         f"pgq.enqueue.c{clients}",
         f"enqueue 1/tx, {clients} client{'s' if clients > 1 else ''}, notify on",
+        reports,
+    )
+    meter.apply(result, sum(r["written"] for r in reports))
+    return bench.record(result)
+
+
+def enqueue_floor(bench: Bench, clients: int) -> Result:
+    """pgqueue's one-job INSERT on its own table from bare psycopg cursors, ``clients``
+    processes, no wake-up: what the table costs beside the ceiling's, and what pgqueue's client
+    code costs beside it."""
+    reset(bench)
+    per_client = max(1, bench.sizes.enqueue_jobs // clients)
+    with bench.meter(SCHEMA) as meter:
+        reports = bench.group([(insert_client, (bench.dsn, per_client))] * clients)
+    result = throughput(
+        f"pgq.enqueue.floor.c{clients}",
+        f"INSERT into pgqueue's table 1/tx, {clients} client{'s' if clients > 1 else ''}",
         reports,
     )
     meter.apply(result, sum(r["written"] for r in reports))

@@ -73,6 +73,9 @@ def comparisons(sizes: Sizes) -> Sequence[Comparison]:
     return (
         _c("enqueue 1/tx, 1 client, notify on", "pgq.enqueue.c1", "raw.enqueue.c1", (">=", 0.9)),
         _c("  same, against raw INSERT + NOTIFY", "pgq.enqueue.c1", "raw.enqueue.c1.notify"),
+        _c("  floor: pgqueue's INSERT on its table, no client code",
+           "pgq.enqueue.floor.c1", "raw.enqueue.c1"),
+        _c("  enqueue against that floor (pgqueue's client code)", "pgq.enqueue.c1", "pgq.enqueue.floor.c1"),
         _c("enqueue 1/tx, 4 clients, notify on", "pgq.enqueue.c4", "raw.enqueue.c4", (">=", 0.9)),
         _c("  same, against raw INSERT + NOTIFY", "pgq.enqueue.c4", "raw.enqueue.c4.notify"),
         _c("bulk enqueue (enqueue_many vs COPY)", "pgq.bulk", "raw.bulk.copy", (">=", 0.5)),
@@ -269,6 +272,7 @@ def plan(bench: Bench) -> list[Step]:
         Step("ceiling", "raw.enqueue.c1", lambda b: ceiling.enqueue(b, 1, notify=False)),
         Step("pgqueue", "pgq.enqueue.c1", lambda b: pgqueue_scenarios.enqueue(b, 1)),
         Step("ceiling", "raw.enqueue.c1.notify", lambda b: ceiling.enqueue(b, 1, notify=True)),
+        Step("pgqueue", "pgq.enqueue.floor.c1", lambda b: pgqueue_scenarios.enqueue_floor(b, 1)),
         Step("ceiling", "raw.enqueue.c4", lambda b: ceiling.enqueue(b, 4, notify=False)),
         Step("pgqueue", "pgq.enqueue.c4", lambda b: pgqueue_scenarios.enqueue(b, 4)),
         Step("ceiling", "raw.enqueue.c4.notify", lambda b: ceiling.enqueue(b, 4, notify=True)),
