@@ -114,7 +114,9 @@ async def measure(dsn: str, clients: int, seconds: float, drain_timeout: float) 
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PGQUEUE_DATABASE_URL": dsn, "PGQUEUE_SCHEMA": "pgqueue"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "examples.fastapi_app", "--port", str(port), "--log-level", "error"], cwd=ROOT, env=env
+        [sys.executable, "-m", "examples.fastapi_app", "--port", str(port), "--log-level", "error"],
+        cwd=ROOT,
+        env=env,
     )
     try:
         await wait_up(base)

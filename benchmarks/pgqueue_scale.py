@@ -80,7 +80,8 @@ def drain_first(bench: Bench, key: str, title: str, note: str = "") -> Result:
             n
             for n in (
                 note,
-                f"first {measure:,} completions; concurrency {concurrency}; {got.jobs_per_claim:.1f} jobs per claim",
+                f"first {measure:,} completions; concurrency {concurrency}; "
+                f"{got.jobs_per_claim:.1f} jobs per claim",
                 usage.hung and HUNG,
             )
             if n
@@ -289,7 +290,8 @@ def churn(bench: Bench, short_retention: bool) -> Result:
     return bench.record(
         Result(
             key="pgq.churn.short" if short_retention else "pgq.churn.defaults",
-            title=f"table after {total:,} jobs of churn, {'short retention' if short_retention else 'defaults'}",
+            title=f"table after {total:,} jobs of churn, "
+            f"{'short retention' if short_retention else 'defaults'}",
             value=mb[0],
             unit="MB",
             jobs=total,
@@ -305,7 +307,8 @@ def churn(bench: Bench, short_retention: bool) -> Result:
             note=(
                 f"{how}; {CHURN_PROCESSES} processes × concurrency {concurrency}; heap {mb[1]:.1f} MB + "
                 f"indexes {mb[2]:.1f} MB (+ TOAST/FSM/VM); peak {peak_mb:.1f} MB; {counts[0]:,} rows left "
-                f"({counts[1]:,} completed, {dead[0]:,} dead); {vacuumed}; {total / seconds:,.0f} jobs/s over "
+                f"({counts[1]:,} completed, {dead[0]:,} dead); {vacuumed}; "
+                f"{total / seconds:,.0f} jobs/s over "
                 f"{seconds:.0f} s incl. start-up; {memory_note(usage, (seconds / 10, seconds))}"
                 + (f"; {HUNG}" if usage.hung else "")
             ),

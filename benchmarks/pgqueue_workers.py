@@ -39,7 +39,8 @@ _startup_cpu: dict[tuple[str, int], float] = {}
 def db_now(bench: Bench) -> datetime:
     row = bench.admin.execute("SELECT clock_timestamp()").fetchone()
     assert row is not None
-    return row[0]
+    at: datetime = row[0]
+    return at
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,7 @@ def stamp_producer(ready: Ready, dsn: str, events: int, rate: float) -> list[tup
     a second on a fixed schedule; return ``(job id, call made, call returned)`` per job."""
     app = build_app(dsn)
     task = app.tasks[STAMP]
-    out = []
+    out: list[tuple[int, int, int]] = []
     try:
         for n in range(-WARMUP, 0):
             task.enqueue(n=n)
@@ -290,6 +291,7 @@ def stamp_producer(ready: Ready, dsn: str, events: int, rate: float) -> list[tup
                 time.sleep(delay / 1e9)
             sent = now_ns()
             job_id = task.enqueue(n=seq)
+            assert job_id is not None  # no unique key: always a new job
             out.append((job_id, sent, now_ns()))
     finally:
         app.close()
@@ -427,7 +429,9 @@ def latency(bench: Bench, listen: bool, async_commit: bool = False) -> Result:
         run.kill()
         raise
     usage = run.wait(until=lambda: True)
-    started = dict(bench.admin.execute(f"SELECT id, output FROM {JOB} WHERE id = ANY(%s)", (ids,)).fetchall())
+    started: dict[int, int] = dict(
+        bench.admin.execute(f"SELECT id, output FROM {JOB} WHERE id = ANY(%s)", (ids,)).fetchall()
+    )
     sample = [(started[job_id] - returned) / 1e6 for job_id, _, returned in sent]
     from_send = [(started[job_id] - at) / 1e6 for job_id, at, _ in sent]
     mode = ("LISTEN" if listen else "--no-listen (poll every 1 s, the default)") + (
@@ -484,7 +488,7 @@ def _registered(bench: Bench, processes: int) -> bool:
         """
     ).fetchone()
     assert row is not None
-    return row[0] >= processes and row[1] >= processes
+    return bool(row[0] >= processes and row[1] >= processes)
 
 
 def many_workers(bench: Bench) -> Result:

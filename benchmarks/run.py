@@ -377,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--scale",
         action="store_true",
-        help="full sizes with the million-job scale runs (backlog, finished jobs kept, churn): several minutes more",
+        help="full sizes with the million-job scale runs (backlog, finished jobs kept, churn): "
+        "several minutes more",
     )
     parser.add_argument("--keep-db", action="store_true", help="keep the throwaway database for inspection")
     args = parser.parse_args(argv)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
+import worker_handlers
 
 import pgqueue
 from pgqueue.worker import Worker, WorkerConfig
-
-import worker_handlers
 
 pytestmark = pytest.mark.timeout(60)
 
