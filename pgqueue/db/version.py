@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import SchemaOutOfDate
 
-SCHEMA_VERSION = "0009"
+SCHEMA_VERSION = "0008"
 """The alembic revision this pgqueue's code expects; a test keeps it equal to the migrations' head."""
 
 VERSION_TABLE = "pgqueue_alembic_version"

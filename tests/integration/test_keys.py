@@ -75,9 +75,8 @@ def test_every_enqueue_returns_an_int_id_that_carries_the_jobs_uid(
 def test_every_statement_that_inserts_jobs_gives_each_row_the_uid_of_its_own_id(
     app: pgqueue.App, conn: psycopg.Connection[Any]
 ) -> None:
-    """The uid comes from the column's default, which reads the id the row was just given (the
-    identity's currval): it must match row by row in statements that insert many rows, and in
-    those that give the id themselves."""
+    """Each statement draws its rows' ids and makes their uids from them, row by row in those
+    that insert many; an insert that gives neither gets them from the table's trigger."""
 
     @app.task("t")
     def t(n: int) -> None: ...
@@ -113,6 +112,30 @@ def test_every_statement_that_inserts_jobs_gives_each_row_the_uid_of_its_own_id(
     for job_id, uid in stored.items():
         assert uid.version == 8 and uid.int & (1 << 63) - 1 == job_id, (job_id, uid)
     assert len(set(stored.values())) == len(stored)
+
+
+def test_pgqueues_own_inserts_give_the_uid_and_never_call_the_trigger(app: pgqueue.App, dsn: str) -> None:
+    """The job_uid trigger (a PL/pgSQL call per row) is there for inserts that give no uid; every
+    statement of pgqueue's gives one. Counted by PostgreSQL's function statistics, in the
+    transaction that runs them."""
+
+    @app.task("t")
+    def t(n: int) -> None: ...
+
+    calls = "SELECT pg_stat_get_xact_function_calls('pgqueue.set_job_uid'::regproc)"
+    with psycopg.connect(dsn) as caller, caller.transaction():
+        caller.execute("SET LOCAL track_functions = 'pl'")
+        t.enqueue(conn=caller, n=0)
+        t.using(unique_key="u").enqueue(conn=caller, n=1)
+        t.enqueue_many([{"n": n} for n in range(2, 5)], conn=caller)
+        t.using(dead_letter="dlq").enqueue_many([{"n": 5}, {"n": 6}], conn=caller)
+        t.using(debounce=60, unique_key="d").enqueue(conn=caller, n=7)
+        t.using(unique_for=60, unique_key="th").enqueue(conn=caller, n=8)
+        app.subscribe("ev", "t", conn=caller)
+        assert len(app.publish("ev", {"n": 9}, conn=caller)) == 1
+        assert caller.execute(calls).fetchone() in ((0,), (None,))
+        caller.execute("INSERT INTO pgqueue.job (type, queue, data) VALUES ('t', 'q', '{}')")
+        assert caller.execute(calls).fetchone() == (1,)  # counted when it is called
 
 
 def test_jobs_inserted_by_hand_and_by_schedules_get_a_uid_too(conn: psycopg.Connection[Any]) -> None:

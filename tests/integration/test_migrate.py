@@ -459,39 +459,6 @@ def test_upgrading_a_populated_database_keeps_every_job(empty_dsn: str) -> None:
         assert conn.execute(read).fetchall() == before
 
 
-def test_uids_made_by_the_trigger_and_by_the_default_that_replaced_it_agree(empty_dsn: str) -> None:
-    """0009: the uid comes from the column's default instead of a trigger. Jobs in every state
-    keep theirs on the way up and back down, and rows inserted on either side, several in one
-    statement, get the uid of their own id."""
-    states = ("created", "retry", "active", "completed", "cancelled", "failed")
-    insert = (
-        "INSERT INTO pgqueue.job (type, queue, data, state) SELECT 't', 'q', '{}', s::pgqueue.job_state "
-        "FROM unnest(%s::text[]) AS s RETURNING id, uid"
-    )
-    read = "SELECT id, uid, state::text FROM pgqueue.job ORDER BY id"
-
-    def carry_their_ids(rows: list[tuple[Any, ...]]) -> bool:
-        return all(uid.version == 8 and uid.int & (1 << 63) - 1 == job_id for job_id, uid, *_ in rows)
-
-    migrate.upgrade(empty_dsn, "pgqueue", "0008")
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert carry_their_ids(conn.execute(insert, (list(states),)).fetchall())
-        before = conn.execute(read).fetchall()
-    migrate.upgrade(empty_dsn, "pgqueue", "0009")
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert conn.execute(read).fetchall() == before
-        trigger = "SELECT count(*) FROM pg_trigger WHERE tgname = 'job_uid'"
-        assert conn.execute(trigger).fetchone() == (0,)
-        added = conn.execute(insert, (list(states),)).fetchall()
-        assert len(added) == len(states) and carry_their_ids(added)
-        after = conn.execute(read).fetchall()
-    migrate.downgrade(empty_dsn, "pgqueue", "0008")
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert conn.execute(read).fetchall() == after
-        assert conn.execute(trigger).fetchone() == (1,)
-        assert carry_their_ids(conn.execute(insert, (list(states),)).fetchall())
-
-
 def test_uids_made_before_they_carried_the_id_keep_their_value_and_are_still_found(empty_dsn: str) -> None:
     """0008: new uids are made from the id and found through the primary key; the random uids of
     jobs already there stay as they were, unique and found through their own (partial) index,
