@@ -83,34 +83,22 @@ def insert_client(ready: Ready, dsn: str, jobs: int) -> dict[str, Any]:
 # --- scenarios (run in the parent) ---------------------------------------------------------
 
 
-def enqueue(bench: Bench, clients: int) -> Result:
-    """``Task.enqueue`` one job per transaction from ``clients`` processes, wake-ups on (the default)."""
-    reset(bench)
-    per_client = max(1, bench.sizes.enqueue_jobs // clients)
-    with bench.meter(SCHEMA) as meter:
-        reports = bench.group([(enqueue_client, (bench.dsn, per_client))] * clients)
-    result = throughput(
-        f"pgq.enqueue.c{clients}",
-        f"enqueue 1/tx, {clients} client{'s' if clients > 1 else ''}, notify on",
-        reports,
-    )
-    meter.apply(result, sum(r["written"] for r in reports))
-    return bench.record(result)
-
-
-def enqueue_floor(bench: Bench, clients: int) -> Result:
-    """pgqueue's one-job INSERT on its own table from bare psycopg cursors, ``clients``
-    processes, no wake-up: what the table costs beside the ceiling's, and what pgqueue's client
+def enqueue(bench: Bench, clients: int, floor: bool = False) -> Result:
+    """``Task.enqueue`` one job per transaction from ``clients`` processes, wake-ups on (the
+    default). With ``floor``, pgqueue's one-job INSERT on its own table from bare psycopg cursors
+    instead, no wake-up: what the table costs beside the ceiling's, and what pgqueue's client
     code costs beside it."""
     reset(bench)
     per_client = max(1, bench.sizes.enqueue_jobs // clients)
+    client = insert_client if floor else enqueue_client
     with bench.meter(SCHEMA) as meter:
-        reports = bench.group([(insert_client, (bench.dsn, per_client))] * clients)
-    result = throughput(
-        f"pgq.enqueue.floor.c{clients}",
-        f"INSERT into pgqueue's table 1/tx, {clients} client{'s' if clients > 1 else ''}",
-        reports,
-    )
+        reports = bench.group([(client, (bench.dsn, per_client))] * clients)
+    counted = f"{clients} client{'s' if clients > 1 else ''}"
+    if floor:
+        key, title = f"pgq.enqueue.floor.c{clients}", f"INSERT into pgqueue's table 1/tx, {counted}"
+    else:
+        key, title = f"pgq.enqueue.c{clients}", f"enqueue 1/tx, {counted}, notify on"
+    result = throughput(key, title, reports)
     meter.apply(result, sum(r["written"] for r in reports))
     return bench.record(result)
 

@@ -272,7 +272,7 @@ def plan(bench: Bench) -> list[Step]:
         Step("ceiling", "raw.enqueue.c1", lambda b: ceiling.enqueue(b, 1, notify=False)),
         Step("pgqueue", "pgq.enqueue.c1", lambda b: pgqueue_scenarios.enqueue(b, 1)),
         Step("ceiling", "raw.enqueue.c1.notify", lambda b: ceiling.enqueue(b, 1, notify=True)),
-        Step("pgqueue", "pgq.enqueue.floor.c1", lambda b: pgqueue_scenarios.enqueue_floor(b, 1)),
+        Step("pgqueue", "pgq.enqueue.floor.c1", lambda b: pgqueue_scenarios.enqueue(b, 1, floor=True)),
         Step("ceiling", "raw.enqueue.c4", lambda b: ceiling.enqueue(b, 4, notify=False)),
         Step("pgqueue", "pgq.enqueue.c4", lambda b: pgqueue_scenarios.enqueue(b, 4)),
         Step("ceiling", "raw.enqueue.c4.notify", lambda b: ceiling.enqueue(b, 4, notify=True)),
