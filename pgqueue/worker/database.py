@@ -37,6 +37,10 @@ A connection that the network still acknowledges but that never answers (a half-
 behind a proxy or NAT) is caught by the worker's own time limit on every round trip."""
 
 
+PROBE_NAME = "pgqueue-probe"
+"""The application name of the connection :meth:`WorkerDatabase.answers` opens, one of its own: a
+probe told apart from the pool's connections (``pgqueue-worker``) in ``pg_stat_activity``."""
+
 GROWTH = 2.0
 """How many times larger than its smallest size since the last re-planning the job table must
 grow before the worker's connections plan their statements again."""
@@ -114,6 +118,8 @@ class WorkerDatabase:
         self.outage = Outage()
         """Whether the database is reachable: each part's connection failures are noted there."""
         self.replanning = Replanning(queries(runtime.schema).discard_plans)
+        self._lent = 0
+        """Pool connections lent out by :meth:`pooled` right now."""
 
     async def open(self) -> None:
         await self.pool.open()
@@ -140,14 +146,20 @@ class WorkerDatabase:
 
         When the time limit passes, a new connection tells a database that is gone from a
         statement that is only stuck (behind a lock, say): the latter raises :class:`Blocked`, which
-        is reported as what it is, not as the database unreachable.
+        is reported as what it is, not as the database unreachable. Not when the time went waiting
+        for a connection the pool could not open (none of the pool's was lent out and stuck): the
+        database was out of reach all that time, even if it answers by the time the limit passes
+        (a standby promoted a moment before), and the plain ``TimeoutError`` says so.
         """
+        acquired = False
         try:
             async with asyncio.timeout(timeout or self.io_timeout):
                 conn = await self.pool.getconn()
                 while not alive(conn):
                     await self.pool.putconn(conn)  # closed by alive(): the pool replaces it
                     conn = await self.pool.getconn()
+                acquired = True
+                self._lent += 1
                 try:
                     await self.replanning.refresh(conn)
                     yield conn
@@ -156,8 +168,11 @@ class WorkerDatabase:
                     await conn.close()
                     raise
                 finally:
+                    self._lent -= 1
                     await self.pool.putconn(conn)
         except TimeoutError:
+            if not acquired and self._lent < self.pool.max_size:
+                raise  # waited for a connection the pool could not open: out of reach, not blocked
             await self.pool.drain()
             limit = timeout or self.io_timeout
             if await self.answers():
@@ -172,7 +187,9 @@ class WorkerDatabase:
         try:
             async with asyncio.timeout(3.0):
                 conn = await psycopg.AsyncConnection.connect(
-                    self.runtime.database_url, connect_timeout=2, **self.connect_kwargs
+                    self.runtime.database_url,
+                    connect_timeout=2,
+                    **{**self.connect_kwargs, "application_name": PROBE_NAME},
                 )
                 try:
                     await conn.execute("SELECT 1")

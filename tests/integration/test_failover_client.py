@@ -238,7 +238,8 @@ class _Relay:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            if not self.up.is_set():
+            startup = self._admit(client)
+            if startup is None:
                 client.close()
                 continue
             host, port = self.target
@@ -247,8 +248,13 @@ class _Relay:
                 server.connect(f"{host}/.s.PGSQL.{port}")
             else:
                 server = socket.create_connection(self.target)
+            server.sendall(startup)
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _admit(self, client: Any) -> bytes | None:
+        """What of the client's first bytes the relay has read (to send on), or None to refuse it."""
+        return b"" if self.up.is_set() else None
 
     @staticmethod
     def _pipe(a: Any, b: Any) -> None:
@@ -267,6 +273,122 @@ class _Relay:
     def close(self) -> None:
         self.closed = True
         self.sock.close()
+
+
+class _RefusingRelay(_Relay):
+    """A relay that refuses the connections whose startup message names an application in
+    ``refused`` (the URL must ask for no SSL or GSS encryption, so the startup message comes first)."""
+
+    def __init__(self, target: tuple[str, int], refused: set[str]) -> None:
+        self.refused = refused
+        up = threading.Event()
+        up.set()
+        super().__init__(target, up)
+
+    def _admit(self, client: Any) -> bytes | None:
+        head = _read(client, 4)
+        body = _read(client, int.from_bytes(head, "big") - 4)
+        fields = body[4:].split(b"\0")  # after the protocol version: name, value, ..., then empty
+        params = dict(zip(fields[0::2], fields[1::2], strict=False))
+        name = params.get(b"application_name", b"").decode()
+        return None if name in self.refused else head + body
+
+
+def _read(sock: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("the client went away")
+        data += chunk
+    return data
+
+
+def _through(relay: _Relay, dsn: str) -> str:
+    return psycopg.conninfo.make_conninfo(
+        dsn, host="127.0.0.1", port=relay.port, sslmode="disable", gssencmode="disable"
+    )
+
+
+@pytest.mark.timeout(30)
+def test_a_wait_for_a_connection_the_pool_cannot_open_is_the_outage_not_a_blocked_statement(dsn):
+    """The worker's pool cannot open a connection (the relay refuses it, as a stopped primary with
+    its standby not yet promoted would) until the time limit passes, while a new connection gets an
+    answer (as it does once the standby is promoted): the wait was the database out of reach, and
+    the error says so (a plain TimeoutError, which the worker reports as the outage), not a
+    statement blocked behind a lock. Once the pool can connect again, it does."""
+    from pgqueue.worker.database import WorkerDatabase
+    from pgqueue.worker.outage import Blocked
+
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    relay = _RefusingRelay((info.get("host", "127.0.0.1"), int(info.get("port", 5432))), {"pgqueue-worker"})
+    app = pgqueue.App(_through(relay, dsn))
+
+    async def main() -> None:
+        db = WorkerDatabase(app.runtime(), io_timeout=1.0, async_commit=False)
+        await db.open()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError) as raised:
+                async with db.pooled():
+                    pytest.fail("the pool lent a connection it could not have opened")
+            assert not isinstance(raised.value, Blocked), raised.value
+            assert 1.0 <= time.monotonic() - started < 5.0
+            assert await db.answers()  # the server answered a new connection all along
+            relay.refused.clear()
+            async with db.pooled(timeout=5.0) as conn:
+                cur = await conn.execute("SELECT current_setting('application_name')")
+                assert await cur.fetchone() == ("pgqueue-worker",)
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.close()
+        relay.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_wait_for_a_connection_while_every_one_is_stuck_is_reported_as_blocked(dsn):
+    """Every connection of the worker's pool runs a statement that does not end in time, and the
+    server answers a new connection: the part waiting for a connection is told it is blocked."""
+    from pgqueue.worker.database import WorkerDatabase
+    from pgqueue.worker.outage import Blocked
+
+    app = pgqueue.App(dsn)
+
+    async def main() -> None:
+        db = WorkerDatabase(app.runtime(), io_timeout=10.0, async_commit=False)
+        await db.open()
+        busy = asyncio.Event()
+        holding = 0
+
+        async def hold() -> None:
+            nonlocal holding
+            async with db.pooled() as conn:
+                holding += 1
+                if holding == db.pool.max_size:
+                    busy.set()
+                await conn.execute("SELECT pg_sleep(2)")
+
+        holders = [asyncio.create_task(hold()) for _ in range(db.pool.max_size)]
+        try:
+            await asyncio.wait_for(busy.wait(), 10)
+            with pytest.raises(Blocked, match="though the server answers a new connection"):
+                async with db.pooled(timeout=0.5):
+                    pytest.fail("a connection was free")
+            await asyncio.gather(*holders)
+        finally:
+            for holder in holders:
+                holder.cancel()
+            await asyncio.gather(*holders, return_exceptions=True)
+            await db.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.close()
 
 
 # --- logs ----------------------------------------------------------------------------------
