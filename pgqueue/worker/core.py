@@ -113,7 +113,7 @@ class Worker:
             ),
             XminWatch(lane, config.xmin_warning),
             self.statistics,
-            PlanWatch(lane),
+            PlanWatch(lane, max(CHECK_INTERVAL, config.poll_interval)),
             *self.flow.services(lane, config.poll_interval),
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks

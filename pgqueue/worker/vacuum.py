@@ -125,7 +125,10 @@ class StatisticsWatch(Service):
 class PlanWatch(Periodic):
     """Every ``interval`` seconds, look at the job table's size: when it has grown enough, the
     worker's connections plan their statements again (:class:`~pgqueue.worker.database.Replanning`).
-    One cheap query; the table's owner or not, any role may."""
+    One cheap query; the table's owner or not, any role may. A worker looks every second, or every
+    poll interval when that is longer, as it reads the schedule table: a fleet of hundreds polling
+    every few seconds through a pooler would otherwise spend almost half its idle load on this
+    one query (200 workers polling every 5 s: 2.5 statements a second each instead of 1.3)."""
 
     name = "plans"
 
