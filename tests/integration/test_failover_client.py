@@ -286,8 +286,11 @@ class _RefusingRelay(_Relay):
         super().__init__(target, up)
 
     def _admit(self, client: Any) -> bytes | None:
-        head = _read(client, 4)
-        body = _read(client, int.from_bytes(head, "big") - 4)
+        try:
+            head = _read(client, 4)
+            body = _read(client, int.from_bytes(head, "big") - 4)
+        except OSError:
+            return None
         fields = body[4:].split(b"\0")  # after the protocol version: name, value, ..., then empty
         params = dict(zip(fields[0::2], fields[1::2], strict=False))
         name = params.get(b"application_name", b"").decode()
