@@ -100,6 +100,7 @@ class Worker:
             finished=self.completer.held,
         )
         self.statistics = StatisticsWatch(self.db, runtime.schema)
+        idle_reads = max(CHECK_INTERVAL, config.poll_interval)  # once per poll, at most once a second
         self.services: list[Service] = [
             self.completer,
             self.progress,
@@ -113,11 +114,11 @@ class Worker:
             ),
             XminWatch(lane, config.xmin_warning),
             self.statistics,
-            PlanWatch(lane, max(CHECK_INTERVAL, config.poll_interval)),
+            PlanWatch(lane, idle_reads),
             *self.flow.services(lane, config.poll_interval),
         ]
         if not config.burst:  # a burst worker (and drain()) runs what is there; it enqueues no ticks
-            self.services.append(Scheduler(lane, runtime, max(CHECK_INTERVAL, config.poll_interval)))
+            self.services.append(Scheduler(lane, runtime, idle_reads))
         if config.vacuum_interval is not None:
             self.services.append(
                 VacuumDuty(self.db, runtime.schema, config.vacuum_interval, url=config.listen_database_url)

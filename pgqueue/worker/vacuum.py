@@ -20,7 +20,7 @@ from ..db.driver import arun
 from .aio import describe, retry_delay
 from .database import WorkerDatabase
 from .maintenance import lock_key
-from .service import Lane, Periodic, Service
+from .service import Periodic, Service
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -131,9 +131,6 @@ class PlanWatch(Periodic):
     one query (200 workers polling every 5 s: 2.5 statements a second each instead of 1.3)."""
 
     name = "plans"
-
-    def __init__(self, lane: Lane, interval: float = 1.0) -> None:
-        super().__init__(lane, interval)
 
     async def tick(self, conn: psycopg.AsyncConnection[Any]) -> None:
         cur = await conn.execute(self.q.job_table_size, {"schema": self.q.schema})
