@@ -117,16 +117,23 @@ def load_backlog(bench: Bench, jobs: int) -> None:
 
 def insert_client(ready: Ready, dsn: str, jobs: int, notify: bool) -> dict[str, Any]:
     """Insert ``jobs`` rows, one autocommit statement (one transaction) each."""
-    statement = INSERT_NOTIFY if notify else INSERT
+    return timed_inserts(ready, dsn, "insert", INSERT_NOTIFY if notify else INSERT, jobs)
+
+
+def timed_inserts(
+    ready: Ready, dsn: str, role: str, statement: Any, jobs: int, after: tuple[Any, ...] = ()
+) -> dict[str, Any]:
+    """Run ``statement`` once per job payload, with ``after`` as its further parameters, one
+    autocommit statement each, after ``WARMUP`` untimed ones; the client's report."""
     work = payloads(jobs)
-    with connect(dsn, "insert") as conn, conn.cursor() as cur:
+    with connect(dsn, role) as conn, conn.cursor() as cur:
         for payload in payloads(WARMUP, start=-WARMUP):
-            cur.execute(statement, (payload,))
+            cur.execute(statement, (payload, *after))
         ready()
         cpu = time.process_time()
         start = now_ns()
         for payload in work:
-            cur.execute(statement, (payload,))
+            cur.execute(statement, (payload, *after))
         end = now_ns()
         cpu = time.process_time() - cpu
     return {"jobs": jobs, "written": jobs + WARMUP, "start": start, "end": end, "cpu": cpu}

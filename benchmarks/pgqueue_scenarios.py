@@ -60,24 +60,12 @@ def insert_client(ready: Ready, dsn: str, jobs: int) -> dict[str, Any]:
     floor on pgqueue's table, without pgqueue's client code around it."""
     from pgqueue.db.sql import queries
 
-    from .ceiling import connect, payloads
+    from .ceiling import timed_inserts
 
-    statement = queries(SCHEMA).insert_job
     app = build_app(dsn)
     template = app.tasks[NOOP]._call._template.values  # the parameters Task.enqueue sends
     app.close()
-    work = payloads(jobs)
-    with connect(dsn, "insert-pgqueue") as conn, conn.cursor() as cur:
-        for payload in payloads(WARMUP, start=-WARMUP):
-            cur.execute(statement, (payload, *template))
-        ready()
-        cpu = time.process_time()
-        start = now_ns()
-        for payload in work:
-            cur.execute(statement, (payload, *template))
-        end = now_ns()
-        cpu = time.process_time() - cpu
-    return {"jobs": jobs, "written": jobs + WARMUP, "start": start, "end": end, "cpu": cpu}
+    return timed_inserts(ready, dsn, "insert-pgqueue", queries(SCHEMA).insert_job, jobs, template)
 
 
 # --- scenarios (run in the parent) ---------------------------------------------------------
