@@ -33,7 +33,8 @@ _alembic_lock = threading.Lock()
 
 
 def migrations_dir() -> Path:
-    """The alembic scripts, shipped inside the package: ``env.py`` and ``versions/``."""
+    """The alembic scripts, shipped inside the package: ``env.py`` and ``versions/`` (in a source
+    checkout, ``pgqueue/migrations`` links to the top-level ``migrations/``)."""
     path = Path(__file__).resolve().parent / "migrations"
     if not (path / "env.py").is_file():
         raise FileNotFoundError(f"pgqueue's migrations are missing from {path}")
