@@ -11,6 +11,7 @@ terminating its backends and creating roles touch nothing else. Tools the suite 
 from __future__ import annotations
 
 import glob
+import resource
 import shutil
 import subprocess
 import sys
@@ -238,7 +239,14 @@ logfile = {root / "pgbouncer.log"}
     if as_server_user():
         for path in (root, *root.iterdir()):
             shutil.chown(path, "postgres")
-    process = subprocess.Popen([*as_server_user(), binary, str(ini)], stdout=subprocess.DEVNULL,
+    # One file descriptor per client and server connection: the 1024 a login session gets (runuser
+    # resets the soft limit) is under max_client_conn for a few hundred workers, and pgbouncer then
+    # fails every accept() ("Too many open files"), so workers that reconnect hang on connect.
+    files = max_client_conn + worker_pool + producer_pool + 100
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    files = files if hard == resource.RLIM_INFINITY else min(files, hard)
+    limit = ["prlimit", f"--nofile={files}"] if shutil.which("prlimit") else []
+    process = subprocess.Popen([*as_server_user(), *limit, binary, str(ini)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     bouncer = PgBouncer(process, port, root / "pgbouncer.log")
     try:

@@ -135,6 +135,8 @@ def run_fleet(db: Any, fleet: Fleet, name: str, processes: int, *, poll: float, 
     assert sampler.peak <= WORKER_POOL + PRODUCER_POOL, score.line()
     assert idle_max < poll + 1.0, score.line()  # at worst one poll interval, plus slack for a loaded machine
     assert set(codes.values()) == {0}, logs[-5000:]
+    # pgbouncer accepted every client: its open-files limit is above max_client_conn.
+    assert "Too many open files" not in bouncer_log, bouncer_log[-3000:]
     clashes = [line for line in (logs + bouncer_log).splitlines() if "prepared statement" in line]
     assert not clashes, "\n".join(clashes[:5])
 
