@@ -65,6 +65,13 @@ class Heartbeat(Service):
 
     async def run(self) -> None:
         interval = self.lease_seconds / 3
+        # A beat waits for its answer until the leases it renews would lapse (a beat starts one
+        # interval after the last one renewed them). Round trips queued behind others (a pooler
+        # short of server connections, a machine short of CPU) then still renew them in time:
+        # giving up sooner would cancel the beat, close its connection (a pooler then drops the
+        # queued statement), reconnect and queue again behind the same others, while the leases
+        # lapse and their jobs run twice.
+        patience = max(self.lease_seconds - interval, 2.0)
         conn: psycopg.AsyncConnection[Any] | None = None
         failures = 0
         try:
@@ -76,7 +83,7 @@ class Heartbeat(Service):
                         conn = None
                     if conn is None or conn.closed:
                         conn = await self.db.dedicated("pgqueue-heartbeat")
-                    async with asyncio.timeout(max(interval, 2.0)):
+                    async with asyncio.timeout(patience):
                         await self.db.replanning.refresh(conn)
                         await self.beat(conn)
                     failures = 0
