@@ -55,17 +55,22 @@ LEDGER_APPLICATION = "reliability-ledger"
 LEDGER_CONNECT: dict[str, Any] = {"application_name": LEDGER_APPLICATION, "prepare_threshold": None}
 """Never prepared: the ledger may go through pgbouncer in transaction mode (before 1.21, a
 prepared statement lives on one server connection, and the next transaction gets another)."""
-# The job's lease id at the time of the execution identifies the claim: two executions
-# under one lease would be one claim run twice (a fencing failure). Attempt numbers do
-# not identify claims, since a job handed back at shutdown runs again under the same one.
+# The lease the execution runs under (its claim's, from current_job()) identifies the claim:
+# two executions under one lease would be one claim run twice (a fencing failure). Attempt
+# numbers do not identify claims, since a job handed back at shutdown runs again under the
+# same one. (Read from the job's row when the ledger is written, the lease would be the next
+# claim's for an execution whose write lands after its job was rescued and claimed again.)
 # Each execution writes its row under a token of its own: the write is retried once when the
 # connection fails, and a failure after the commit (a failover right then) must not count the
 # execution twice.
 LEDGER_INSERT = (
     "INSERT INTO ledger (job_id, attempt, pid, note, lease_id, execution) "
-    "SELECT %s, %s, %s, %s, (SELECT lease_id FROM pgqueue.job WHERE id = %s), %s "
-    "ON CONFLICT (execution) DO NOTHING"
+    "VALUES (%s, %s, %s, %s, %s::uuid, %s) ON CONFLICT (execution) DO NOTHING"
 )
+
+
+def _lease(job: pgqueue.JobContext) -> str | None:
+    return None if job.lease_id is None else str(job.lease_id)
 
 
 def _ledger_dsn() -> str:
@@ -93,7 +98,7 @@ async def arecord(note: str | None = None) -> pgqueue.JobContext:
     for attempt in range(2):
         try:
             conn = await _aledger()
-            await conn.execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id, execution))
+            await conn.execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, _lease(job), execution))
             return job
         except psycopg.OperationalError:
             if attempt:
@@ -124,7 +129,7 @@ def record(note: str | None = None) -> pgqueue.JobContext:
     execution = uuid.uuid4()
     for attempt in range(2):
         try:
-            _ledger().execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, job.id, execution))
+            _ledger().execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, _lease(job), execution))
             return job
         except psycopg.OperationalError:
             if attempt:
