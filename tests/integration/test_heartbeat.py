@@ -64,6 +64,11 @@ async def test_a_beat_held_up_past_its_interval_waits_for_its_answer_and_renews(
         await until(lambda: app.get_job(job_id).state is pgqueue.JobState.COMPLETED)
     job = app.get_job(job_id)
     assert job.attempts == 1 and job.errors == [] and job.output == "done"
-    logged = [r.getMessage() for r in caplog.records if r.name.startswith("pgqueue") and r.levelno >= logging.WARNING
-              and getattr(r, "outcome", None) != "autovacuum-off"]
+    logged = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("pgqueue")
+        and r.levelno >= logging.WARNING
+        and getattr(r, "outcome", None) != "autovacuum-off"
+    ]
     assert logged == []

@@ -98,7 +98,8 @@ async def arecord(note: str | None = None) -> pgqueue.JobContext:
     for attempt in range(2):
         try:
             conn = await _aledger()
-            await conn.execute(LEDGER_INSERT, (job.id, job.attempt, os.getpid(), note, _lease(job), execution))
+            row = (job.id, job.attempt, os.getpid(), note, _lease(job), execution)
+            await conn.execute(LEDGER_INSERT, row)
             return job
         except psycopg.OperationalError:
             if attempt:
