@@ -18,10 +18,15 @@ from pgqueue.worker import Worker, WorkerConfig
 TOTAL = 200_000
 BATCH = 5_000
 BACKLOG = 20_000
-BOUND = 24 * 1024 * 1024
-"""The job table with its indexes stays under 24 MiB (with a backlog of up to 25,000 waiting jobs);
+BOUND = 48 * 1024 * 1024
+"""The job table with its indexes stays under 48 MiB (with a backlog of up to 25,000 waiting jobs):
 200,000 of these jobs take 39 MiB waiting, 72 MiB once completed if never pruned (measured on
-PostgreSQL 15)."""
+PostgreSQL 15). Where it levels off depends on the machine: the dead rows a vacuum pass finds are
+the jobs of one vacuum interval, so a faster machine leaves a larger table (21-38 MiB at
+15,000-20,000 jobs a second on 2 cores)."""
+GROWTH = 1.5
+"""The second 100,000 jobs leave the table at most half as large again as the first 100,000 did:
+one whose dead rows were never reclaimed would grow with every job, to twice its size or more."""
 
 
 def sizes(conn: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -62,11 +67,12 @@ async def test_the_job_table_stays_bounded_through_200000_jobs_of_churn(
     running = asyncio.create_task(worker.run())
     started = time.monotonic()
     producer.start()
-    largest = 0
+    largest = [0, 0]  # over the first 100,000 jobs enqueued, and over the rest
     try:
         while True:
             size, waiting = sizes(conn)
-            largest = max(largest, size)
+            half = int(enqueued[0] > TOTAL // 2)
+            largest[half] = max(largest[half], size)
             done = conn.execute("SELECT count(*) FROM pgqueue.job WHERE state < 'completed'").fetchone()
             if enqueued[0] >= TOTAL and done == (0,):
                 break
@@ -79,6 +85,8 @@ async def test_the_job_table_stays_bounded_through_200000_jobs_of_churn(
         producer.join(30)
     elapsed = time.monotonic() - started
     completed = worker.stats.get("completed", 0)
-    print(f"churn: {completed} jobs in {elapsed:.1f} s, largest job table {largest / 2**20:.1f} MiB")
+    first, second = (size / 2**20 for size in largest)
+    print(f"churn: {completed} jobs in {elapsed:.1f} s, job table at most {first:.1f} MiB, then {second:.1f}")
     assert completed == TOTAL
-    assert largest < BOUND, f"the job table reached {largest / 2**20:.1f} MiB"
+    assert max(largest) < BOUND, f"the job table reached {max(first, second):.1f} MiB"
+    assert second < GROWTH * first, f"the job table kept growing: {first:.1f} MiB, then {second:.1f} MiB"
