@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -62,3 +63,13 @@ def module_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
     yield psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> Any:
+    """``warnings_logged()``: the messages pgqueue logged at WARNING or above (but the start-up
+    warning about autovacuum, which the suite's server may have off)."""
+    caplog.set_level(logging.INFO, logger="pgqueue")
+    return lambda: [r.getMessage() for r in caplog.records
+                    if r.name.startswith("pgqueue") and r.levelno >= logging.WARNING
+                    and getattr(r, "outcome", None) != "autovacuum-off"]

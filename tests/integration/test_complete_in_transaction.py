@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from typing import Any
@@ -30,16 +29,6 @@ def payments(conn: psycopg.Connection[Any]) -> Any:
     """A business table, and ``payments()``: its rows as (order_id, job_id, attempt)."""
     conn.execute("CREATE TABLE payments (order_id int PRIMARY KEY, job_id bigint, attempt int)")
     return lambda: conn.execute("SELECT order_id, job_id, attempt FROM payments ORDER BY 1").fetchall()
-
-
-@pytest.fixture
-def warnings_logged(caplog: pytest.LogCaptureFixture) -> Any:
-    """``warnings_logged()``: the messages pgqueue logged at WARNING or above (but the start-up
-    warning about autovacuum, which the suite's server may have off)."""
-    caplog.set_level(logging.INFO, logger="pgqueue")
-    return lambda: [r.getMessage() for r in caplog.records
-                    if r.name.startswith("pgqueue") and r.levelno >= logging.WARNING
-                    and getattr(r, "outcome", None) != "autovacuum-off"]
 
 
 def insert_payment(conn: psycopg.Connection[Any], order_id: int) -> None:
